@@ -1,0 +1,321 @@
+/* fastnn.h -- the whole C API of fastnn's native core.
+ *
+ * C99 kernels over raw pointers: sizes first, then const inputs, outputs,
+ * workspace.  Row-major 2-D operands, each followed by its row stride
+ * (ld*, in elements); columns are unit-stride.  Kernels never allocate,
+ * keep no global state, never touch Python, and exist for float (_f32)
+ * and double (_f64).  An output is overwritten unless the name ends in
+ * _acc; an overwritten output is never read first, so NaN garbage in it
+ * cannot leak into results.  No kernel starts threads of its own: the only
+ * thread pool in the process is the BLAS one (see DESIGN notes in README).
+ */
+#ifndef FASTNN_H
+#define FASTNN_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- enums ------------------------------------------------------------ */
+
+typedef enum {
+    FNN_IDENTITY = 0,
+    FNN_SIGMOID = 1,
+    FNN_TANH = 2,
+    FNN_RELU = 3,
+    FNN_LRELU = 4,      /* max(alpha*z, z) for 0 <= alpha <= 1 */
+    FNN_ELU = 5,        /* z > 0 ? z : alpha*(e^z - 1) */
+    FNN_MAXOUT = 6,     /* layer kind: fnn_maxout_* kernels, not an act */
+    FNN_SOFTMAX = 7     /* output layers only: fnn_softmax_forward */
+} fnn_act;
+
+typedef enum {
+    FNN_SSE = 0,        /* sum_j (z - y)^2             d = 2 (z - y)   */
+    FNN_MSE = 1,        /* 1/2 sum_j (z - y)^2         d = z - y       */
+    FNN_BCE = 2,        /* sum_j softplus(z) - y z     d = sigmoid(z) - y;
+                           z are logits of a sigmoid output            */
+    FNN_SOFTMAX_CE = 3  /* lse(z) sum_j y - sum_j y z  d = p sum_j y - y;
+                           z are logits of a softmax output            */
+} fnn_loss;
+
+typedef enum { FNN_NOTRANS = 0, FNN_TRANS = 1 } fnn_trans;
+
+/* Status codes of the composite routines. */
+enum {
+    FNN_OK = 0,
+    FNN_ERR_NONFINITE = 1,   /* a loss was NaN or inf: step not applied */
+    FNN_STOPPED = 2          /* the poll callback asked to stop */
+};
+
+/* ---- BLAS binding ------------------------------------------------------ */
+
+/* Which calling convention the gemm pointers follow. */
+typedef enum {
+    FNN_BLAS_NONE = 0,     /* no BLAS: built-in loops only (tests) */
+    FNN_BLAS_CBLAS64 = 1,  /* cblas_?gemm with 64-bit integers (ILP64) */
+    FNN_BLAS_CBLAS32 = 2,  /* cblas_?gemm with 32-bit integers (LP64) */
+    FNN_BLAS_F77 = 3       /* Fortran ?gemm, 32-bit integers, by pointer
+                              (scipy.linalg.cython_blas) */
+} fnn_blas_api;
+
+typedef struct {
+    int32_t api;           /* fnn_blas_api */
+    void *sgemm;           /* function pointers in that convention */
+    void *dgemm;
+    int64_t small_mnk;     /* m*n*k at or below this: built-in loops */
+} fnn_blas;
+
+/* C := alpha op(A) op(B) + beta C, row-major.  op(A): (m, k), op(B): (k, n),
+ * C: (m, n).  ta/tb: FNN_TRANS to use the transpose of the stored matrix.
+ * beta == 0 overwrites C without reading it.  Small products (m*n*k <=
+ * blas->small_mnk, or no BLAS) run built-in loops, others go to the BLAS,
+ * which may use its own threads.  C must not overlap A or B. */
+void fnn_gemm_f32(const fnn_blas *blas, int ta, int tb, int64_t m, int64_t n,
+                  int64_t k, float alpha, const float *a, int64_t lda,
+                  const float *b, int64_t ldb, float beta, float *c,
+                  int64_t ldc);
+void fnn_gemm_f64(const fnn_blas *blas, int ta, int tb, int64_t m, int64_t n,
+                  int64_t k, double alpha, const double *a, int64_t lda,
+                  const double *b, int64_t ldb, double beta, double *c,
+                  int64_t ldc);
+
+/* ---- bias + activation (act.c) ---------------------------------------- */
+
+/* z := act(z + b) row-wise, in place.  z: (m, n), row stride ldz; b: (n) or
+ * NULL for no bias.  act: identity..elu (not maxout/softmax).  alpha: slope
+ * (lrelu) or scale (elu); ignored otherwise.  NaN propagates; saturating z
+ * gives exact limits without overflow. */
+void fnn_bias_act_forward_f32(int64_t m, int64_t n, int act, float alpha,
+                              const float *b, float *z, int64_t ldz);
+void fnn_bias_act_forward_f64(int64_t m, int64_t n, int act, double alpha,
+                              const double *b, double *z, int64_t ldz);
+
+/* dz := dy * act'(.) computed from the forward output y, and db := column
+ * sums of dz (db may be NULL).  y, dy, dz: (m, n) with strides ldy, lddy,
+ * lddz.  Overwrites dz and db.  dz may be dy (in place, same stride).
+ * Derivatives: sigmoid y(1-y), tanh 1-y^2, relu y>0, lrelu y>0 ? 1 : alpha,
+ * elu y>0 ? 1 : y+alpha, identity 1. */
+void fnn_bias_act_backward_f32(int64_t m, int64_t n, int act, float alpha,
+                               const float *y, int64_t ldy, const float *dy,
+                               int64_t lddy, float *dz, int64_t lddz,
+                               float *db);
+void fnn_bias_act_backward_f64(int64_t m, int64_t n, int act, double alpha,
+                               const double *y, int64_t ldy, const double *dy,
+                               int64_t lddy, double *dz, int64_t lddz,
+                               double *db);
+
+/* y[i,j] := max_p (z[i, j*k+p] + b[j*k+p]), argmax[i,j] := that p (the first
+ * maximum; the first NaN wins, as numpy.argmax).  z: (m, n*k) stride ldz;
+ * b: (n*k) or NULL; y: (m, n) stride ldy; argmax: (m, n) contiguous.
+ * Overwrites y and argmax; z is not modified. */
+void fnn_maxout_forward_f32(int64_t m, int64_t n, int64_t k, const float *b,
+                            const float *z, int64_t ldz, float *y, int64_t ldy,
+                            int32_t *argmax);
+void fnn_maxout_forward_f64(int64_t m, int64_t n, int64_t k, const double *b,
+                            const double *z, int64_t ldz, double *y,
+                            int64_t ldy, int32_t *argmax);
+
+/* dz[i, j*k+p] := p == argmax[i,j] ? dy[i,j] : 0; db := column sums of dz
+ * (NULL to skip).  dy: (m, n) stride lddy; dz: (m, n*k) stride lddz.
+ * Overwrites dz and db; dz must not overlap dy. */
+void fnn_maxout_backward_f32(int64_t m, int64_t n, int64_t k,
+                             const int32_t *argmax, const float *dy,
+                             int64_t lddy, float *dz, int64_t lddz, float *db);
+void fnn_maxout_backward_f64(int64_t m, int64_t n, int64_t k,
+                             const int32_t *argmax, const double *dy,
+                             int64_t lddy, double *dz, int64_t lddz,
+                             double *db);
+
+/* z := softmax(z + b) row-wise, in place, with the row max subtracted.
+ * z: (m, n) stride ldz; b: (n) or NULL. */
+void fnn_softmax_forward_f32(int64_t m, int64_t n, const float *b, float *z,
+                             int64_t ldz);
+void fnn_softmax_forward_f64(int64_t m, int64_t n, const double *b, double *z,
+                             int64_t ldz);
+
+/* ---- fused loss + gradient (loss.c) ----------------------------------- */
+
+/* Returns scale * sum_i w_i l_i, with l_i the loss of row i (see fnn_loss)
+ * and w_i = sw[i] (sw NULL: all 1); the caller picks scale (1 for a sum,
+ * 1/m or 1/sum(w) for a mean).  If dz is not NULL, dz := scale * w_i *
+ * dl_i/dz, overwritten, and db := column sums of dz (db may be NULL).
+ * z, y, dz: (m, n) with strides ldz, ldy, lddz; dz may be z (same stride).
+ * One pass per row, in double precision internally; bce and softmax_ce
+ * use their stable forms (softplus with log1p, log-sum-exp minus max). */
+double fnn_loss_grad_f32(int64_t m, int64_t n, int loss, double scale,
+                         const float *z, int64_t ldz, const float *y,
+                         int64_t ldy, const float *sw, float *dz,
+                         int64_t lddz, float *db);
+double fnn_loss_grad_f64(int64_t m, int64_t n, int loss, double scale,
+                         const double *z, int64_t ldz, const double *y,
+                         int64_t ldy, const double *sw, double *dz,
+                         int64_t lddz, double *db);
+
+/* ---- optimizers over flat buffers (optim.c) --------------------------- */
+/* All take n elements; w, g, v, m are flat arrays of n.  wd adds wd*w to
+ * the gradient (L2); pass 0 for biases.  Overwrite w and state in place. */
+
+/* w := w - lr (g + wd w) */
+void fnn_sgd_step_f32(int64_t n, float lr, float wd, const float *g,
+                      float *w);
+void fnn_sgd_step_f64(int64_t n, double lr, double wd, const double *g,
+                      double *w);
+
+/* g' = g + wd w; v := mu v - lr g'; w := w + (nesterov ? mu v - lr g' : v)
+ * (scikit-learn's SGDOptimizer). */
+void fnn_momentum_step_f32(int64_t n, float lr, float mu, float wd,
+                           int nesterov, const float *g, float *w, float *v);
+void fnn_momentum_step_f64(int64_t n, double lr, double mu, double wd,
+                           int nesterov, const double *g, double *w,
+                           double *v);
+
+/* Adam step number t >= 1 (scikit-learn's AdamOptimizer):
+ * g' = g + wd w; m := b1 m + (1-b1) g'; v := b2 v + (1-b2) g'^2;
+ * w := w - lr_t m / (sqrt(v) + eps), lr_t = lr sqrt(1-b2^t) / (1-b1^t). */
+void fnn_adam_step_f32(int64_t n, float lr, float b1, float b2, float eps,
+                       int64_t t, float wd, const float *g, float *w,
+                       float *m, float *v);
+void fnn_adam_step_f64(int64_t n, double lr, double b1, double b2, double eps,
+                       int64_t t, double wd, const double *g, double *w,
+                       double *m, double *v);
+
+/* ---- utilities (optim.c) ---------------------------------------------- */
+
+/* 1 if every element of the (m, n) array x (stride ldx) is finite. */
+int fnn_all_finite_f32(int64_t m, int64_t n, const float *x, int64_t ldx);
+int fnn_all_finite_f64(int64_t m, int64_t n, const double *x, int64_t ldx);
+
+/* ---- whole network (net.c) -------------------------------------------- */
+
+/* One layer.  W: (n_in, n_out*pieces) row-major at params + w_off; bias
+ * (n_out*pieces) at params + b_off, or b_off < 0 for none.  For maxout,
+ * column j*pieces + p of W is piece p of unit j.  ws_col/iws_col place the
+ * layer's scratch in the workspace (set by fnn_net_init). */
+typedef struct {
+    int64_t n_in, n_out;
+    int32_t act;         /* fnn_act */
+    int32_t pieces;      /* maxout pieces (1 for other layers) */
+    double alpha;        /* lrelu slope / elu scale */
+    int64_t w_off, b_off;
+    int64_t ws_col, iws_col;
+} fnn_layer;
+
+/* A network: layers[0..n_layers), loss, and the derived workspace shape.
+ * For bce the last layer's act must be sigmoid, for softmax_ce softmax;
+ * the pair is then fused (gradient p - y from the logits). */
+typedef struct {
+    const fnn_blas *blas;
+    const fnn_layer *layers;
+    int32_t n_layers;
+    int32_t loss;
+    int64_t n_params;
+    int64_t n_weights;   /* params[0, n_weights) hold every W, the rest
+                            every bias: L2 decay covers just that prefix */
+    int64_t ws_cols;     /* workspace: m * ws_cols elements of the dtype */
+    int64_t iws_cols;    /*            m * iws_cols int32 (maxout argmax) */
+    int64_t max_width;
+} fnn_net;
+
+/* Fills ws_col/iws_col of each layer and the workspace sizes of net.
+ * Returns 0, or -1 if the layers do not chain (n_in of layer l != n_out of
+ * layer l-1) or a weight or bias lies outside params. */
+int fnn_net_init(fnn_net *net, fnn_layer *layers);
+
+/* Forward pass of m rows of x (m, n_in) stride ldx.  Activations go to ws;
+ * returns a pointer into ws to the (m, n_out) output, contiguous.
+ * predict = 1 applies the output activation (sigmoid/softmax included);
+ * predict = 0 leaves what the loss consumes (logits for bce/softmax_ce). */
+float *fnn_net_forward_f32(const fnn_net *net, int64_t m, const float *x,
+                           int64_t ldx, const float *params, int predict,
+                           float *ws, int32_t *iws);
+double *fnn_net_forward_f64(const fnn_net *net, int64_t m, const double *x,
+                            int64_t ldx, const double *params, int predict,
+                            double *ws, int32_t *iws);
+
+/* Forward, loss and backward for m rows of x and y (m, n_out) stride ldy:
+ * returns the loss (see fnn_loss_grad for scale and sw) and overwrites
+ * grads (n_params, same layout as params).  If lr != 0 the SGD step is
+ * fused instead: grads of W are not written; each W := (1 - lr wd) W -
+ * lr dW inside its gradient GEMM, each bias := b - lr db (db is left in
+ * grads); wd applies to W only.  If the loss is not finite, nothing after
+ * the forward pass runs: grads and params are untouched.  Otherwise, if
+ * snapshot is not NULL, params are copied to it (n_params) before any
+ * update: a state whose loss is known to be finite. */
+double fnn_net_loss_grad_f32(const fnn_net *net, int64_t m, const float *x,
+                             int64_t ldx, const float *y, int64_t ldy,
+                             const float *sw, double scale, float lr, float wd,
+                             float *params, float *grads, float *snapshot,
+                             float *ws, int32_t *iws);
+double fnn_net_loss_grad_f64(const fnn_net *net, int64_t m, const double *x,
+                             int64_t ldx, const double *y, int64_t ldy,
+                             const double *sw, double scale, double lr,
+                             double wd, double *params, double *grads,
+                             double *snapshot, double *ws, int32_t *iws);
+
+/* ---- the training loop (train.c) -------------------------------------- */
+
+typedef enum {
+    FNN_OPT_SGD = 0,
+    FNN_OPT_MOMENTUM = 1,
+    FNN_OPT_NESTEROV = 2,
+    FNN_OPT_ADAM = 3
+} fnn_opt_kind;
+
+/* Optimizer: kind, hyper-parameters and state buffers (n_params each, same
+ * layout as params; unused ones may be NULL).  t counts Adam steps taken
+ * and is advanced in place.  The L2 coefficient applied to the weights at
+ * a step of m rows is l2 / m if l2_per_row (scikit-learn's alpha), else
+ * l2. */
+typedef struct {
+    int32_t kind;
+    int32_t l2_per_row;
+    double momentum, beta1, beta2, eps, l2;
+    int64_t t;
+    void *vel;            /* momentum / nesterov velocity, Adam m */
+    void *sq;             /* Adam v */
+} fnn_optim;
+
+/* Called between steps, about every poll_ms milliseconds; nonzero stops. */
+typedef int (*fnn_poll_fn)(void *ctx, int64_t epoch, int64_t step);
+
+/* A run of epochs.  Epoch e visits rows order[e*n + i] (order NULL: rows
+ * in order) in minibatches of `batch` rows, the last one partial; rows are
+ * gathered into xb/yb/swb (batch rows each) when order is given.  lr[e]
+ * is the learning rate of epoch e.  The loss of each step is scaled by 1
+ * for sse and by 1/(rows) or 1/sum(sw) otherwise.  epoch_loss[e] receives
+ * the epoch's loss: the sum of the step losses for sse, else their
+ * row-weighted mean.  On return epochs_done / steps_done say how far it
+ * went; on FNN_ERR_NONFINITE bad_epoch/bad_step name the step whose loss
+ * was not finite (not applied). */
+typedef struct {
+    int64_t n, n_epochs, batch;
+    const void *x; int64_t ldx;
+    const void *y; int64_t ldy;
+    const void *sw;             /* (n) sample weights or NULL */
+    const int64_t *order;       /* (n_epochs, n) or NULL */
+    const double *lr;           /* (n_epochs) */
+    double *epoch_loss;         /* (n_epochs), out */
+    void *xb, *yb, *swb;        /* gather buffers (batch rows), if order */
+    void *snapshot;             /* (n_params) or NULL, see below */
+    int64_t snapshot_every;     /* epochs between snapshots (>= 1) */
+    fnn_poll_fn poll; void *poll_ctx; double poll_ms;
+    int64_t epochs_done, steps_done, bad_epoch, bad_step, snapshot_epoch;
+} fnn_fit_args;
+
+/* Runs the epochs of a (see fnn_fit_args) with optimizer opt.  Returns
+ * FNN_OK, FNN_ERR_NONFINITE or FNN_STOPPED.  Plain SGD without momentum
+ * is fused into the gradient GEMMs.  If a->snapshot is set, the
+ * parameters at the start of every snapshot_every-th epoch are copied there
+ * once that epoch's first loss is known finite (a->snapshot_epoch says
+ * which epoch, -1 if none yet).  No allocation. */
+int fnn_fit_f32(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
+                float *params, float *grads, float *ws, int32_t *iws);
+int fnn_fit_f64(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
+                double *params, double *grads, double *ws, int32_t *iws);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FASTNN_H */

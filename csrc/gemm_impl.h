@@ -1,0 +1,110 @@
+/* gemm_impl.h -- body of gemm.c, included once per dtype (REAL, SUF,
+ * CBLAS_FN, F77_FN naming the BLAS entry point member of fnn_blas). */
+
+/* Built-in product for tiny shapes, where a BLAS call costs more than the
+ * arithmetic.  Row-major; the inner loop runs over contiguous columns of
+ * C when op(B) allows it and vectorizes. */
+FNN_CLONES
+static void SUF(small_gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k,
+                            REAL alpha, const REAL *a, int64_t lda,
+                            const REAL *b, int64_t ldb, REAL beta, REAL *c,
+                            int64_t ldc)
+{
+    for (int64_t i = 0; i < m; i++) {
+        REAL *ci = c + i * ldc;
+        if (tb == FNN_NOTRANS) {
+            if (beta == 0) {
+                FNN_SIMD for (int64_t j = 0; j < n; j++) {
+                    ci[j] = 0;
+                }
+            } else if (beta != 1) {
+                FNN_SIMD for (int64_t j = 0; j < n; j++) {
+                    ci[j] *= beta;
+                }
+            }
+            for (int64_t p = 0; p < k; p++) {
+                REAL aip = alpha * (ta == FNN_NOTRANS ? a[i * lda + p]
+                                                      : a[p * lda + i]);
+                const REAL *bp = b + p * ldb;
+                FNN_SIMD for (int64_t j = 0; j < n; j++) {
+                    ci[j] += aip * bp[j];
+                }
+            }
+        } else {
+            for (int64_t j = 0; j < n; j++) {
+                const REAL *bj = b + j * ldb;
+                REAL s = 0;
+                if (ta == FNN_NOTRANS) {
+                    const REAL *ai = a + i * lda;
+                    FNN_SIMD_SUM(s) for (int64_t p = 0; p < k; p++) {
+                        s += ai[p] * bj[p];
+                    }
+                } else {
+                    for (int64_t p = 0; p < k; p++) {
+                        s += a[p * lda + i] * bj[p];
+                    }
+                }
+                ci[j] = beta == 0 ? alpha * s : alpha * s + beta * ci[j];
+            }
+        }
+    }
+}
+
+void SUF(fnn_gemm)(const fnn_blas *blas, int ta, int tb, int64_t m,
+                   int64_t n, int64_t k, REAL alpha, const REAL *a,
+                   int64_t lda, const REAL *b, int64_t ldb, REAL beta,
+                   REAL *c, int64_t ldc)
+{
+    if (m <= 0 || n <= 0) {
+        return;
+    }
+    if (k <= 0 || alpha == 0) {
+        /* C := beta C, without reading C when beta == 0 */
+        for (int64_t i = 0; i < m; i++) {
+            REAL *ci = c + i * ldc;
+            for (int64_t j = 0; j < n; j++) {
+                ci[j] = beta == 0 ? (REAL)0 : beta * ci[j];
+            }
+        }
+        return;
+    }
+    int api = blas ? blas->api : FNN_BLAS_NONE;
+    if (api == FNN_BLAS_NONE || !blas->BLAS_MEMBER
+        || (double)m * (double)n * (double)k <= (double)blas->small_mnk) {
+        SUF(small_gemm)(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    if (api == FNN_BLAS_CBLAS64) {
+        typedef void (*fn_t)(int, int, int, int64_t, int64_t, int64_t, REAL,
+                             const REAL *, int64_t, const REAL *, int64_t,
+                             REAL, REAL *, int64_t);
+        ((fn_t)blas->BLAS_MEMBER)(CBLAS_ROW_MAJOR,
+                                  ta ? CBLAS_TRANS : CBLAS_NO_TRANS,
+                                  tb ? CBLAS_TRANS : CBLAS_NO_TRANS,
+                                  m, n, k, alpha, a, lda, b, ldb, beta, c,
+                                  ldc);
+    } else if (api == FNN_BLAS_CBLAS32) {
+        typedef void (*fn_t)(int, int, int, int32_t, int32_t, int32_t, REAL,
+                             const REAL *, int32_t, const REAL *, int32_t,
+                             REAL, REAL *, int32_t);
+        ((fn_t)blas->BLAS_MEMBER)(CBLAS_ROW_MAJOR,
+                                  ta ? CBLAS_TRANS : CBLAS_NO_TRANS,
+                                  tb ? CBLAS_TRANS : CBLAS_NO_TRANS,
+                                  (int32_t)m, (int32_t)n, (int32_t)k, alpha,
+                                  a, (int32_t)lda, b, (int32_t)ldb, beta, c,
+                                  (int32_t)ldc);
+    } else {
+        /* Fortran is column-major: C^T = op(B)^T op(A)^T, i.e. swap the
+         * operands and read each row-major array as its transpose. */
+        typedef void (*fn_t)(const char *, const char *, const int32_t *,
+                             const int32_t *, const int32_t *, const REAL *,
+                             const REAL *, const int32_t *, const REAL *,
+                             const int32_t *, const REAL *, REAL *,
+                             const int32_t *);
+        char tra = tb ? 'T' : 'N', trb = ta ? 'T' : 'N';
+        int32_t M = (int32_t)n, N = (int32_t)m, K = (int32_t)k;
+        int32_t LDA = (int32_t)ldb, LDB = (int32_t)lda, LDC = (int32_t)ldc;
+        ((fn_t)blas->BLAS_MEMBER)(&tra, &trb, &M, &N, &K, &alpha, b, &LDA,
+                                  a, &LDB, &beta, c, &LDC);
+    }
+}

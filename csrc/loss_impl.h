@@ -1,0 +1,95 @@
+/* loss_impl.h -- body of loss.c, included once per dtype (REAL, SUF).
+ * All loss arithmetic is double: the output layer is narrow, so the cost
+ * is small, and the loss value and p - y keep full precision. */
+
+FNN_CLONES
+double SUF(fnn_loss_grad)(int64_t m, int64_t n, int loss, double scale,
+                          const REAL *z, int64_t ldz, const REAL *y,
+                          int64_t ldy, const REAL *sw, REAL *dz,
+                          int64_t lddz, REAL *db)
+{
+    double total = 0.0;
+    if (dz && db) {
+        for (int64_t j = 0; j < n; j++) {
+            db[j] = 0;
+        }
+    }
+    for (int64_t i = 0; i < m; i++) {
+        const REAL *zi = z + i * ldz;
+        const REAL *yi = y + i * ldy;
+        REAL *dzi = dz ? dz + i * lddz : NULL;
+        double w = sw ? (double)sw[i] : 1.0;
+        double g = scale * w;       /* gradient factor of this row */
+        double li = 0.0;
+        switch (loss) {
+        case FNN_SSE:
+        case FNN_MSE: {
+            double c = loss == FNN_SSE ? 1.0 : 0.5;
+            double gd = loss == FNN_SSE ? 2.0 * g : g;
+            FNN_SIMD_SUM(li) for (int64_t j = 0; j < n; j++) {
+                double d = (double)zi[j] - (double)yi[j];
+                li += c * d * d;
+            }
+            if (dzi) {
+                FNN_SIMD for (int64_t j = 0; j < n; j++) {
+                    double d = (double)zi[j] - (double)yi[j];
+                    dzi[j] = (REAL)(gd * d);
+                }
+            }
+            break;
+        }
+        case FNN_BCE: {
+            /* softplus(z) - y z = max(z, 0) - y z + log1p(e^-|z|) */
+            FNN_SIMD_SUM(li) for (int64_t j = 0; j < n; j++) {
+                double v = (double)zi[j];
+                double a = v < 0 ? -v : v;
+                double e = fnn_exp_f64(-a);
+                li += (v > 0 ? v : 0.0) - (double)yi[j] * v
+                      + fnn_log1p01_f64(e);
+            }
+            if (dzi) {
+                FNN_SIMD for (int64_t j = 0; j < n; j++) {
+                    double v = (double)zi[j];
+                    double p = fnn_sigmoid_f64(v);
+                    dzi[j] = (REAL)(g * (p - (double)yi[j]));
+                }
+            }
+            break;
+        }
+        case FNN_SOFTMAX_CE: {
+            double mx = (double)zi[0];
+            for (int64_t j = 1; j < n; j++) {
+                double v = (double)zi[j];
+                mx = v > mx ? v : mx;
+            }
+            double s = 0.0, ys = 0.0, yz = 0.0;
+            FNN_SIMD_SUM3(s, ys, yz) for (int64_t j = 0; j < n; j++) {
+                double v = (double)zi[j];
+                s += fnn_exp_f64(v - mx);
+                ys += (double)yi[j];
+                yz += (double)yi[j] * v;
+            }
+            double lse = mx + log(s);   /* one libm call per row */
+            li = lse * ys - yz;
+            if (dzi) {
+                double gy = g * ys;
+                FNN_SIMD for (int64_t j = 0; j < n; j++) {
+                    double p = fnn_exp_f64((double)zi[j] - lse);
+                    dzi[j] = (REAL)(gy * p - g * (double)yi[j]);
+                }
+            }
+            break;
+        }
+        default:
+            li = 0.0;
+            break;
+        }
+        total += w * li;
+        if (dzi && db) {
+            FNN_SIMD for (int64_t j = 0; j < n; j++) {
+                db[j] += dzi[j];
+            }
+        }
+    }
+    return scale * total;
+}

@@ -1,0 +1,48 @@
+/* net.c -- a whole network's forward pass and its fused loss + backward
+ * (+ SGD) step, composed only of the kernels in act.c, loss.c, optim.c and
+ * gemm.c.  Caller-owned workspace (layout in net_impl.h); no allocation. */
+#include <stddef.h>
+#include <string.h>
+#include "fastnn.h"
+
+int fnn_net_init(fnn_net *net, fnn_layer *layers)
+{
+    int64_t col = 0, icol = 0, maxw = 1;
+    if (net->n_layers < 1) {
+        return -1;
+    }
+    for (int64_t l = 0; l < net->n_layers; l++) {
+        fnn_layer *L = &layers[l];
+        int64_t cols = L->n_out * L->pieces;
+        if (L->n_in < 1 || L->n_out < 1 || L->pieces < 1
+            || (l > 0 && L->n_in != layers[l - 1].n_out)
+            || L->w_off < 0 || L->w_off + L->n_in * cols > net->n_params
+            || (L->b_off >= 0 && L->b_off + cols > net->n_params)
+            || (L->act != FNN_MAXOUT && L->pieces != 1)
+            || (L->act == FNN_SOFTMAX && l != net->n_layers - 1)) {
+            return -1;
+        }
+        L->ws_col = col;
+        col += L->n_out + (L->act == FNN_MAXOUT ? cols : 0);
+        L->iws_col = icol;
+        icol += L->act == FNN_MAXOUT ? L->n_out : 0;
+        maxw = cols > maxw ? cols : maxw;
+    }
+    net->layers = layers;
+    net->max_width = maxw;
+    net->ws_cols = col + 2 * maxw;
+    net->iws_cols = icol;
+    return 0;
+}
+
+#define REAL double
+#define SUF(name) name##_f64
+#include "net_impl.h"
+#undef REAL
+#undef SUF
+
+#define REAL float
+#define SUF(name) name##_f32
+#include "net_impl.h"
+#undef REAL
+#undef SUF

@@ -1,0 +1,149 @@
+/* net_impl.h -- body of net.c, included once per dtype (REAL, SUF).
+ *
+ * Workspace for a batch of m rows (REAL, m * net->ws_cols elements):
+ *   per layer l, at m * ws_col: A_l (m, n_out) the layer's output, then
+ *   for maxout Z_l (m, n_out*pieces) the pre-activation;
+ *   at the end two delta buffers D0, D1 of (m, max_width) each.
+ * int32 workspace (m * iws_cols): maxout argmax (m, n_out) per layer. */
+
+static REAL *SUF(layer_out)(const fnn_net *net, int64_t l, int64_t m,
+                            REAL *ws)
+{
+    return ws + m * net->layers[l].ws_col;
+}
+
+/* Activation applied in the forward pass of the last layer: when the loss
+ * is fused with it (bce/sigmoid, softmax_ce/softmax) training stops at the
+ * logits. */
+static int SUF(out_act)(const fnn_net *net, int predict)
+{
+    int act = net->layers[net->n_layers - 1].act;
+    if (!predict && (net->loss == FNN_BCE || net->loss == FNN_SOFTMAX_CE)) {
+        return FNN_IDENTITY;
+    }
+    return act;
+}
+
+REAL *SUF(fnn_net_forward)(const fnn_net *net, int64_t m, const REAL *x,
+                           int64_t ldx, const REAL *params, int predict,
+                           REAL *ws, int32_t *iws)
+{
+    const REAL *in = x;
+    int64_t ldin = ldx;
+    REAL *out = NULL;
+    for (int64_t l = 0; l < net->n_layers; l++) {
+        const fnn_layer *L = &net->layers[l];
+        const REAL *W = params + L->w_off;
+        const REAL *b = L->b_off >= 0 ? params + L->b_off : NULL;
+        int64_t cols = L->n_out * L->pieces;
+        out = SUF(layer_out)(net, l, m, ws);
+        if (L->act == FNN_MAXOUT) {
+            REAL *zl = out + m * L->n_out;
+            SUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_NOTRANS, m, cols,
+                          L->n_in, 1, in, ldin, W, cols, 0, zl, cols);
+            SUF(fnn_maxout_forward)(m, L->n_out, L->pieces, b, zl, cols,
+                                    out, L->n_out, iws + m * L->iws_col);
+        } else {
+            int act = l == net->n_layers - 1 ? SUF(out_act)(net, predict)
+                                             : L->act;
+            SUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_NOTRANS, m, cols,
+                          L->n_in, 1, in, ldin, W, cols, 0, out, cols);
+            if (act == FNN_SOFTMAX) {
+                SUF(fnn_softmax_forward)(m, cols, b, out, cols);
+            } else {
+                SUF(fnn_bias_act_forward)(m, cols, act, (REAL)L->alpha, b,
+                                          out, cols);
+            }
+        }
+        in = out;
+        ldin = L->n_out;
+    }
+    return out;
+}
+
+double SUF(fnn_net_loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
+                              int64_t ldx, const REAL *y, int64_t ldy,
+                              const REAL *sw, double scale, REAL lr, REAL wd,
+                              REAL *params, REAL *grads, REAL *snapshot,
+                              REAL *ws, int32_t *iws)
+{
+    int64_t nl = net->n_layers;
+    const fnn_layer *last = &net->layers[nl - 1];
+    REAL *out = SUF(fnn_net_forward)(net, m, x, ldx, params, 0, ws, iws);
+    REAL *D = ws + m * net->ws_cols - 2 * m * net->max_width;
+    REAL *E = D + m * net->max_width;
+    REAL *dblast = last->b_off >= 0 ? grads + last->b_off : NULL;
+
+    /* Output delta.  Identity (or fused) outputs get db from the loss pass;
+     * other activations through their backward kernel. */
+    int oact = SUF(out_act)(net, 0);
+    int direct = oact == FNN_IDENTITY && last->act != FNN_MAXOUT;
+    double loss = SUF(fnn_loss_grad)(m, last->n_out, net->loss, scale, out,
+                                     last->n_out, y, ldy, sw, D, last->n_out,
+                                     NULL);
+    if (!(loss - loss == 0)) {
+        return loss;                    /* NaN or inf: touch nothing */
+    }
+    if (snapshot) {
+        memcpy(snapshot, params, (size_t)net->n_params * sizeof(REAL));
+    }
+    if (direct && dblast) {
+        /* identity backward in place: only the column sums */
+        SUF(fnn_bias_act_backward)(m, last->n_out, FNN_IDENTITY, 0, out,
+                                   last->n_out, D, last->n_out, D,
+                                   last->n_out, dblast);
+    }
+    if (last->act == FNN_MAXOUT) {
+        SUF(fnn_maxout_backward)(m, last->n_out, last->pieces,
+                                 iws + m * last->iws_col, D, last->n_out, E,
+                                 last->n_out * last->pieces, dblast);
+        REAL *t = D; D = E; E = t;
+    } else if (!direct) {
+        SUF(fnn_bias_act_backward)(m, last->n_out, oact, (REAL)last->alpha,
+                                   out, last->n_out, D, last->n_out, D,
+                                   last->n_out, dblast);
+    }
+
+    /* D holds dZ of layer l, (m, cols_l). */
+    for (int64_t l = nl - 1; l >= 0; l--) {
+        const fnn_layer *L = &net->layers[l];
+        int64_t cols = L->n_out * L->pieces;
+        REAL *W = params + L->w_off;
+        const REAL *in = l > 0 ? SUF(layer_out)(net, l - 1, m, ws) : x;
+        int64_t ldin = l > 0 ? L->n_in : ldx;
+        /* dA of the layer below, with W before its update */
+        if (l > 0) {
+            SUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_TRANS, m, L->n_in, cols,
+                          1, D, cols, W, cols, 0, E, L->n_in);
+        }
+        if (lr != 0) {
+            /* fused SGD: W := (1 - lr wd) W - lr in^T dZ */
+            SUF(fnn_gemm)(net->blas, FNN_TRANS, FNN_NOTRANS, L->n_in, cols, m,
+                          -lr, in, ldin, D, cols, 1 - lr * wd, W, cols);
+            if (L->b_off >= 0) {
+                SUF(fnn_sgd_step)(cols, lr, 0, grads + L->b_off,
+                                  params + L->b_off);
+            }
+        } else {
+            SUF(fnn_gemm)(net->blas, FNN_TRANS, FNN_NOTRANS, L->n_in, cols, m,
+                          1, in, ldin, D, cols, 0, grads + L->w_off, cols);
+        }
+        if (l == 0) {
+            break;
+        }
+        /* dZ of the layer below from its dA (in E) */
+        const fnn_layer *P = &net->layers[l - 1];
+        REAL *db = P->b_off >= 0 ? grads + P->b_off : NULL;
+        if (P->act == FNN_MAXOUT) {
+            SUF(fnn_maxout_backward)(m, P->n_out, P->pieces,
+                                     iws + m * P->iws_col, E, P->n_out, D,
+                                     P->n_out * P->pieces, db);
+        } else {
+            SUF(fnn_bias_act_backward)(m, P->n_out, P->act, (REAL)P->alpha,
+                                       in, P->n_out, E, P->n_out, E, P->n_out,
+                                       db);
+            REAL *t = D; D = E; E = t;
+        }
+    }
+    return loss;
+}

@@ -1,0 +1,237 @@
+/* vmath.h -- branch-free exp, expm1 and log1p that vectorize.
+ *
+ * Written as straight-line scalar code (selects, integer bit tricks, no
+ * libm calls, no table lookups) so that GCC vectorizes the loops that
+ * inline them; each function's accuracy is a few ulp over its domain,
+ * checked against numpy in tests/test_vmath.py.  Inputs are clamped so
+ * no operation overflows: saturating inputs give the exact limit without
+ * raising floating-point flags or taking a slow path.  NaN propagates.
+ */
+#ifndef FASTNN_VMATH_H
+#define FASTNN_VMATH_H
+
+#include <stdint.h>
+
+/* Compile-time dispatch by CPU at run time: each kernel that loops over
+ * these gets an AVX-512, an AVX2+FMA and a baseline x86-64 clone, chosen
+ * when the library loads (GCC ifunc). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__linux__) && !defined(FNN_NO_CLONES)
+#define FNN_CLONES \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", \
+                                 "default")))
+#else
+#define FNN_CLONES
+#endif
+
+/* "omp simd" needs only -fopenmp-simd (no OpenMP runtime, no threads). */
+#if defined(_OPENMP) || defined(FNN_OMP_SIMD)
+#define FNN_PRAGMA(x) _Pragma(#x)
+#define FNN_SIMD FNN_PRAGMA(omp simd)
+#define FNN_SIMD_SUM(v) FNN_PRAGMA(omp simd reduction(+:v))
+#define FNN_SIMD_SUM3(a, b, c) FNN_PRAGMA(omp simd reduction(+:a, b, c))
+#else
+#define FNN_SIMD
+#define FNN_SIMD_SUM(v)
+#define FNN_SIMD_SUM3(a, b, c)
+#endif
+
+static inline double fnn_bits_to_f64(int64_t i)
+{
+    union { int64_t i; double d; } u;
+    u.i = i;
+    return u.d;
+}
+
+static inline int64_t fnn_f64_to_bits(double d)
+{
+    union { int64_t i; double d; } u;
+    u.d = d;
+    return u.i;
+}
+
+static inline float fnn_bits_to_f32(int32_t i)
+{
+    union { int32_t i; float f; } u;
+    u.i = i;
+    return u.f;
+}
+
+static inline int32_t fnn_f32_to_bits(float f)
+{
+    union { int32_t i; float f; } u;
+    u.f = f;
+    return u.i;
+}
+
+/* ---- double ------------------------------------------------------------
+ * x = k ln2 + r, |r| <= ln2/2, with k rounded by the 1.5*2^52 trick (k
+ * then sits in the low bits of t).  e^r - 1 = r + r^2 P(r), Taylor to r^13
+ * (truncation < 2e-17 relative).  ln2 split fdlibm-style so k*LN2_HI is
+ * exact. */
+#define FNN_LOG2E 1.4426950408889634
+#define FNN_LN2_HI 6.93147180369123816490e-01
+#define FNN_LN2_LO 1.90821492927058770002e-10
+#define FNN_SHIFT52 6755399441055744.0 /* 0x1.8p52 */
+
+static inline double fnn_expm1_poly_f64(double r)
+{
+    double p = 1.0 / 6227020800.0;        /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;        /* 1/12! */
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    return r + (r * r) * p;
+}
+
+/* e^x for all x: clamped to [-745.2, 709.78] (0 and the largest finite
+ * value below/above are the correctly rounded limits there); gradual
+ * underflow via a two-factor scale 2^k1 2^k2. */
+static inline double fnn_exp_f64(double x)
+{
+    x = x < -745.2 ? -745.2 : x;
+    x = x > 709.78 ? 709.78 : x;
+    double t = x * FNN_LOG2E + FNN_SHIFT52;
+    double kf = t - FNN_SHIFT52;
+    int64_t k = fnn_f64_to_bits(t) - fnn_f64_to_bits(FNN_SHIFT52);
+    double r = (x - kf * FNN_LN2_HI) - kf * FNN_LN2_LO;
+    double q = fnn_expm1_poly_f64(r);
+    int64_t k1 = k / 2;            /* k in [-1075, 1024]; garbage if NaN */
+    int64_t k2 = k - k1;
+    double s1 = fnn_bits_to_f64((int64_t)((uint64_t)(k1 + 1023) << 52));
+    double s2 = fnn_bits_to_f64((int64_t)((uint64_t)(k2 + 1023) << 52));
+    return ((1.0 + q) * s1) * s2;
+}
+
+/* e^x - 1 without cancellation near 0; clamped to [-40, 709] (below -40
+ * the result is -1 to double precision). */
+static inline double fnn_expm1_f64(double x)
+{
+    x = x < -40.0 ? -40.0 : x;
+    x = x > 709.0 ? 709.0 : x;
+    double t = x * FNN_LOG2E + FNN_SHIFT52;
+    double kf = t - FNN_SHIFT52;
+    int64_t k = fnn_f64_to_bits(t) - fnn_f64_to_bits(FNN_SHIFT52);
+    double r = (x - kf * FNN_LN2_HI) - kf * FNN_LN2_LO;
+    double q = fnn_expm1_poly_f64(r);
+    double s = fnn_bits_to_f64((int64_t)((uint64_t)(k + 1023) << 52));
+    return s * q + (s - 1.0);          /* exactly q when k == 0 */
+}
+
+/* log(1 + x) for x in [0, 1] (what softplus needs: x = e^-|z|).  u = 1+x
+ * is split as 2^kk (1+f) with f in [sqrt(2)/2 - 1, sqrt(2) - 1], log(1+f)
+ * by fdlibm's polynomial in s = f/(2+f); (x - (u-1))/u corrects the
+ * rounding of u. */
+static inline double fnn_log1p01_f64(double x)
+{
+    const double Lg1 = 6.666666666666735130e-01, Lg2 = 3.999999999940941908e-01,
+                 Lg3 = 2.857142874366239149e-01, Lg4 = 2.222219843214978396e-01,
+                 Lg5 = 1.818357216161805012e-01, Lg6 = 1.531383769920937332e-01,
+                 Lg7 = 1.479819860511658591e-01;
+    double u = 1.0 + x;
+    double c = (x - (u - 1.0)) / u;
+    int big = u > 1.4142135623730951;
+    double f = big ? 0.5 * u - 1.0 : u - 1.0;
+    double kk = big ? 1.0 : 0.0;
+    double s = f / (2.0 + f);
+    double z = s * s;
+    double w = z * z;
+    double t1 = w * (Lg2 + w * (Lg4 + w * Lg6));
+    double t2 = z * (Lg1 + w * (Lg3 + w * (Lg5 + w * Lg7)));
+    double R = t2 + t1;
+    double hfsq = 0.5 * f * f;
+    double lg = kk * FNN_LN2_HI
+                - ((hfsq - (s * (hfsq + R) + kk * FNN_LN2_LO)) - f);
+    return lg + c;
+}
+
+/* ---- float -------------------------------------------------------------
+ * Same scheme: Taylor to r^7 (truncation < 2e-8 relative). */
+#define FNN_LOG2EF 1.44269504088896341f
+#define FNN_LN2_HIF 0.693359375f
+#define FNN_LN2_LOF (-2.12194440e-4f)
+#define FNN_SHIFT23 12582912.0f /* 0x1.8p23 */
+
+static inline float fnn_expm1_poly_f32(float r)
+{
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    return r + (r * r) * p;
+}
+
+/* e^x, clamped to [-103.97, 88.72], gradual underflow as for double. */
+static inline float fnn_exp_f32(float x)
+{
+    x = x < -103.97f ? -103.97f : x;
+    x = x > 88.72f ? 88.72f : x;
+    float t = x * FNN_LOG2EF + FNN_SHIFT23;
+    float kf = t - FNN_SHIFT23;
+    int32_t k = fnn_f32_to_bits(t) - fnn_f32_to_bits(FNN_SHIFT23);
+    float r = (x - kf * FNN_LN2_HIF) - kf * FNN_LN2_LOF;
+    float q = fnn_expm1_poly_f32(r);
+    int32_t k1 = k / 2;
+    int32_t k2 = k - k1;
+    float s1 = fnn_bits_to_f32((int32_t)((uint32_t)(k1 + 127) << 23));
+    float s2 = fnn_bits_to_f32((int32_t)((uint32_t)(k2 + 127) << 23));
+    return ((1.0f + q) * s1) * s2;
+}
+
+/* e^x - 1, clamped to [-20, 88]. */
+static inline float fnn_expm1_f32(float x)
+{
+    x = x < -20.0f ? -20.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float t = x * FNN_LOG2EF + FNN_SHIFT23;
+    float kf = t - FNN_SHIFT23;
+    int32_t k = fnn_f32_to_bits(t) - fnn_f32_to_bits(FNN_SHIFT23);
+    float r = (x - kf * FNN_LN2_HIF) - kf * FNN_LN2_LOF;
+    float q = fnn_expm1_poly_f32(r);
+    float s = fnn_bits_to_f32((int32_t)((uint32_t)(k + 127) << 23));
+    return s * q + (s - 1.0f);
+}
+
+/* ---- activations built on the above, one per dtype -------------------- */
+
+/* sigmoid with e = e^-|z| <= 1: exact 0 and 1 at the ends, no overflow. */
+static inline double fnn_sigmoid_f64(double z)
+{
+    double e = fnn_exp_f64(z < 0 ? z : -z);
+    double s = 1.0 / (1.0 + e);
+    return z < 0 ? e * s : s;
+}
+
+static inline float fnn_sigmoid_f32(float z)
+{
+    float e = fnn_exp_f32(z < 0 ? z : -z);
+    float s = 1.0f / (1.0f + e);
+    return z < 0 ? e * s : s;
+}
+
+/* tanh(z) = -expm1(-2|z|) / (2 + expm1(-2|z|)), sign restored: accurate
+ * near 0 (no cancellation) and exactly +-1 for large |z|. */
+static inline double fnn_tanh_f64(double z)
+{
+    double e = fnn_expm1_f64(z < 0 ? 2.0 * z : -2.0 * z);
+    double t = -e / (2.0 + e);
+    return z < 0 ? -t : t;
+}
+
+static inline float fnn_tanh_f32(float z)
+{
+    float e = fnn_expm1_f32(z < 0 ? 2.0f * z : -2.0f * z);
+    float t = -e / (2.0f + e);
+    return z < 0 ? -t : t;
+}
+
+#endif /* FASTNN_VMATH_H */

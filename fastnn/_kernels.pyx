@@ -1,0 +1,269 @@
+# _kernels.pyx -- one typed wrapper per C kernel of csrc/fastnn.h, same names
+# without the fnn_ prefix and dtype suffix (fastnn/reference.py holds the NumPy
+# twin of each).  Shapes are checked with the GIL; the kernel runs without it.
+# Outputs are written in place, as in C; the tests call these.
+from libc.stdint cimport int32_t, int64_t
+
+from fastnn._kernels cimport *
+
+ctypedef fused floating:
+    float
+    double
+
+ACTIVATIONS = {"identity": FNN_IDENTITY, "sigmoid": FNN_SIGMOID,
+               "tanh": FNN_TANH, "relu": FNN_RELU, "leaky_relu": FNN_LRELU,
+               "elu": FNN_ELU, "maxout": FNN_MAXOUT, "softmax": FNN_SOFTMAX}
+LOSSES = {"sse": FNN_SSE, "mse": FNN_MSE, "bce": FNN_BCE,
+          "softmax_ce": FNN_SOFTMAX_CE}
+ELEMENTWISE = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu")
+
+
+cdef int64_t _ld(arr) except -1:
+    """Row stride in elements of a 2-D memoryview with unit column stride."""
+    cdef int64_t ld = arr.strides[0] // arr.itemsize
+    return max(ld, arr.shape[1], 1)
+
+
+cdef int _act_code(str act, tuple allowed) except -1:
+    if act not in allowed:
+        raise ValueError(f"unknown activation {act!r}; expected one of {allowed}")
+    return ACTIVATIONS[act]
+
+
+cdef _same_shape(name, x, int64_t m, int64_t n):
+    if x.shape[0] != m or x.shape[1] != n:
+        raise ValueError(f"{name} has shape {(x.shape[0], x.shape[1])}, "
+                         f"expected {(m, n)}")
+
+
+def bias_act_forward(floating[:, ::1] z, const floating[::1] b=None,
+                     str act="identity", double alpha=0.0):
+    """z := act(z + b) in place (b None: no bias)."""
+    cdef int code = _act_code(act, ELEMENTWISE)
+    cdef int64_t m = z.shape[0], n = z.shape[1], ldz = _ld(z)
+    if b is not None and b.shape[0] != n:
+        raise ValueError(f"b has {b.shape[0]} elements, expected {n}")
+    if m == 0 or n == 0:
+        return
+    cdef const floating *bp = &b[0] if b is not None else NULL
+    with nogil:
+        if floating is float:
+            fnn_bias_act_forward_f32(m, n, code, <float>alpha, bp, &z[0, 0], ldz)
+        else:
+            fnn_bias_act_forward_f64(m, n, code, alpha, bp, &z[0, 0], ldz)
+
+
+def bias_act_backward(const floating[:, ::1] y, const floating[:, ::1] dy,
+                      floating[:, ::1] dz, floating[::1] db=None,
+                      str act="identity", double alpha=0.0):
+    """dz := dy * act'(y) (from the forward output y); db := column sums of
+    dz if given.  dz may be dy."""
+    cdef int code = _act_code(act, ELEMENTWISE)
+    cdef int64_t m = y.shape[0], n = y.shape[1]
+    _same_shape("dy", dy, m, n)
+    _same_shape("dz", dz, m, n)
+    if db is not None and db.shape[0] != n:
+        raise ValueError(f"db has {db.shape[0]} elements, expected {n}")
+    if n == 0:
+        return
+    cdef floating *dbp = &db[0] if db is not None else NULL
+    if m == 0:
+        if db is not None:
+            db[:] = 0
+        return
+    cdef int64_t ldy = _ld(y), lddy = _ld(dy), lddz = _ld(dz)
+    with nogil:
+        if floating is float:
+            fnn_bias_act_backward_f32(m, n, code, <float>alpha, &y[0, 0], ldy,
+                                      &dy[0, 0], lddy, &dz[0, 0], lddz, dbp)
+        else:
+            fnn_bias_act_backward_f64(m, n, code, alpha, &y[0, 0], ldy,
+                                      &dy[0, 0], lddy, &dz[0, 0], lddz, dbp)
+
+
+def maxout_forward(const floating[:, ::1] z, floating[:, ::1] y,
+                   int32_t[:, ::1] argmax, const floating[::1] b=None,
+                   int64_t pieces=2):
+    """y[i,j] := max_p z[i, j*pieces+p] + b[j*pieces+p]; argmax := that p."""
+    cdef int64_t m = z.shape[0], n = y.shape[1]
+    if pieces < 1 or z.shape[1] != n * pieces:
+        raise ValueError(f"z has {z.shape[1]} columns, expected units*pieces = "
+                         f"{n}*{pieces}")
+    _same_shape("y", y, m, n)
+    _same_shape("argmax", argmax, m, n)
+    if b is not None and b.shape[0] != n * pieces:
+        raise ValueError(f"b has {b.shape[0]} elements, expected {n * pieces}")
+    if m == 0 or n == 0:
+        return
+    if argmax.strides[0] != n * sizeof(int32_t):
+        raise ValueError("argmax must be C-contiguous")
+    cdef const floating *bp = &b[0] if b is not None else NULL
+    cdef int64_t ldz = _ld(z), ldy = _ld(y)
+    with nogil:
+        if floating is float:
+            fnn_maxout_forward_f32(m, n, pieces, bp, &z[0, 0], ldz, &y[0, 0],
+                                   ldy, &argmax[0, 0])
+        else:
+            fnn_maxout_forward_f64(m, n, pieces, bp, &z[0, 0], ldz, &y[0, 0],
+                                   ldy, &argmax[0, 0])
+
+
+def maxout_backward(const int32_t[:, ::1] argmax, const floating[:, ::1] dy,
+                    floating[:, ::1] dz, floating[::1] db=None, int64_t pieces=2):
+    """dz[i, j*pieces+p] := dy[i,j] if p == argmax[i,j] else 0; db := column
+    sums of dz if given."""
+    cdef int64_t m = dy.shape[0], n = dy.shape[1], i, j
+    if pieces < 1 or dz.shape[1] != n * pieces or dz.shape[0] != m:
+        raise ValueError(f"dz has shape {(dz.shape[0], dz.shape[1])}, expected "
+                         f"{(m, n * pieces)}")
+    _same_shape("argmax", argmax, m, n)
+    if db is not None and db.shape[0] != n * pieces:
+        raise ValueError(f"db has {db.shape[0]} elements, expected {n * pieces}")
+    if n == 0:
+        return
+    if m == 0:
+        if db is not None:
+            db[:] = 0
+        return
+    if argmax.strides[0] != n * sizeof(int32_t):
+        raise ValueError("argmax must be C-contiguous")
+    for i in range(m):
+        for j in range(n):
+            if argmax[i, j] < 0 or argmax[i, j] >= pieces:
+                raise ValueError(f"argmax[{i}, {j}] = {argmax[i, j]} is not "
+                                 f"in [0, {pieces})")
+    cdef floating *dbp = &db[0] if db is not None else NULL
+    cdef int64_t lddy = _ld(dy), lddz = _ld(dz)
+    with nogil:
+        if floating is float:
+            fnn_maxout_backward_f32(m, n, pieces, &argmax[0, 0], &dy[0, 0],
+                                    lddy, &dz[0, 0], lddz, dbp)
+        else:
+            fnn_maxout_backward_f64(m, n, pieces, &argmax[0, 0], &dy[0, 0],
+                                    lddy, &dz[0, 0], lddz, dbp)
+
+
+def softmax_forward(floating[:, ::1] z, const floating[::1] b=None):
+    """z := softmax(z + b) row-wise, in place."""
+    cdef int64_t m = z.shape[0], n = z.shape[1]
+    if b is not None and b.shape[0] != n:
+        raise ValueError(f"b has {b.shape[0]} elements, expected {n}")
+    if m == 0 or n == 0:
+        return
+    cdef const floating *bp = &b[0] if b is not None else NULL
+    cdef int64_t ldz = _ld(z)
+    with nogil:
+        if floating is float:
+            fnn_softmax_forward_f32(m, n, bp, &z[0, 0], ldz)
+        else:
+            fnn_softmax_forward_f64(m, n, bp, &z[0, 0], ldz)
+
+
+def loss_grad(const floating[:, ::1] z, const floating[:, ::1] y,
+              floating[:, ::1] dz=None, floating[::1] db=None,
+              const floating[::1] sw=None, str loss="mse", double scale=1.0):
+    """Return scale * sum_i sw_i loss_i(z_i, y_i); fill dz with its gradient
+    and db with the column sums of dz when given.  dz may be z's array."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {tuple(LOSSES)}")
+    cdef int code = LOSSES[loss]
+    cdef int64_t m = z.shape[0], n = z.shape[1]
+    _same_shape("y", y, m, n)
+    if dz is not None:
+        _same_shape("dz", dz, m, n)
+    if db is not None and (dz is None or db.shape[0] != n):
+        raise ValueError(f"db needs dz and {n} elements")
+    if sw is not None and sw.shape[0] != m:
+        raise ValueError(f"sw has {sw.shape[0]} elements, expected {m}")
+    if n == 0:
+        return 0.0
+    if m == 0:
+        if db is not None:
+            db[:] = 0
+        return 0.0
+    cdef floating *dzp = &dz[0, 0] if dz is not None else NULL
+    cdef floating *dbp = &db[0] if db is not None else NULL
+    cdef const floating *swp = &sw[0] if sw is not None else NULL
+    cdef int64_t ldz = _ld(z), ldy = _ld(y), lddz = _ld(dz) if dz is not None else n
+    cdef double out
+    with nogil:
+        if floating is float:
+            out = fnn_loss_grad_f32(m, n, code, scale, &z[0, 0], ldz, &y[0, 0],
+                                    ldy, swp, dzp, lddz, dbp)
+        else:
+            out = fnn_loss_grad_f64(m, n, code, scale, &z[0, 0], ldz, &y[0, 0],
+                                    ldy, swp, dzp, lddz, dbp)
+    return out
+
+
+cdef _same_len(name, x, int64_t n):
+    if x.shape[0] != n:
+        raise ValueError(f"{name} has {x.shape[0]} elements, expected {n}")
+
+
+def sgd_step(floating[::1] w, const floating[::1] g, double lr, double wd=0.0):
+    """w := w - lr (g + wd w), in place."""
+    cdef int64_t n = w.shape[0]
+    _same_len("g", g, n)
+    if n == 0:
+        return
+    with nogil:
+        if floating is float:
+            fnn_sgd_step_f32(n, <float>lr, <float>wd, &g[0], &w[0])
+        else:
+            fnn_sgd_step_f64(n, lr, wd, &g[0], &w[0])
+
+
+def momentum_step(floating[::1] w, const floating[::1] g, floating[::1] v,
+                  double lr, double momentum=0.9, double wd=0.0,
+                  bint nesterov=False):
+    """v := mu v - lr g'; w += v (or mu v - lr g' with Nesterov); g' = g + wd w."""
+    cdef int64_t n = w.shape[0]
+    _same_len("g", g, n)
+    _same_len("v", v, n)
+    if n == 0:
+        return
+    with nogil:
+        if floating is float:
+            fnn_momentum_step_f32(n, <float>lr, <float>momentum, <float>wd,
+                                  nesterov, &g[0], &w[0], &v[0])
+        else:
+            fnn_momentum_step_f64(n, lr, momentum, wd, nesterov, &g[0], &w[0],
+                                  &v[0])
+
+
+def adam_step(floating[::1] w, const floating[::1] g, floating[::1] m,
+              floating[::1] v, int64_t t, double lr=0.001, double beta1=0.9,
+              double beta2=0.999, double eps=1e-8, double wd=0.0):
+    """Adam step t (>= 1) in scikit-learn's form, in place on w, m, v."""
+    cdef int64_t n = w.shape[0]
+    if t < 1:
+        raise ValueError(f"adam_step: t must be >= 1, got {t}")
+    _same_len("g", g, n)
+    _same_len("m", m, n)
+    _same_len("v", v, n)
+    if n == 0:
+        return
+    with nogil:
+        if floating is float:
+            fnn_adam_step_f32(n, <float>lr, <float>beta1, <float>beta2,
+                              <float>eps, t, <float>wd, &g[0], &w[0], &m[0],
+                              &v[0])
+        else:
+            fnn_adam_step_f64(n, lr, beta1, beta2, eps, t, wd, &g[0], &w[0],
+                              &m[0], &v[0])
+
+
+def all_finite(const floating[:, ::1] x):
+    """True if every element of the 2-D array x is finite."""
+    cdef int64_t m = x.shape[0], n = x.shape[1]
+    if m == 0 or n == 0:
+        return True
+    cdef int64_t ldx = _ld(x)
+    cdef int r
+    with nogil:
+        if floating is float:
+            r = fnn_all_finite_f32(m, n, &x[0, 0], ldx)
+        else:
+            r = fnn_all_finite_f64(m, n, &x[0, 0], ldx)
+    return bool(r)

@@ -1,0 +1,408 @@
+# _train.pyx -- the compiled side of fastnn.Network: holds the C network
+# description (csrc/fastnn.h fnn_net) over the flat params/grads buffers and
+# its workspace, and runs forward, loss, the fused train step and the whole
+# fit loop (csrc/train.c) without the GIL.
+#
+# Inputs arrive validated and converted by fastnn/nn.py, except on the
+# train_step fast path, which accepts only arrays that need no conversion
+# and returns None for anything else (the Python side then validates).
+from cpython.exc cimport PyErr_CheckSignals
+from libc.math cimport isfinite
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport free, malloc
+
+import numpy as np
+cimport numpy as cnp
+
+from fastnn._blas cimport blas_handle
+from fastnn._kernels cimport *
+
+cnp.import_array()
+
+cdef extern from "string.h" nogil:
+    void *memcpy(void *dst, const void *src, size_t n)
+
+# Workspace elements per block when predicting / evaluating large inputs:
+# bounds the memory without hurting GEMM efficiency.
+cdef int64_t BLOCK_ELEMS = 1 << 21
+
+
+cdef class _Poll:
+    """State shared with the poll callback that the C loop calls (holding
+    the GIL only inside the callback)."""
+    cdef object progress
+    cdef object exc
+
+    def __cinit__(self, progress):
+        self.progress = progress
+        self.exc = None
+
+
+cdef int _poll(void *ctx, int64_t epoch, int64_t step) noexcept nogil:
+    with gil:
+        st = <_Poll>ctx
+        try:
+            PyErr_CheckSignals()
+            if st.progress is not None and st.progress(epoch, step):
+                return 1
+        except BaseException as e:      # KeyboardInterrupt included
+            st.exc = e
+            return 1
+        return 0
+
+
+cdef class NetCore:
+    """A compiled network over caller-owned flat buffers.
+
+    specs: one tuple per layer (n_in, n_out, act_code, pieces, alpha, w_off,
+    b_off); params, grads: 1-D C-contiguous float32/float64 arrays of equal
+    size; n_weights: params[:n_weights] are the weights (L2 applies there).
+    """
+    cdef fnn_net net
+    cdef fnn_layer *layers
+    cdef readonly object params
+    cdef readonly object grads
+    cdef readonly bint is_f32
+    cdef readonly int64_t n_in, n_out
+    cdef int typenum
+    cdef object _ws
+    cdef object _iws
+    cdef int64_t _ws_m
+    cdef readonly bint busy
+
+    def __cinit__(self, list specs, int loss, cnp.ndarray params,
+                  cnp.ndarray grads, int64_t n_weights):
+        self.layers = NULL
+        if params.ndim != 1 or grads.ndim != 1 or params.shape[0] != grads.shape[0]:
+            raise ValueError("params and grads must be 1-D of equal size")
+        if params.dtype != grads.dtype or params.dtype not in (np.float32, np.float64):
+            raise ValueError("params and grads must share a float32/float64 dtype")
+        if not (params.flags.c_contiguous and grads.flags.c_contiguous
+                and params.flags.writeable and grads.flags.writeable):
+            raise ValueError("params and grads must be writeable and contiguous")
+        n = len(specs)
+        if n < 1:
+            raise ValueError("a network needs at least one layer")
+        self.layers = <fnn_layer *>malloc(n * sizeof(fnn_layer))
+        if self.layers == NULL:
+            raise MemoryError()
+        for i, s in enumerate(specs):
+            self.layers[i].n_in = s[0]
+            self.layers[i].n_out = s[1]
+            self.layers[i].act = s[2]
+            self.layers[i].pieces = s[3]
+            self.layers[i].alpha = s[4]
+            self.layers[i].w_off = s[5]
+            self.layers[i].b_off = s[6]
+        self.net.blas = blas_handle()
+        self.net.n_layers = n
+        self.net.loss = loss
+        self.net.n_params = params.shape[0]
+        self.net.n_weights = n_weights
+        if fnn_net_init(&self.net, self.layers) != 0:
+            raise ValueError("layer layout does not chain or lies outside params")
+        self.params = params
+        self.grads = grads
+        self.is_f32 = params.dtype == np.float32
+        self.typenum = cnp.NPY_FLOAT32 if self.is_f32 else cnp.NPY_FLOAT64
+        self.n_in = self.layers[0].n_in
+        self.n_out = self.layers[n - 1].n_out
+        self._ws_m = -1
+        self.busy = False
+
+    def __dealloc__(self):
+        free(self.layers)
+
+    @property
+    def dtype(self):
+        return self.params.dtype
+
+    def workspace_shape(self, int64_t m):
+        """(elements of the dtype, int32 elements) of the workspace for m rows."""
+        return (m * self.net.ws_cols, m * self.net.iws_cols)
+
+    cdef _workspace(self, int64_t m):
+        """The cached training workspace for batches of m rows."""
+        if m != self._ws_m:
+            self._ws = np.empty(max(1, m * self.net.ws_cols), dtype=self.params.dtype)
+            self._iws = np.empty(max(1, m * self.net.iws_cols), dtype=np.int32)
+            self._ws_m = m
+        return self._ws, self._iws
+
+    cdef int64_t _block_rows(self, int64_t m):
+        cdef int64_t b = BLOCK_ELEMS // max(1, self.net.ws_cols)
+        return max(1, min(m, max(b, 64)))
+
+    cdef _acquire(self):
+        if self.busy:
+            raise RuntimeError(
+                "this network is already training in another thread (fit, "
+                "train_step or loss_and_grad running); one call at a time")
+        self.busy = True
+
+    # ---- forward / loss (read params only; private workspace: thread-safe)
+
+    def forward(self, cnp.ndarray X, bint predict=True):
+        """Network output for X (m, n_in), a new (m, n_out) array."""
+        cdef int64_t m = X.shape[0], i0, mb, blk = self._block_rows(X.shape[0])
+        out = np.empty((m, self.n_out), dtype=self.params.dtype)
+        if m == 0:
+            return out
+        ws = np.empty(max(1, blk * self.net.ws_cols), dtype=self.params.dtype)
+        iws = np.empty(max(1, blk * self.net.iws_cols), dtype=np.int32)
+        cdef char *xp = cnp.PyArray_BYTES(X)
+        cdef char *op = cnp.PyArray_BYTES(out)
+        cdef char *wsp = cnp.PyArray_BYTES(ws)
+        cdef char *pp = cnp.PyArray_BYTES(self.params)
+        cdef int32_t *iwsp = <int32_t *>cnp.PyArray_DATA(iws)
+        cdef int64_t item = X.itemsize, nin = self.n_in, nout = self.n_out
+        cdef void *res
+        i0 = 0
+        with nogil:
+            while i0 < m:
+                mb = min(blk, m - i0)
+                if self.is_f32:
+                    res = fnn_net_forward_f32(&self.net, mb,
+                        <float *>(xp + i0 * nin * item), nin, <float *>pp,
+                        predict, <float *>wsp, iwsp)
+                else:
+                    res = fnn_net_forward_f64(&self.net, mb,
+                        <double *>(xp + i0 * nin * item), nin, <double *>pp,
+                        predict, <double *>wsp, iwsp)
+                memcpy(op + i0 * nout * item, res, mb * nout * item)
+                i0 += mb
+        return out
+
+    def loss(self, cnp.ndarray X, cnp.ndarray Y, object sw, double scale):
+        """scale * sum_i sw_i loss_i over all rows (no gradient)."""
+        cdef int64_t m = X.shape[0], i0, mb, blk = self._block_rows(X.shape[0])
+        if m == 0:
+            return 0.0
+        ws = np.empty(max(1, blk * self.net.ws_cols), dtype=self.params.dtype)
+        iws = np.empty(max(1, blk * self.net.iws_cols), dtype=np.int32)
+        cdef char *xp = cnp.PyArray_BYTES(X)
+        cdef char *yp = cnp.PyArray_BYTES(Y)
+        cdef char *swp = NULL
+        cdef cnp.ndarray swa
+        if sw is not None:
+            swa = sw
+            swp = cnp.PyArray_BYTES(swa)
+        cdef char *wsp = cnp.PyArray_BYTES(ws)
+        cdef char *pp = cnp.PyArray_BYTES(self.params)
+        cdef int32_t *iwsp = <int32_t *>cnp.PyArray_DATA(iws)
+        cdef int64_t item = X.itemsize, nin = self.n_in, nout = self.n_out
+        cdef int loss = self.net.loss
+        cdef double total = 0.0
+        cdef void *res
+        i0 = 0
+        with nogil:
+            while i0 < m:
+                mb = min(blk, m - i0)
+                if self.is_f32:
+                    res = fnn_net_forward_f32(&self.net, mb,
+                        <float *>(xp + i0 * nin * item), nin, <float *>pp, 0,
+                        <float *>wsp, iwsp)
+                    total += fnn_loss_grad_f32(mb, nout, loss, scale,
+                        <float *>res, nout, <float *>(yp + i0 * nout * item),
+                        nout, <float *>(swp + i0 * item) if swp != NULL else NULL,
+                        NULL, nout, NULL)
+                else:
+                    res = fnn_net_forward_f64(&self.net, mb,
+                        <double *>(xp + i0 * nin * item), nin, <double *>pp, 0,
+                        <double *>wsp, iwsp)
+                    total += fnn_loss_grad_f64(mb, nout, loss, scale,
+                        <double *>res, nout, <double *>(yp + i0 * nout * item),
+                        nout, <double *>(swp + i0 * item) if swp != NULL else NULL,
+                        NULL, nout, NULL)
+                i0 += mb
+        return total
+
+    # ---- gradient and training (write params/grads: one caller at a time)
+
+    def loss_grad(self, cnp.ndarray X, cnp.ndarray Y, object sw, double scale,
+                  double lr=0.0, double wd=0.0):
+        """Forward + loss + backward over all rows of X at once.  lr == 0:
+        fill grads; lr != 0: fused SGD step.  Returns the loss; if it is not
+        finite nothing was changed."""
+        cdef int64_t m = X.shape[0]
+        cdef cnp.ndarray swa
+        cdef void *swp = NULL
+        if sw is not None:
+            swa = sw
+            swp = cnp.PyArray_DATA(swa)
+        self._acquire()
+        try:
+            ws, iws = self._workspace(m)
+            return self._step(m, cnp.PyArray_DATA(X), cnp.PyArray_DATA(Y), swp,
+                              scale, lr, wd, ws, iws)
+        finally:
+            self.busy = False
+
+    cdef double _step(self, int64_t m, void *x, void *y, void *sw, double scale,
+                      double lr, double wd, cnp.ndarray ws, cnp.ndarray iws):
+        cdef void *pp = cnp.PyArray_DATA(self.params)
+        cdef void *gp = cnp.PyArray_DATA(self.grads)
+        cdef void *wsp = cnp.PyArray_DATA(ws)
+        cdef int32_t *iwsp = <int32_t *>cnp.PyArray_DATA(iws)
+        cdef int64_t nin = self.n_in, nout = self.n_out
+        cdef double loss
+        with nogil:
+            if self.is_f32:
+                loss = fnn_net_loss_grad_f32(&self.net, m, <float *>x, nin,
+                    <float *>y, nout, <float *>sw, scale, <float>lr, <float>wd,
+                    <float *>pp, <float *>gp, NULL, <float *>wsp, iwsp)
+            else:
+                loss = fnn_net_loss_grad_f64(&self.net, m, <double *>x, nin,
+                    <double *>y, nout, <double *>sw, scale, lr, wd,
+                    <double *>pp, <double *>gp, NULL, <double *>wsp, iwsp)
+        return loss
+
+    def train_step(self, X, Y, double lr):
+        """Fast path of Network.train_step: one fused SGD step if X and Y are
+        arrays of the network's dtype, C-contiguous, of the right shapes, and
+        finite, and lr is finite; else None (nothing done)."""
+        cdef cnp.ndarray xa, ya
+        cdef int64_t m
+        if not (cnp.PyArray_CheckExact(X) and cnp.PyArray_CheckExact(Y)):
+            return None
+        xa = <cnp.ndarray>X
+        ya = <cnp.ndarray>Y
+        if (cnp.PyArray_TYPE(xa) != self.typenum or cnp.PyArray_TYPE(ya) != self.typenum
+                or not cnp.PyArray_IS_C_CONTIGUOUS(xa)
+                or not cnp.PyArray_IS_C_CONTIGUOUS(ya)
+                or cnp.PyArray_NDIM(xa) != 2 or xa.shape[1] != self.n_in
+                or not isfinite(lr)):
+            return None
+        m = xa.shape[0]
+        if m == 0:
+            return None
+        if cnp.PyArray_NDIM(ya) == 2:
+            if ya.shape[0] != m or ya.shape[1] != self.n_out:
+                return None
+        elif not (cnp.PyArray_NDIM(ya) == 1 and self.n_out == 1 and ya.shape[0] == m):
+            return None
+        cdef void *xp = cnp.PyArray_DATA(xa)
+        cdef void *yp = cnp.PyArray_DATA(ya)
+        cdef int64_t nin = self.n_in, nout = self.n_out
+        cdef int ok
+        cdef double scale = 1.0 if self.net.loss == FNN_SSE else 1.0 / m
+        self._acquire()
+        try:
+            with nogil:
+                if self.is_f32:
+                    ok = (fnn_all_finite_f32(m, nin, <float *>xp, nin)
+                          and fnn_all_finite_f32(m, nout, <float *>yp, nout))
+                else:
+                    ok = (fnn_all_finite_f64(m, nin, <double *>xp, nin)
+                          and fnn_all_finite_f64(m, nout, <double *>yp, nout))
+            if not ok:
+                return None
+            ws, iws = self._workspace(m)
+            return self._step(m, xp, yp, NULL, scale, lr, 0.0, ws, iws)
+        finally:
+            self.busy = False
+
+    def fit(self, cnp.ndarray X, cnp.ndarray Y, object sw, object order,
+            cnp.ndarray lrs, int64_t batch, int kind, double momentum=0.9,
+            double beta1=0.9, double beta2=0.999, double eps=1e-8,
+            double l2=0.0, bint l2_per_row=False, object vel=None,
+            object sq=None, int64_t t=0, object snapshot=None,
+            int64_t snapshot_every=1, object progress=None,
+            double poll_ms=50.0):
+        """Run len(lrs) epochs natively (csrc/train.c) without the GIL.
+
+        X (n, n_in), Y (n, n_out), sw (n) or None: validated arrays of the
+        dtype.  order: int64 (n_epochs, n) row order, or None.  lrs: float64
+        learning rate per epoch.  kind: FNN_OPT_*.  vel/sq: optimizer state
+        buffers (n_params).  progress(epoch, step) -> stop? is called with
+        the GIL about every poll_ms.  Returns a dict (status, epochs_done,
+        steps_done, bad_epoch, bad_step, snapshot_epoch, epoch_loss, t, exc).
+        """
+        cdef fnn_fit_args a
+        cdef fnn_optim opt
+        cdef int64_t n = X.shape[0], n_epochs = lrs.shape[0]
+        cdef int status
+        cdef cnp.ndarray tmp
+        cdef void *wsp
+        cdef int32_t *iwsp
+        batch = max(1, min(batch, n))
+        epoch_loss = np.full(n_epochs, np.nan)
+        a.n = n
+        a.n_epochs = n_epochs
+        a.batch = batch
+        a.x = cnp.PyArray_DATA(X)
+        a.ldx = self.n_in
+        a.y = cnp.PyArray_DATA(Y)
+        a.ldy = self.n_out
+        a.sw = NULL
+        if sw is not None:
+            tmp = sw
+            a.sw = cnp.PyArray_DATA(tmp)
+        a.order = NULL
+        xb = yb = swb = None
+        if order is not None:
+            tmp = order
+            if tmp.dtype != np.int64 or tmp.size != n_epochs * n or not tmp.flags.c_contiguous:
+                raise ValueError("order must be a C-contiguous int64 (n_epochs, n) array")
+            a.order = <const int64_t *>cnp.PyArray_DATA(tmp)
+            xb = np.empty((batch, self.n_in), dtype=self.params.dtype)
+            yb = np.empty((batch, self.n_out), dtype=self.params.dtype)
+            swb = np.empty(batch, dtype=self.params.dtype)
+            a.xb = cnp.PyArray_DATA(<cnp.ndarray>xb)
+            a.yb = cnp.PyArray_DATA(<cnp.ndarray>yb)
+            a.swb = cnp.PyArray_DATA(<cnp.ndarray>swb)
+        else:
+            a.xb = a.yb = a.swb = NULL
+        a.lr = <const double *>cnp.PyArray_DATA(lrs)
+        a.epoch_loss = <double *>cnp.PyArray_DATA(<cnp.ndarray>epoch_loss)
+        a.snapshot = NULL
+        if snapshot is not None:
+            tmp = snapshot
+            a.snapshot = cnp.PyArray_DATA(tmp)
+        a.snapshot_every = max(1, snapshot_every)
+        a.snapshot_epoch = -1
+        poll = _Poll(progress)
+        a.poll = _poll
+        a.poll_ctx = <void *>poll
+        a.poll_ms = poll_ms
+        opt.kind = kind
+        opt.l2_per_row = l2_per_row
+        opt.momentum = momentum
+        opt.beta1 = beta1
+        opt.beta2 = beta2
+        opt.eps = eps
+        opt.l2 = l2
+        opt.t = t
+        opt.vel = NULL
+        opt.sq = NULL
+        if vel is not None:
+            tmp = vel
+            opt.vel = cnp.PyArray_DATA(tmp)
+        if sq is not None:
+            tmp = sq
+            opt.sq = cnp.PyArray_DATA(tmp)
+        cdef void *pp = cnp.PyArray_DATA(self.params)
+        cdef void *gp = cnp.PyArray_DATA(self.grads)
+        self._acquire()
+        try:
+            ws, iws = self._workspace(batch)
+            wsp = cnp.PyArray_DATA(<cnp.ndarray>ws)
+            iwsp = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>iws)
+            with nogil:
+                if self.is_f32:
+                    status = fnn_fit_f32(&self.net, &opt, &a, <float *>pp,
+                                         <float *>gp, <float *>wsp, iwsp)
+                else:
+                    status = fnn_fit_f64(&self.net, &opt, &a, <double *>pp,
+                                         <double *>gp, <double *>wsp, iwsp)
+        finally:
+            self.busy = False
+        return {"status": status, "epochs_done": a.epochs_done,
+                "steps_done": a.steps_done, "bad_epoch": a.bad_epoch,
+                "bad_step": a.bad_step, "snapshot_epoch": a.snapshot_epoch,
+                "epoch_loss": epoch_loss, "t": opt.t, "exc": poll.exc}
+
+
+OPT_KINDS = {"sgd": FNN_OPT_SGD, "momentum": FNN_OPT_MOMENTUM,
+             "nesterov": FNN_OPT_NESTEROV, "adam": FNN_OPT_ADAM}
+STATUS = {"ok": FNN_OK, "nonfinite": FNN_ERR_NONFINITE, "stopped": FNN_STOPPED}

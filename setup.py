@@ -1,0 +1,39 @@
+"""Build fastnn's extensions: csrc/ (C99 kernels) + Cython wrappers.
+
+FASTNN_DEBUG=1 builds the debug variant: -O0 -g and Cython bounds checks.
+CFLAGS/LDFLAGS from the environment are honoured (sanitizer builds, see
+.ci/run).  No -march=native: CPU-specific code goes through target_clones.
+"""
+import os
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FASTNN_DEBUG", "") not in ("", "0")
+
+CSRC = ["csrc/act.c", "csrc/loss.c", "csrc/optim.c", "csrc/gemm.c",
+        "csrc/net.c", "csrc/train.c"]
+CFLAGS = ["-fno-math-errno", "-fopenmp-simd", "-DFNN_OMP_SIMD",
+          "-Wno-unused-function"]
+CFLAGS += ["-O0", "-g"] if DEBUG else ["-O3"]
+MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
+
+
+def ext(name, sources):
+    return Extension(name, sources, include_dirs=["csrc", np.get_include()],
+                     extra_compile_args=CFLAGS, define_macros=MACROS)
+
+
+extensions = [
+    ext("fastnn._blas", ["fastnn/_blas.pyx", "csrc/gemm.c"]),
+    ext("fastnn._kernels", ["fastnn/_kernels.pyx"] + CSRC),
+    ext("fastnn._train", ["fastnn/_train.pyx"] + CSRC),
+]
+
+directives = {"language_level": 3, "boundscheck": DEBUG, "wraparound": False,
+              "initializedcheck": DEBUG, "cdivision": True,
+              "embedsignature": True}
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives,
+                            force=DEBUG))
