@@ -300,6 +300,7 @@ typedef struct {
     void *xb, *yb, *swb;        /* gather buffers (batch rows), if order */
     void *snapshot;             /* (n_params) or NULL, see below */
     int64_t snapshot_every;     /* epochs between snapshots (>= 1) */
+    int64_t epoch0;             /* global number of epoch 0 of this run */
     fnn_poll_fn poll; void *poll_ctx; double poll_ms;
     int64_t epochs_done, steps_done, bad_epoch, bad_step, snapshot_epoch;
 } fnn_fit_args;
@@ -307,9 +308,10 @@ typedef struct {
 /* Runs the epochs of a (see fnn_fit_args) with optimizer opt.  Returns
  * FNN_OK, FNN_ERR_NONFINITE or FNN_STOPPED.  Plain SGD without momentum
  * is fused into the gradient GEMMs.  If a->snapshot is set, the
- * parameters at the start of every snapshot_every-th epoch are copied there
- * once that epoch's first loss is known finite (a->snapshot_epoch says
- * which epoch, -1 if none yet).  No allocation. */
+ * parameters at the start of each epoch whose global number (epoch0 + e)
+ * is a multiple of snapshot_every are copied there once that epoch's first
+ * loss is known finite; a->snapshot_epoch is then set to e (it is left
+ * alone otherwise).  No allocation. */
 int fnn_fit_f32(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                 float *params, float *grads, float *ws, int32_t *iws);
 int fnn_fit_f64(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,

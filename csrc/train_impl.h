@@ -66,7 +66,7 @@ int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
             }
             const double scale = sse ? 1.0 : 1.0 / wtot;
             const REAL wd = (REAL)(opt->l2_per_row ? opt->l2 / wtot : opt->l2);
-            REAL *snap = (a->snapshot && s == 0 && e % every == 0)
+            REAL *snap = (a->snapshot && s == 0 && (a->epoch0 + e) % every == 0)
                              ? (REAL *)a->snapshot : NULL;
             double loss = SUF(fnn_net_loss_grad)(
                 net, mb, xb, ldx, yb, ldy, swb, scale, fused ? lr : 0,

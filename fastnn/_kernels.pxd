@@ -172,6 +172,7 @@ cdef extern from "fastnn.h" nogil:
         void *swb
         void *snapshot
         int64_t snapshot_every
+        int64_t epoch0
         fnn_poll_fn poll
         void *poll_ctx
         double poll_ms

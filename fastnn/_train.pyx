@@ -27,6 +27,25 @@ cdef extern from "string.h" nogil:
 cdef int64_t BLOCK_ELEMS = 1 << 21
 
 
+ctypedef fused floating:
+    float
+    double
+
+
+cdef int _targets_ok(int loss, int64_t n, const floating *y) noexcept nogil:
+    """bce targets lie in [0, 1], softmax_ce targets are >= 0."""
+    cdef int64_t i
+    if loss == FNN_BCE:
+        for i in range(n):
+            if not (y[i] >= 0 and y[i] <= 1):
+                return 0
+    elif loss == FNN_SOFTMAX_CE:
+        for i in range(n):
+            if not (y[i] >= 0):
+                return 0
+    return 1
+
+
 cdef class _Poll:
     """State shared with the poll callback that the C loop calls (holding
     the GIL only inside the callback)."""
@@ -291,10 +310,12 @@ cdef class NetCore:
             with nogil:
                 if self.is_f32:
                     ok = (fnn_all_finite_f32(m, nin, <float *>xp, nin)
-                          and fnn_all_finite_f32(m, nout, <float *>yp, nout))
+                          and fnn_all_finite_f32(m, nout, <float *>yp, nout)
+                          and _targets_ok(self.net.loss, m * nout, <float *>yp))
                 else:
                     ok = (fnn_all_finite_f64(m, nin, <double *>xp, nin)
-                          and fnn_all_finite_f64(m, nout, <double *>yp, nout))
+                          and fnn_all_finite_f64(m, nout, <double *>yp, nout)
+                          and _targets_ok(self.net.loss, m * nout, <double *>yp))
             if not ok:
                 return None
             ws, iws = self._workspace(m)
@@ -307,15 +328,16 @@ cdef class NetCore:
             double beta1=0.9, double beta2=0.999, double eps=1e-8,
             double l2=0.0, bint l2_per_row=False, object vel=None,
             object sq=None, int64_t t=0, object snapshot=None,
-            int64_t snapshot_every=1, object progress=None,
-            double poll_ms=50.0):
+            int64_t snapshot_every=1, int64_t epoch0=0, object progress=None,
+            double poll_ms=50.0, object epoch_loss=None):
         """Run len(lrs) epochs natively (csrc/train.c) without the GIL.
 
         X (n, n_in), Y (n, n_out), sw (n) or None: validated arrays of the
         dtype.  order: int64 (n_epochs, n) row order, or None.  lrs: float64
         learning rate per epoch.  kind: FNN_OPT_*.  vel/sq: optimizer state
         buffers (n_params).  progress(epoch, step) -> stop? is called with
-        the GIL about every poll_ms.  Returns a dict (status, epochs_done,
+        the GIL about every poll_ms; it may read epoch_loss (float64
+        (n_epochs,), filled as epochs finish; allocated if None).  Returns a dict (status, epochs_done,
         steps_done, bad_epoch, bad_step, snapshot_epoch, epoch_loss, t, exc).
         """
         cdef fnn_fit_args a
@@ -326,7 +348,11 @@ cdef class NetCore:
         cdef void *wsp
         cdef int32_t *iwsp
         batch = max(1, min(batch, n))
-        epoch_loss = np.full(n_epochs, np.nan)
+        if epoch_loss is None:
+            epoch_loss = np.full(n_epochs, np.nan)
+        elif (epoch_loss.dtype != np.float64 or epoch_loss.shape != (n_epochs,)
+              or not epoch_loss.flags.c_contiguous):
+            raise ValueError("epoch_loss must be a contiguous float64 (n_epochs,) array")
         a.n = n
         a.n_epochs = n_epochs
         a.batch = batch
@@ -360,6 +386,7 @@ cdef class NetCore:
             tmp = snapshot
             a.snapshot = cnp.PyArray_DATA(tmp)
         a.snapshot_every = max(1, snapshot_every)
+        a.epoch0 = epoch0
         a.snapshot_epoch = -1
         poll = _Poll(progress)
         a.poll = _poll

@@ -1,0 +1,154 @@
+"""Input checks at the API boundary: every array is checked once, converted
+once (C-contiguous, the network's dtype), and rejected with an error that
+names the problem before anything runs."""
+import numbers
+
+import numpy as np
+
+
+def _as_numeric_array(a, name):
+    if isinstance(a, np.ndarray):
+        arr = a
+    else:
+        try:
+            arr = np.asarray(a)
+        except Exception as e:  # ragged lists and the like
+            raise ValueError(f"{name} could not be read as an array: {e}") from None
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{name} is complex ({arr.dtype}); fastnn trains on real "
+                        "numbers")
+    if kind == "O":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be numeric; it holds non-numeric "
+                            "objects (dtype object)") from None
+        if np.iscomplexobj(arr):
+            raise TypeError(f"{name} is complex; fastnn trains on real numbers")
+    elif kind not in "biuf":
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    return arr
+
+
+def _first_bad(arr):
+    bad = np.argwhere(~np.isfinite(arr))
+    return tuple(int(i) for i in bad[0]) if len(bad) else None
+
+
+def check_finite(arr, name, what=""):
+    """Raise ValueError naming the first NaN/inf element of arr."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        pos = _first_bad(arr)
+        val = arr[pos]
+        kind = "NaN" if np.isnan(val) else "infinity"
+        raise ValueError(f"{name} contains {kind} at index {pos}{what}; "
+                         "fastnn needs finite inputs")
+
+
+def check_matrix(X, dtype, name="X", n_features=None):
+    """X as a C-contiguous 2-D array of dtype with finite values, or raise."""
+    dtype = np.dtype(dtype)
+    if (isinstance(X, np.ndarray) and X.dtype == dtype and X.ndim == 2
+            and X.flags.c_contiguous):
+        arr = X
+    else:
+        arr = _as_numeric_array(X, name)
+        if arr.ndim != 2:
+            hint = (" (reshape(-1, 1) for one feature, reshape(1, -1) for one "
+                    "sample)" if arr.ndim == 1 else "")
+            raise ValueError(f"{name} must be 2-D (n_samples, n_features), got "
+                             f"{arr.ndim}-D with shape {arr.shape}{hint}")
+        if arr.dtype.kind == "f":
+            check_finite(arr, name)
+        arr = np.ascontiguousarray(arr, dtype=dtype)
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has 0 samples (shape {arr.shape})")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has 0 features (shape {arr.shape})")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features, but the network "
+                         f"expects {n_features}")
+    check_finite(arr, name, f" (after conversion to {dtype})")
+    return arr
+
+
+def check_targets(y, n_samples, n_out, loss, dtype, name="y"):
+    """Targets as a C-contiguous (n_samples, n_out) array of dtype.
+
+    A 1-D y is accepted for one output; for softmax_ce a 1-D integer y holds
+    class labels 0..n_out-1 and is one-hot encoded.  bce targets must lie in
+    [0, 1] and softmax_ce targets must be >= 0."""
+    dtype = np.dtype(dtype)
+    arr = _as_numeric_array(y, name)
+    if arr.dtype.kind == "f":
+        check_finite(arr, name)
+    if arr.ndim == 0:
+        raise ValueError(f"{name} must have one row per sample, got a scalar")
+    if arr.shape[0] != n_samples:
+        raise ValueError(f"{name} has {arr.shape[0]} rows, but X has {n_samples} "
+                         "samples")
+    if loss == "softmax_ce" and arr.ndim == 1 and arr.dtype.kind in "biu":
+        labels = arr.astype(np.int64)
+        if labels.min() < 0 or labels.max() >= n_out:
+            raise ValueError(f"{name} holds class labels in [{labels.min()}, "
+                             f"{labels.max()}], but the output layer has "
+                             f"{n_out} classes (labels 0..{n_out - 1})")
+        out = np.zeros((n_samples, n_out), dtype=dtype)
+        out[np.arange(n_samples), labels] = 1
+        return out
+    if arr.ndim == 1:
+        if n_out != 1:
+            raise ValueError(f"{name} has shape {arr.shape}, but the network has "
+                             f"{n_out} outputs: expected ({n_samples}, {n_out})")
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2 or arr.shape[1] != n_out:
+        raise ValueError(f"{name} has shape {arr.shape}, expected "
+                         f"({n_samples}, {n_out})")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    check_finite(arr, name, f" (after conversion to {dtype})")
+    if loss == "bce" and (arr.min() < 0 or arr.max() > 1):
+        raise ValueError(f"bce targets must lie in [0, 1]; {name} has values in "
+                         f"[{arr.min()}, {arr.max()}]")
+    if loss == "softmax_ce" and arr.min() < 0:
+        raise ValueError(f"softmax_ce targets must be >= 0 (class probabilities "
+                         f"or one-hot rows); {name} has {arr.min()}")
+    return arr
+
+
+def check_sample_weight(sw, n_samples, dtype):
+    """None, or a C-contiguous (n_samples,) array of finite weights >= 0 with a
+    positive sum."""
+    if sw is None:
+        return None
+    arr = _as_numeric_array(sw, "sample_weight")
+    if arr.ndim == 0:
+        arr = np.full(n_samples, float(arr))
+    if arr.ndim != 1 or arr.shape[0] != n_samples:
+        raise ValueError(f"sample_weight has shape {arr.shape}, expected "
+                         f"({n_samples},)")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    check_finite(arr, "sample_weight")
+    if arr.min() < 0:
+        raise ValueError("sample_weight must be >= 0")
+    if not arr.sum() > 0:
+        raise ValueError("sample_weight sums to 0: no sample would count")
+    return arr
+
+
+def check_positive_int(v, name, minimum=1):
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+    return int(v)
+
+
+def check_real(v, name, minimum=None, maximum=None, open_min=False):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v):
+        raise ValueError(f"{name} must be a finite real number, got {v!r}")
+    v = float(v)
+    if minimum is not None and (v < minimum or (open_min and v == minimum)):
+        op = ">" if open_min else ">="
+        raise ValueError(f"{name} must be {op} {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {v}")
+    return v

@@ -1,0 +1,421 @@
+"""The drop-in network: layers, the flat parameter layout, and the methods
+that check their inputs once and hand raw buffers to the compiled core.
+
+All parameters live in one 1-D array ``net.params``: every layer's weight
+matrix first (layer order), then every bias.  Each layer's ``W`` (fan_in x
+fan_out, so ``Z = X @ W + b`` as in the seed) and ``b`` are views into it;
+``net.grads`` has the same layout.  Keeping the weights in one prefix lets
+L2 decay run as one loop over that prefix.
+"""
+import threading
+
+import numpy as np
+
+from fastnn import reference as ref
+from fastnn._kernels import ACTIVATIONS, ELEMENTWISE, LOSSES
+from fastnn._validation import (check_matrix, check_positive_int, check_real,
+                                check_sample_weight, check_targets)
+
+_ACT_ALIASES = {"linear": "identity", "none": "identity", "logistic": "sigmoid",
+                "lrelu": "leaky_relu", "leakyrelu": "leaky_relu"}
+_LOSS_ALIASES = {"squared_error": "mse", "sum_squared_error": "sse",
+                 "binary_crossentropy": "bce", "log_loss": "bce",
+                 "crossentropy": "softmax_ce", "categorical_crossentropy": "softmax_ce"}
+_DEFAULT_ALPHA = {"leaky_relu": 0.1, "elu": 1.0}
+INITS = ("normal", "glorot", "he")
+
+
+def _act_name(act):
+    if not isinstance(act, str):
+        raise TypeError(f"activation must be a string, got {act!r}")
+    a = _ACT_ALIASES.get(act.lower(), act.lower())
+    if a not in ELEMENTWISE and a != "softmax":
+        raise ValueError(f"unknown activation {act!r}; expected one of "
+                         f"{ELEMENTWISE + ('softmax',)}")
+    return a
+
+
+def _loss_name(loss):
+    if not isinstance(loss, str):
+        raise TypeError(f"loss must be a string, got {loss!r}")
+    name = _LOSS_ALIASES.get(loss.lower(), loss.lower())
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {tuple(LOSSES)}")
+    return name
+
+
+class Dense:
+    """A fully connected layer: ``act(X @ W + b)``.
+
+    units: output width.  activation: identity, sigmoid, tanh, relu,
+    leaky_relu (slope ``alpha``, default 0.1 as in the seed), elu (scale
+    ``alpha``, default 1.0) or, on the output layer only, softmax.
+    bias: whether the layer has a bias vector.
+    After the network is built, ``W`` (n_in, units) and ``b`` (units,) or
+    None are views into the network's flat ``params``.
+    """
+
+    kind = "dense"
+
+    def __init__(self, units, activation="identity", bias=True, alpha=None):
+        self.units = check_positive_int(units, "units")
+        self.activation = _act_name(activation)
+        self.bias = bool(bias)
+        if alpha is None:
+            alpha = _DEFAULT_ALPHA.get(self.activation, 0.0)
+        self.alpha = check_real(alpha, "alpha")
+        self.pieces = 1
+        self.W = self.b = None
+
+    def __repr__(self):
+        extra = f", alpha={self.alpha}" if self.activation in _DEFAULT_ALPHA else ""
+        return (f"Dense({self.units}, activation={self.activation!r}"
+                f"{extra}, bias={self.bias})")
+
+
+class Maxout:
+    """A maxout layer: unit j outputs max over p of ``X @ W[:, j*pieces+p] +
+    b[j*pieces+p]``, the max of ``pieces`` linear functions (k = 2 in the
+    seed).  ``W`` is (n_in, units*pieces), column j*pieces+p holding piece p
+    of unit j."""
+
+    kind = "maxout"
+    activation = "maxout"
+    alpha = 0.0
+
+    def __init__(self, units, pieces=2, bias=True):
+        self.units = check_positive_int(units, "units")
+        self.pieces = check_positive_int(pieces, "pieces", 2)
+        self.bias = bool(bias)
+        self.W = self.b = None
+
+    def __repr__(self):
+        return f"Maxout({self.units}, pieces={self.pieces}, bias={self.bias})"
+
+
+class Network:
+    """A dense network trained by compiled kernels over one parameter buffer.
+
+    Parameters
+    ----------
+    layers : list of Dense / Maxout
+    loss : 'mse' (1/2 mean over samples of the summed squared error, the
+        objective scikit-learn's MLP uses), 'sse' (plain sum of squares, the
+        seed's), 'bce' (log loss; output layer must be sigmoid), or
+        'softmax_ce' (cross-entropy; output layer must be softmax).
+    n_in : input width, or None to take it from the first data.
+    dtype : np.float64 (default) or np.float32.
+    init : 'glorot' (default), 'he' or 'normal' (standard normal, the seed's
+        randn).  Biases start at 0.
+    seed : int or None, for the initial weights.
+    backend : 'native' (default) or 'reference' (every computation through
+        fastnn.reference, in NumPy; for checking and teaching).
+
+    Example: the seed's 2-layer network::
+
+        net = Network([Dense(100, "sigmoid", bias=False), Dense(10, bias=False)],
+                      loss="sse", n_in=1000, init="normal")
+    """
+
+    def __init__(self, layers, loss="mse", n_in=None, dtype=np.float64,
+                 init="glorot", seed=None, backend="native"):
+        if isinstance(layers, (Dense, Maxout)):
+            layers = [layers]
+        layers = list(layers)
+        if not layers:
+            raise ValueError("a network needs at least one layer")
+        for l in layers:
+            if not isinstance(l, (Dense, Maxout)):
+                raise TypeError(f"layers must be Dense or Maxout, got {l!r}")
+        if len({id(l) for l in layers}) != len(layers):
+            raise ValueError("the same layer object appears twice")
+        for l in layers[:-1]:
+            if l.activation == "softmax":
+                raise ValueError("softmax is an output activation: only the last "
+                                 "layer may use it")
+        self.loss_name = _loss_name(loss)
+        out = layers[-1].activation
+        if self.loss_name == "bce" and out != "sigmoid":
+            raise ValueError(f"loss 'bce' needs a sigmoid output layer, got {out!r} "
+                             "(write Dense(n, activation='sigmoid'))")
+        if self.loss_name == "softmax_ce" and out != "softmax":
+            raise ValueError(f"loss 'softmax_ce' needs a softmax output layer, got "
+                             f"{out!r} (write Dense(n, activation='softmax'))")
+        if out == "softmax" and self.loss_name != "softmax_ce":
+            raise ValueError("a softmax output layer needs loss 'softmax_ce'")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
+        if backend not in ("native", "reference"):
+            raise ValueError(f"backend must be 'native' or 'reference', got {backend!r}")
+        self.layers = layers
+        self.init = init
+        self.seed = seed
+        self.backend = backend
+        self.n_in = None
+        self.params = self.grads = None
+        self._core = None
+        self._ref_lock = threading.Lock()
+        self.history = None
+        self._opt_state = None
+        if n_in is not None:
+            self.build(check_positive_int(n_in, "n_in"))
+
+    # ---- construction -----------------------------------------------------
+
+    @property
+    def n_out(self):
+        return self.layers[-1].units
+
+    @property
+    def built(self):
+        return self.params is not None
+
+    def build(self, n_in):
+        """Allocate params/grads for input width n_in and initialize them.
+        Called automatically with the first data when n_in was not given."""
+        if self.built:
+            if n_in != self.n_in:
+                raise ValueError(f"network already built for {self.n_in} inputs")
+            return self
+        n_in = check_positive_int(n_in, "n_in")
+        fan_in, w_off, shapes = n_in, 0, []
+        for l in self.layers:
+            cols = l.units * l.pieces
+            shapes.append((fan_in, cols, w_off))
+            w_off += fan_in * cols
+            fan_in = l.units
+        n_weights, off, b_offs = w_off, w_off, []
+        for l in self.layers:
+            cols = l.units * l.pieces
+            b_offs.append(off if l.bias else -1)
+            off += cols if l.bias else 0
+        self.n_in, self.n_weights, self.n_params = n_in, n_weights, off
+        self.params = np.zeros(off, dtype=self.dtype)
+        self.grads = np.zeros(off, dtype=self.dtype)
+        self._layout = []
+        for l, (fi, cols, wo), bo in zip(self.layers, shapes, b_offs):
+            l.W = self.params[wo:wo + fi * cols].reshape(fi, cols)
+            l.b = self.params[bo:bo + cols] if bo >= 0 else None
+            l.dW = self.grads[wo:wo + fi * cols].reshape(fi, cols)
+            l.db = self.grads[bo:bo + cols] if bo >= 0 else None
+            self._layout.append((fi, l.units, wo, bo))
+        self._initialize()
+        if self.backend == "native":
+            from fastnn._train import NetCore
+            specs = [(fi, l.units, ACTIVATIONS[l.activation], l.pieces, l.alpha, wo, bo)
+                     for l, (fi, _, wo, bo) in zip(self.layers, self._layout)]
+            self._core = NetCore(specs, LOSSES[self.loss_name], self.params,
+                                 self.grads, n_weights)
+        return self
+
+    def _initialize(self):
+        rng = np.random.default_rng(self.seed)
+        for l, (fi, units, _, _) in zip(self.layers, self._layout):
+            shape = l.W.shape
+            if self.init == "normal":
+                w = rng.standard_normal(shape)
+            elif self.init == "glorot":
+                s = np.sqrt(6.0 / (fi + units))
+                w = rng.uniform(-s, s, shape)
+            else:  # he
+                w = rng.standard_normal(shape) * np.sqrt(2.0 / fi)
+            l.W[...] = w
+            if l.b is not None:
+                l.b[...] = 0
+
+    def specs(self):
+        """The network as fastnn.reference describes it: one tuple per layer
+        (n_in, n_out, activation, pieces, alpha, w_off, b_off)."""
+        self._require_built()
+        return [(fi, units, l.activation, l.pieces, l.alpha, wo, bo)
+                for l, (fi, units, wo, bo) in zip(self.layers, self._layout)]
+
+    def _require_built(self):
+        if not self.built:
+            raise RuntimeError("the network is not built yet: give n_in, call "
+                               "build(n_in), or pass data first")
+
+    def _ensure_built(self, X):
+        if not self.built:
+            shape = np.shape(X)
+            if len(shape) != 2 or shape[1] < 1:
+                check_matrix(X, self.dtype)   # raises the precise error
+            self.build(shape[1])
+
+    # ---- parameters -------------------------------------------------------
+
+    def get_weights(self):
+        """List of (W, b) copies per layer (b None for bias-free layers)."""
+        self._require_built()
+        return [(l.W.copy(), None if l.b is None else l.b.copy()) for l in self.layers]
+
+    def set_weights(self, weights, biases=None):
+        """Set the weights from arrays: weights is a list of W matrices (one per
+        layer, shape (fan_in, fan_out)), or of (W, b) pairs; biases an
+        optional list of b vectors.  Everything is checked before anything is
+        written."""
+        weights = list(weights)
+        if len(weights) != len(self.layers):
+            raise ValueError(f"got {len(weights)} weight arrays for "
+                             f"{len(self.layers)} layers")
+        pairs = []
+        for i, w in enumerate(weights):
+            if isinstance(w, tuple):
+                pairs.append(w)
+            else:
+                pairs.append((w, None if biases is None else biases[i]))
+        if not self.built:
+            first = np.shape(pairs[0][0])
+            if len(first) != 2:
+                raise ValueError(f"weights[0] must be 2-D, got shape {first}")
+            self.build(first[0])
+        staged = []
+        for i, (l, (W, b)) in enumerate(zip(self.layers, pairs)):
+            W = np.asarray(W)
+            if W.shape != l.W.shape:
+                raise ValueError(f"weights[{i}] has shape {W.shape}, layer {i} "
+                                 f"needs {l.W.shape}")
+            W = check_matrix(W, self.dtype, f"weights[{i}]")
+            if b is not None:
+                if l.b is None:
+                    raise ValueError(f"layer {i} has no bias, but a bias was given")
+                b = np.asarray(b)
+                if b.shape != l.b.shape:
+                    raise ValueError(f"bias[{i}] has shape {b.shape}, layer {i} "
+                                     f"needs {l.b.shape}")
+                b = check_matrix(b.reshape(1, -1), self.dtype, f"bias[{i}]")[0]
+            staged.append((W, b))
+        for l, (W, b) in zip(self.layers, staged):
+            l.W[...] = W
+            if b is not None:
+                l.b[...] = b
+        return self
+
+    # ---- input checks -----------------------------------------------------
+
+    def _X(self, X, name="X"):
+        self._ensure_built(X)
+        return check_matrix(X, self.dtype, name, self.n_in)
+
+    def _Xy(self, X, y, sample_weight=None):
+        X = self._X(X)
+        y = check_targets(y, X.shape[0], self.n_out, self.loss_name, self.dtype)
+        sw = check_sample_weight(sample_weight, X.shape[0], self.dtype)
+        return X, y, sw
+
+    def _scale(self, m, sw):
+        if self.loss_name == "sse":
+            return 1.0
+        return 1.0 / (float(sw.sum()) if sw is not None else m)
+
+    # ---- computation ------------------------------------------------------
+
+    def forward(self, X):
+        """The network's output for X (n_samples, n_in): a new
+        (n_samples, n_out) array, output activation applied (sigmoid /
+        softmax probabilities for bce / softmax_ce)."""
+        X = self._X(X)
+        if self._core is not None:
+            return self._core.forward(X, True)
+        out, _ = ref.net_forward(self.specs(), self.loss_name, self.params, X, True)
+        return out.astype(self.dtype)
+
+    predict = forward
+
+    def loss(self, X, y, sample_weight=None):
+        """The loss over (X, y): a sum over samples for 'sse', a (weighted)
+        mean over samples for the others."""
+        X, y, sw = self._Xy(X, y, sample_weight)
+        scale = self._scale(len(X), sw)
+        if self._core is not None:
+            return self._core.loss(X, y, sw, scale)
+        out, _ = ref.net_forward(self.specs(), self.loss_name, self.params, X, False)
+        return ref.loss_grad(out, y, self.loss_name, scale, sw)[0]
+
+    def loss_and_grad(self, X, y, sample_weight=None):
+        """Return the loss over (X, y) and fill ``net.grads`` with its
+        gradient w.r.t. ``net.params`` (same layout).  If the loss is not
+        finite, FloatingPointError is raised and grads are not changed."""
+        X, y, sw = self._Xy(X, y, sample_weight)
+        scale = self._scale(len(X), sw)
+        if self._core is not None:
+            L = self._core.loss_grad(X, y, sw, scale, 0.0, 0.0)
+            self._check_loss(L)
+            return L
+        with self._reference_lock():
+            L, g = ref.net_loss_grad(self.specs(), self.loss_name, self.params, X, y,
+                                     scale, sw)
+            self._check_loss(L)
+            self.grads[...] = g
+        return L
+
+    def step(self, lr):
+        """One SGD step with the gradient in ``net.grads``:
+        params -= lr * grads."""
+        self._require_built()
+        lr = check_real(lr, "lr")
+        if self._core is not None:
+            from fastnn._kernels import sgd_step
+            sgd_step(self.params, self.grads, lr)
+        else:
+            self.params[...] = ref.sgd_step(self.params, self.grads, lr)
+
+    def train_step(self, X, y, lr):
+        """Forward, backward and a plain SGD update in one compiled call;
+        returns the loss before the update.  The update is fused into the
+        weight-gradient GEMMs (W += -lr X^T delta), so ``net.grads`` holds
+        only the bias gradients afterwards.  If the loss is not finite,
+        FloatingPointError is raised and the parameters are unchanged."""
+        core = self._core
+        if core is not None:
+            L = core.train_step(X, y, lr)      # fast path: ready arrays only
+            if L is not None:
+                if not np.isfinite(L):
+                    self._check_loss(L)
+                return L
+        lr = check_real(lr, "lr")
+        X, y, _ = self._Xy(X, y)
+        scale = self._scale(len(X), None)
+        if core is not None:
+            L = core.loss_grad(X, y, None, scale, lr, 0.0)
+            self._check_loss(L)
+            return L
+        with self._reference_lock():
+            L, p = ref.net_train_step(self.specs(), self.loss_name, self.params,
+                                      X, y, lr, scale)
+            self._check_loss(L)
+            self.params[...] = p
+        return L
+
+    def _reference_lock(self):
+        if not self._ref_lock.acquire(blocking=False):
+            raise RuntimeError("this network is already training in another thread")
+        lock = self._ref_lock
+
+        class _Release:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                lock.release()
+        return _Release()
+
+    @staticmethod
+    def _check_loss(L):
+        if not np.isfinite(L):
+            raise FloatingPointError(f"the loss is {L}: step not applied, "
+                                     "parameters unchanged")
+
+    def fit(self, X, y, **kwargs):
+        """Train over epochs and minibatches in compiled code; see
+        fastnn.training.fit for the arguments.  Returns a History."""
+        from fastnn.training import fit
+        return fit(self, X, y, **kwargs)
+
+    def __repr__(self):
+        inner = ", ".join(repr(l) for l in self.layers)
+        return (f"Network([{inner}], loss={self.loss_name!r}, n_in={self.n_in}, "
+                f"dtype={self.dtype.name})")

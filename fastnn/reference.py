@@ -1,0 +1,305 @@
+"""The reference: every fastnn kernel written the obvious way in NumPy.
+
+One function per C entry point of csrc/fastnn.h, same name without the
+``fnn_`` prefix and dtype suffix, same argument meanings, in the same order,
+plus the whole-network forward / loss+gradient / fit built from them.
+Float64 throughout, no in-place tricks: functions return new arrays.  This
+is the oracle the tests compare the native kernels against, and the
+baseline the benchmarks measure next to the seed loop.
+"""
+import numpy as np
+
+ELEMENTWISE = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu")
+
+
+def _f64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+# ---- GEMM ------------------------------------------------------------------
+
+def gemm(a, b, c=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
+    """alpha op(a) op(b) + beta c  (beta == 0: c is ignored, even if NaN)."""
+    a, b = _f64(a), _f64(b)
+    a = a.T if trans_a else a
+    b = b.T if trans_b else b
+    out = alpha * (a @ b)
+    if beta != 0:
+        out = out + beta * _f64(c)
+    return out
+
+
+# ---- bias + activation -----------------------------------------------------
+
+def activation(v, act, alpha=0.0):
+    """f(v) for the elementwise activations."""
+    v = _f64(v)
+    if act == "identity":
+        return v.copy()
+    if act == "sigmoid":
+        # 1 / (1 + e^-v), written so neither branch overflows
+        e = np.exp(-np.abs(v))
+        return np.where(v >= 0, 1 / (1 + e), e / (1 + e))
+    if act == "tanh":
+        return np.tanh(v)
+    if act == "relu":
+        return np.where(v < 0, 0.0, v)
+    if act == "leaky_relu":
+        return np.where(v < 0, alpha * v, v)
+    if act == "elu":
+        return np.where(v < 0, alpha * np.expm1(np.minimum(v, 0)), v)
+    raise ValueError(f"unknown activation {act!r}")
+
+
+def bias_act_forward(z, b=None, act="identity", alpha=0.0):
+    """act(z + b), b broadcast over rows (None: no bias)."""
+    z = _f64(z)
+    return activation(z if b is None else z + _f64(b), act, alpha)
+
+
+def act_derivative(y, act, alpha=0.0):
+    """f'(z) expressed through the forward output y = f(z)."""
+    y = _f64(y)
+    if act == "identity":
+        return np.ones_like(y)
+    if act == "sigmoid":
+        return y * (1 - y)
+    if act == "tanh":
+        return 1 - y ** 2
+    if act == "relu":
+        return (y > 0).astype(np.float64)
+    if act == "leaky_relu":
+        return np.where(y > 0, 1.0, alpha)
+    if act == "elu":
+        return np.where(y > 0, 1.0, y + alpha)
+    raise ValueError(f"unknown activation {act!r}")
+
+
+def bias_act_backward(y, dy, act="identity", alpha=0.0):
+    """(dz, db): dz = dy * f'(y), db = column sums of dz."""
+    dz = _f64(dy) * act_derivative(y, act, alpha)
+    return dz, dz.sum(axis=0)
+
+
+def maxout_forward(z, b=None, pieces=2):
+    """(y, argmax): y[i,j] = max_p (z + b)[i, j*pieces + p]."""
+    z = _f64(z) if b is None else _f64(z) + _f64(b)
+    m = z.shape[0]
+    v = z.reshape(m, -1, pieces)
+    arg = np.argmax(v, axis=2).astype(np.int32)
+    y = np.take_along_axis(v, arg[..., None].astype(np.intp), axis=2)[..., 0]
+    return y, arg
+
+
+def maxout_backward(argmax, dy, pieces=2):
+    """(dz, db): dy routed to the argmax piece of each unit."""
+    dy = _f64(dy)
+    m, n = dy.shape
+    dz = np.zeros((m, n, pieces))
+    np.put_along_axis(dz, np.asarray(argmax, np.intp)[..., None], dy[..., None], axis=2)
+    dz = dz.reshape(m, n * pieces)
+    return dz, dz.sum(axis=0)
+
+
+def softmax_forward(z, b=None):
+    """Row-wise softmax of z + b, max subtracted."""
+    z = _f64(z) if b is None else _f64(z) + _f64(b)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# ---- loss ------------------------------------------------------------------
+
+def loss_grad(z, y, loss="mse", scale=1.0, sw=None):
+    """(L, dz, db) with L = scale * sum_i w_i l_i and dz = dL/dz.
+
+    sse: l_i = sum_j (z - y)^2; mse: half of that; bce: sum_j softplus(z) -
+    y z (z logits); softmax_ce: logsumexp(z) sum_j y - sum_j y z (z logits).
+    """
+    z, y = _f64(z), _f64(y)
+    w = np.ones(z.shape[0]) if sw is None else _f64(sw)
+    if loss == "sse":
+        li = ((z - y) ** 2).sum(axis=1)
+        d = 2 * (z - y)
+    elif loss == "mse":
+        li = 0.5 * ((z - y) ** 2).sum(axis=1)
+        d = z - y
+    elif loss == "bce":
+        li = (np.logaddexp(0, z) - y * z).sum(axis=1)
+        d = activation(z, "sigmoid") - y
+    elif loss == "softmax_ce":
+        mx = z.max(axis=1, keepdims=True)
+        lse = mx + np.log(np.exp(z - mx).sum(axis=1, keepdims=True))
+        ys = y.sum(axis=1, keepdims=True)
+        li = (lse * ys - y * z).sum(axis=1)
+        d = np.exp(z - lse) * ys - y
+    else:
+        raise ValueError(f"unknown loss {loss!r}")
+    dz = scale * w[:, None] * d
+    return scale * float((w * li).sum()), dz, dz.sum(axis=0)
+
+
+# ---- optimizers ------------------------------------------------------------
+
+def sgd_step(w, g, lr, wd=0.0):
+    """w - lr (g + wd w)."""
+    w = _f64(w)
+    return w - lr * (_f64(g) + wd * w)
+
+
+def momentum_step(w, g, v, lr, momentum=0.9, wd=0.0, nesterov=False):
+    """(w, v): v = mu v - lr g'; w + v, or w + mu v - lr g' (Nesterov)."""
+    w = _f64(w)
+    g = _f64(g) + wd * w
+    v = momentum * _f64(v) - lr * g
+    return (w + momentum * v - lr * g if nesterov else w + v), v
+
+
+def adam_step(w, g, m, v, t, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, wd=0.0):
+    """(w, m, v) after Adam step t, in scikit-learn's form."""
+    w = _f64(w)
+    g = _f64(g) + wd * w
+    m = beta1 * _f64(m) + (1 - beta1) * g
+    v = beta2 * _f64(v) + (1 - beta2) * g ** 2
+    lr_t = lr * np.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+    return w - lr_t * m / (np.sqrt(v) + eps), m, v
+
+
+def all_finite(x):
+    """True if every element is finite."""
+    return bool(np.isfinite(x).all())
+
+
+# ---- whole network ---------------------------------------------------------
+# A network is described as in fastnn.Network._specs(): one tuple per layer
+# (n_in, n_out, act, pieces, alpha, w_off, b_off) with act a name, and the
+# flat params vector those offsets index.
+
+def _layer_params(spec, params):
+    n_in, n_out, act, pieces, alpha, w_off, b_off = spec
+    cols = n_out * pieces
+    W = _f64(params[w_off:w_off + n_in * cols]).reshape(n_in, cols)
+    b = None if b_off < 0 else _f64(params[b_off:b_off + cols])
+    return W, b
+
+
+def _out_act(specs, loss, predict):
+    act = specs[-1][2]
+    if not predict and loss in ("bce", "softmax_ce"):
+        return "identity"
+    return act
+
+
+def net_forward(specs, loss, params, x, predict=True):
+    """(output, cache): the network's output for rows x, and the per-layer
+    (input, output, argmax) the backward pass needs."""
+    a = _f64(x)
+    cache = []
+    for l, spec in enumerate(specs):
+        n_in, n_out, act, pieces, alpha = spec[:5]
+        W, b = _layer_params(spec, params)
+        z = a @ W
+        last = l == len(specs) - 1
+        if act == "maxout":
+            out, arg = maxout_forward(z, b, pieces)
+        else:
+            arg = None
+            f = _out_act(specs, loss, predict) if last else act
+            out = softmax_forward(z, b) if f == "softmax" else bias_act_forward(z, b, f, alpha)
+        cache.append((a, out, arg))
+        a = out
+    return a, cache
+
+
+def net_loss_grad(specs, loss, params, x, y, scale, sw=None):
+    """(L, grads): loss and its gradient w.r.t. the flat params."""
+    out, cache = net_forward(specs, loss, params, x, predict=False)
+    L, d, _ = loss_grad(out, y, loss, scale, sw)
+    grads = np.zeros(len(params))
+    last = specs[-1]
+    f = _out_act(specs, loss, False)
+    if last[2] == "maxout":
+        d, _ = maxout_backward(cache[-1][2], d, last[3])
+    elif f != "softmax":
+        d, _ = bias_act_backward(out, d, f, last[4])
+    for l in range(len(specs) - 1, -1, -1):
+        n_in, n_out, act, pieces, alpha, w_off, b_off = specs[l]
+        a_in = cache[l][0]
+        W, _ = _layer_params(specs[l], params)
+        grads[w_off:w_off + W.size] = (a_in.T @ d).ravel()
+        if b_off >= 0:
+            grads[b_off:b_off + W.shape[1]] = d.sum(axis=0)
+        if l > 0:
+            da = d @ W.T
+            p = specs[l - 1]
+            if p[2] == "maxout":
+                d, _ = maxout_backward(cache[l - 1][2], da, p[3])
+            else:
+                d, _ = bias_act_backward(cache[l - 1][1], da, p[2], p[4])
+    return L, grads
+
+
+def net_train_step(specs, loss, params, x, y, lr, scale=None):
+    """(L, params'): one plain SGD step (scale None: 1 for sse, else 1/m)."""
+    if scale is None:
+        scale = 1.0 if loss == "sse" else 1.0 / len(x)
+    L, g = net_loss_grad(specs, loss, params, x, y, scale)
+    return L, _f64(params) - lr * g
+
+
+def fit(specs, loss, params, n_weights, x, y, lrs, batch, order=None,
+        optimizer="sgd", momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8,
+        l2=0.0, l2_per_row=False, sw=None, state=None):
+    """Replay of csrc/train.c: epochs of minibatches in the given row order.
+
+    lrs: learning rate per epoch; order: (n_epochs, n) row indices or None.
+    Weights params[:n_weights] get the L2 term (l2, or l2 / batch weight if
+    l2_per_row).  Returns (params, epoch_losses, state) where state holds the
+    optimizer buffers and Adam's step count (pass it back to continue).
+    """
+    x, y = _f64(x), _f64(y)
+    params = _f64(params).copy()
+    n = len(x)
+    P = len(params)
+    state = dict(state) if state else {}
+    vel = state.get("vel", np.zeros(P))
+    sq = state.get("sq", np.zeros(P))
+    t = state.get("t", 0)
+    losses = []
+    for e, lr in enumerate(lrs):
+        idx = np.arange(n) if order is None else np.asarray(order[e])
+        total, wsum = 0.0, 0.0
+        for i0 in range(0, n, batch):
+            rows = idx[i0:i0 + batch]
+            swb = None if sw is None else _f64(sw)[rows]
+            wtot = len(rows) if swb is None else float(swb.sum())
+            scale = 1.0 if loss == "sse" else 1.0 / wtot
+            wd = l2 / wtot if l2_per_row else l2
+            L, g = net_loss_grad(specs, loss, params, x[rows], y[rows], scale, swb)
+            if not np.isfinite(L):
+                raise FloatingPointError(f"non-finite loss at epoch {e}")
+            # weights (with L2) and biases (without) as two flat runs
+            parts = [slice(0, n_weights), slice(n_weights, P)]
+            if optimizer == "sgd":
+                params = np.concatenate([sgd_step(params[s], g[s], lr, d)
+                                         for s, d in zip(parts, (wd, 0.0))])
+            elif optimizer in ("momentum", "nesterov"):
+                res = [momentum_step(params[s], g[s], vel[s], lr, momentum, d,
+                                     optimizer == "nesterov")
+                       for s, d in zip(parts, (wd, 0.0))]
+                params = np.concatenate([r[0] for r in res])
+                vel = np.concatenate([r[1] for r in res])
+            elif optimizer == "adam":
+                t += 1
+                res = [adam_step(params[s], g[s], vel[s], sq[s], t, lr, beta1,
+                                 beta2, eps, d)
+                       for s, d in zip(parts, (wd, 0.0))]
+                params = np.concatenate([r[0] for r in res])
+                vel = np.concatenate([r[1] for r in res])
+                sq = np.concatenate([r[2] for r in res])
+            else:
+                raise ValueError(f"unknown optimizer {optimizer!r}")
+            total += L if loss == "sse" else L * wtot
+            wsum += wtot
+        losses.append(total if loss == "sse" else total / wsum)
+    return params, np.array(losses), {"vel": vel, "sq": sq, "t": t}

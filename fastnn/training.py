@@ -1,0 +1,527 @@
+"""fit(): epochs and minibatches run natively (csrc/train.c) without the GIL;
+this module holds what lives around the loop on the Python side: optimizers,
+learning-rate schedules, History, callbacks and early stopping, the progress
+bar, and the handling of Ctrl-C and divergence.
+
+The row order of each epoch comes from NumPy's Generator here, one index
+array per epoch, so fastnn.reference.fit can replay exactly the same run.
+Epochs run in chunks: one native call per chunk, chunks of one epoch when
+per-epoch Python work is needed (validation data, callbacks), longer chunks
+otherwise (bounded by the memory of their index arrays).
+"""
+import math
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from fastnn._validation import (check_matrix, check_positive_int, check_real,
+                                check_targets)
+
+__all__ = ["SGD", "Adam", "Constant", "InverseScaling", "StepDecay",
+           "History", "Callback", "EarlyStopping", "fit"]
+
+
+# ---- optimizers ------------------------------------------------------------
+
+class SGD:
+    """Stochastic gradient descent, optionally with (Nesterov) momentum, in
+    scikit-learn's form: v = momentum v - lr g; w += v (Nesterov: w +=
+    momentum v - lr g).  weight_decay adds weight_decay * W to the gradient
+    of every weight matrix (not biases).  Without momentum the update is
+    fused into the weight-gradient GEMMs."""
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        self.lr = check_real(lr, "lr", 0.0)
+        self.momentum = check_real(momentum, "momentum", 0.0, 1.0)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = check_real(weight_decay, "weight_decay", 0.0)
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+
+    @property
+    def kind(self):
+        if self.momentum == 0:
+            return "sgd"
+        return "nesterov" if self.nesterov else "momentum"
+
+    def __repr__(self):
+        return (f"SGD(lr={self.lr}, momentum={self.momentum}, "
+                f"nesterov={self.nesterov}, weight_decay={self.weight_decay})")
+
+
+class Adam:
+    """Adam in scikit-learn's form: lr_t = lr sqrt(1 - b2^t) / (1 - b1^t);
+    w -= lr_t m / (sqrt(v) + eps).  weight_decay: L2 on weight matrices."""
+
+    kind = "adam"
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        self.lr = check_real(lr, "lr", 0.0)
+        self.beta1 = check_real(beta1, "beta1", 0.0, 1.0)
+        self.beta2 = check_real(beta2, "beta2", 0.0, 1.0)
+        if self.beta1 >= 1 or self.beta2 >= 1:
+            raise ValueError("beta1 and beta2 must be < 1")
+        self.eps = check_real(eps, "eps", 0.0, open_min=True)
+        self.weight_decay = check_real(weight_decay, "weight_decay", 0.0)
+
+    def __repr__(self):
+        return (f"Adam(lr={self.lr}, beta1={self.beta1}, beta2={self.beta2}, "
+                f"eps={self.eps}, weight_decay={self.weight_decay})")
+
+
+def _make_optimizer(optimizer, lr):
+    if isinstance(optimizer, (SGD, Adam)):
+        if lr is not None:
+            raise ValueError("give lr either to fit or to the optimizer object, "
+                             "not both")
+        return optimizer
+    if not isinstance(optimizer, str):
+        raise TypeError(f"optimizer must be 'sgd', 'momentum', 'nesterov', 'adam' "
+                        f"or an SGD/Adam object, got {optimizer!r}")
+    name = optimizer.lower()
+    if name == "sgd":
+        return SGD(0.01 if lr is None else lr)
+    if name == "momentum":
+        return SGD(0.01 if lr is None else lr, momentum=0.9)
+    if name == "nesterov":
+        return SGD(0.01 if lr is None else lr, momentum=0.9, nesterov=True)
+    if name == "adam":
+        return Adam(0.001 if lr is None else lr)
+    raise ValueError(f"unknown optimizer {optimizer!r}; expected 'sgd', "
+                     "'momentum', 'nesterov' or 'adam'")
+
+
+# ---- learning-rate schedules (per epoch) -----------------------------------
+
+class Constant:
+    """lr_e = lr."""
+
+    def __call__(self, epoch, lr, samples_seen):
+        return lr
+
+
+class InverseScaling:
+    """lr_e = lr / (1 + t)^power_t, with t the epoch number, or the number of
+    samples seen before the epoch if per_sample (scikit-learn's
+    'invscaling')."""
+
+    def __init__(self, power_t=0.5, per_sample=False):
+        self.power_t = check_real(power_t, "power_t", 0.0)
+        self.per_sample = bool(per_sample)
+
+    def __call__(self, epoch, lr, samples_seen):
+        t = samples_seen if self.per_sample else epoch
+        return lr / (1.0 + t) ** self.power_t
+
+
+class StepDecay:
+    """lr_e = lr * gamma^(epoch // step_size)."""
+
+    def __init__(self, step_size=10, gamma=0.1):
+        self.step_size = check_positive_int(step_size, "step_size")
+        self.gamma = check_real(gamma, "gamma", 0.0, open_min=True)
+
+    def __call__(self, epoch, lr, samples_seen):
+        return lr * self.gamma ** (epoch // self.step_size)
+
+
+def _make_schedule(s):
+    if s is None or s == "constant":
+        return Constant()
+    if s == "invscaling":
+        return InverseScaling()
+    if s == "step":
+        return StepDecay()
+    if callable(s):
+        return s
+    raise ValueError(f"unknown lr_schedule {s!r}; expected 'constant', "
+                     "'invscaling', 'step' or a callable(epoch, lr, samples_seen)")
+
+
+# ---- history and callbacks -------------------------------------------------
+
+class History:
+    """What fit recorded, one entry per finished epoch.
+
+    loss: training loss (mean over the epoch's minibatch losses, weighted by
+    rows; a sum for 'sse'), val_loss / val_metric with validation data (the
+    metric is accuracy for bce/softmax_ce, R^2 otherwise), seconds (per
+    epoch; epochs run in one native chunk share the chunk's time evenly),
+    samples_per_sec.  stop_reason: None, 'callback', 'early_stopping',
+    'interrupted' or 'diverged'.
+    """
+
+    def __init__(self):
+        self.epochs = []
+        self.loss = []
+        self.val_loss = []
+        self.val_metric = []
+        self.seconds = []
+        self.samples_per_sec = []
+        self.lr = []
+        self.stop_reason = None
+        self.best_epoch = None
+
+    @property
+    def history(self):
+        """Keras-style dict of lists."""
+        d = {"loss": self.loss, "seconds": self.seconds,
+             "samples_per_sec": self.samples_per_sec, "lr": self.lr}
+        if self.val_loss:
+            d["val_loss"] = self.val_loss
+            d["val_metric"] = self.val_metric
+        return d
+
+    def __len__(self):
+        return len(self.loss)
+
+    def __repr__(self):
+        last = f", last loss {self.loss[-1]:.6g}" if self.loss else ""
+        return f"History({len(self)} epochs{last}, stop_reason={self.stop_reason!r})"
+
+
+class Callback:
+    """Base class: fit calls on_train_begin(net) once, then
+    on_epoch_end(epoch, logs) after each epoch; returning True stops
+    training.  A plain function f(epoch, logs) works too."""
+
+    def on_train_begin(self, net):
+        pass
+
+    def on_epoch_end(self, epoch, logs):
+        return False
+
+    def on_train_end(self, net):
+        pass
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` ('val_loss' when validation data is given, else
+    'loss') has not improved by more than min_delta for `patience` epochs;
+    with restore_best_weights the parameters of the best epoch are put back
+    at the end."""
+
+    def __init__(self, monitor=None, patience=5, min_delta=0.0,
+                 restore_best_weights=True):
+        self.monitor = monitor
+        self.patience = check_positive_int(patience, "patience")
+        self.min_delta = check_real(min_delta, "min_delta", 0.0)
+        self.restore_best_weights = bool(restore_best_weights)
+
+    def on_train_begin(self, net):
+        self.net = net
+        self.best = math.inf
+        self.best_epoch = None
+        self.wait = 0
+        self.best_params = None
+        self.stopped = False
+
+    def on_epoch_end(self, epoch, logs):
+        key = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
+        if key not in logs:
+            raise ValueError(f"EarlyStopping monitors {key!r}, which fit does not "
+                             f"report (it reports {sorted(logs)})")
+        value = logs[key]
+        if value < self.best - self.min_delta:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_params = self.net.params.copy()
+            return False
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped = True
+            return True
+        return False
+
+    def on_train_end(self, net):
+        if self.restore_best_weights and self.best_params is not None:
+            net.params[...] = self.best_params
+
+
+# ---- progress ----------------------------------------------------------------
+
+class _Progress:
+    """A progress bar over epochs: tqdm if installed, else one line on stderr
+    rewritten in place.  Updated at most `rate` times a second."""
+
+    def __init__(self, total, n_samples, rate=4.0):
+        self.total, self.n = total, n_samples
+        self.min_dt = 1.0 / rate
+        self.t0 = self.last = time.perf_counter()
+        self.bar = None
+        try:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, unit="epoch", leave=True)
+        except ImportError:
+            pass
+        self.shown = 0
+
+    def update(self, epochs_done, loss, force=False):
+        now = time.perf_counter()
+        if not force and now - self.last < self.min_dt:
+            return
+        self.last = now
+        rate = epochs_done * self.n / max(now - self.t0, 1e-9)
+        loss_s = "nan" if loss is None else f"{loss:.5g}"
+        if self.bar is not None:
+            self.bar.update(epochs_done - self.shown)
+            self.bar.set_postfix_str(f"loss={loss_s} samples/s={rate:.3g}")
+        else:
+            sys.stderr.write(f"\repoch {epochs_done}/{self.total}  loss {loss_s}  "
+                             f"{rate:.3g} samples/s ")
+            sys.stderr.flush()
+        self.shown = epochs_done
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        else:
+            sys.stderr.write("\n")
+
+
+# ---- fit ---------------------------------------------------------------------
+
+# Index entries per native chunk when no per-epoch Python work is needed.
+_CHUNK_INDEX_ELEMS = 1 << 22
+
+
+def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
+        shuffle=True, seed=None, validation_data=None, callbacks=None,
+        verbose=0, sample_weight=None, lr_schedule="constant",
+        on_divergence="raise", early_stopping=None, reset_optimizer=False):
+    """Train `net` on (X, y) for `epochs` epochs; return a History.
+
+    batch_size: rows per minibatch (None: full batch, as the seed); the last
+    partial minibatch is trained.  lr: learning rate (default 0.01 for SGD,
+    0.001 for Adam).  optimizer: 'sgd', 'momentum', 'nesterov', 'adam' or an
+    SGD/Adam object.  shuffle/seed: a new row order each epoch from
+    numpy.random.default_rng(seed) (full-batch epochs are not shuffled: the
+    gradient does not depend on the order).  validation_data: (X_val, y_val).
+    callbacks: Callback objects or functions f(epoch, logs) -> stop?.
+    verbose: show a progress bar.  lr_schedule: 'constant', 'invscaling',
+    'step', a schedule object, or f(epoch, lr, samples_seen) -> lr.
+    on_divergence: 'raise' (FloatingPointError) or 'warn' (RuntimeWarning);
+    either way the parameters are restored to the last saved state whose loss
+    was finite.  early_stopping: an EarlyStopping (or True for the default).
+    Optimizer state (momentum, Adam moments) carries over between fit calls
+    with the same kind of optimizer unless reset_optimizer.
+
+    Ctrl-C stops at a step boundary; the parameters are consistent, the
+    history so far is in net.history, and KeyboardInterrupt propagates.
+    """
+    from fastnn._train import OPT_KINDS, STATUS
+
+    net._ensure_built(X)
+    X = check_matrix(X, net.dtype, "X", net.n_in)
+    y = check_targets(y, X.shape[0], net.n_out, net.loss_name, net.dtype)
+    from fastnn._validation import check_sample_weight
+    sw = check_sample_weight(sample_weight, X.shape[0], net.dtype)
+    n = X.shape[0]
+    epochs = check_positive_int(epochs, "epochs", 0)
+    batch = n if batch_size is None else check_positive_int(batch_size, "batch_size")
+    batch = min(batch, n)
+    opt = _make_optimizer(optimizer, lr)
+    schedule = _make_schedule(lr_schedule)
+    if on_divergence not in ("raise", "warn"):
+        raise ValueError("on_divergence must be 'raise' or 'warn'")
+    val = None
+    if validation_data is not None:
+        if len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (X_val, y_val)")
+        Xv = check_matrix(validation_data[0], net.dtype, "X_val", net.n_in)
+        yv = check_targets(validation_data[1], Xv.shape[0], net.n_out,
+                           net.loss_name, net.dtype, "y_val")
+        val = (Xv, yv)
+    cbs = list(callbacks or [])
+    if early_stopping is True:
+        early_stopping = EarlyStopping()
+    if early_stopping:
+        cbs.append(early_stopping)
+    rng = np.random.default_rng(seed)
+    use_order = shuffle and batch < n
+
+    if net._core is None:
+        return _fit_reference(net, X, y, sw, epochs, batch, opt, schedule, rng,
+                              use_order, val, cbs, on_divergence)
+    core = net._core
+    kind = OPT_KINDS[opt.kind]
+    state = net._opt_state
+    if reset_optimizer or state is None or state["kind"] != opt.kind:
+        state = {"kind": opt.kind, "vel": np.zeros_like(net.params),
+                 "sq": np.zeros_like(net.params) if opt.kind == "adam" else None,
+                 "t": 0}
+    net._opt_state = state
+
+    hist = History()
+    net.history = hist
+    for cb in cbs:
+        if hasattr(cb, "on_train_begin"):
+            cb.on_train_begin(net)
+    per_epoch = bool(cbs) or val is not None
+    chunk = 1 if per_epoch else max(1, _CHUNK_INDEX_ELEMS // n if use_order else 1 << 20)
+    steps_per_epoch = -(-n // batch)
+    # Snapshots for divergence recovery: copying params costs about as much
+    # as a few elementwise passes; keep it under ~1/16 of the work.
+    snap_every = max(1, -(-16 // steps_per_epoch))
+    snapshot = net.params.copy()
+    snap_epoch = None
+    progress = _Progress(epochs, n) if verbose else None
+    samples_seen = 0
+    e0 = 0
+    try:
+        while e0 < epochs:
+            ce = min(chunk, epochs - e0)
+            lrs = np.array([schedule(e0 + i, opt.lr, samples_seen + i * n)
+                            for i in range(ce)], dtype=np.float64)
+            if not np.isfinite(lrs).all() or (lrs < 0).any():
+                raise ValueError(f"lr_schedule gave an invalid learning rate: {lrs}")
+            order = (np.stack([rng.permutation(n) for _ in range(ce)]).astype(np.int64)
+                     if use_order else None)
+            epoch_loss = np.full(ce, np.nan)
+
+            def poll(e, s, _e0=e0, _el=epoch_loss):
+                if progress is not None:
+                    done = _e0 + e
+                    progress.update(done, _el[e - 1] if e > 0 else
+                                    (hist.loss[-1] if hist.loss else None))
+                return False
+
+            t0 = time.perf_counter()
+            r = core.fit(X, y, sw, order, lrs, batch, kind,
+                         momentum=getattr(opt, "momentum", 0.0),
+                         beta1=getattr(opt, "beta1", 0.9),
+                         beta2=getattr(opt, "beta2", 0.999),
+                         eps=getattr(opt, "eps", 1e-8), l2=opt.weight_decay,
+                         vel=state["vel"], sq=state["sq"], t=state["t"],
+                         snapshot=snapshot, snapshot_every=snap_every, epoch0=e0,
+                         progress=poll, epoch_loss=epoch_loss)
+            dt = time.perf_counter() - t0
+            state["t"] = r["t"]
+            done = r["epochs_done"]
+            if r["snapshot_epoch"] >= 0:
+                snap_epoch = e0 + r["snapshot_epoch"]
+            for i in range(done):
+                hist.epochs.append(e0 + i)
+                hist.loss.append(float(epoch_loss[i]))
+                hist.seconds.append(dt / max(done, 1))
+                hist.samples_per_sec.append(n * done / dt if dt > 0 else math.inf)
+                hist.lr.append(float(lrs[i]))
+            samples_seen += done * n
+            if r["exc"] is not None:
+                hist.stop_reason = ("interrupted" if isinstance(r["exc"], KeyboardInterrupt)
+                                    else "error")
+                raise r["exc"]
+            if r["status"] == STATUS["nonfinite"]:
+                hist.stop_reason = "diverged"
+                net.params[...] = snapshot
+                where = (f"the start of epoch {snap_epoch}" if snap_epoch is not None
+                         else "their values before fit")
+                msg = (f"training diverged: the loss became non-finite at epoch "
+                       f"{e0 + r['bad_epoch']}, step {r['bad_step']}; parameters "
+                       f"restored to {where}")
+                net._opt_state = None     # the optimizer state saw the bad run
+                if on_divergence == "raise":
+                    raise FloatingPointError(msg)
+                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                break
+            e0 += done
+            if per_epoch and done:
+                logs = {"loss": hist.loss[-1]}
+                if val is not None:
+                    vl, vm = _evaluate(net, *val)
+                    logs["val_loss"], logs["val_metric"] = vl, vm
+                    hist.val_loss.append(vl)
+                    hist.val_metric.append(vm)
+                stop = False
+                for cb in cbs:
+                    f = cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb
+                    stop = bool(f(e0 - 1, dict(logs))) or stop
+                if stop:
+                    hist.stop_reason = ("early_stopping" if early_stopping and
+                                        early_stopping.stopped else "callback")
+                    break
+            if progress is not None:
+                progress.update(e0, hist.loss[-1] if hist.loss else None, force=True)
+    finally:
+        if progress is not None:
+            progress.close()
+        for cb in cbs:
+            if hasattr(cb, "on_train_end"):
+                cb.on_train_end(net)
+        if early_stopping:
+            hist.best_epoch = early_stopping.best_epoch
+    return hist
+
+
+def _evaluate(net, Xv, yv):
+    """(loss, metric) on validation data: accuracy for classification
+    losses, R^2 for regression."""
+    loss = net._core.loss(Xv, yv, None, net._scale(len(Xv), None)) \
+        if net._core is not None else net.loss(Xv, yv)
+    p = net.forward(Xv)
+    if net.loss_name == "softmax_ce":
+        metric = float(np.mean(p.argmax(1) == yv.argmax(1)))
+    elif net.loss_name == "bce":
+        metric = float(np.mean((p > 0.5) == (yv > 0.5)))
+    else:
+        ss_res = float(((yv - p) ** 2).sum())
+        ss_tot = float(((yv - yv.mean(0)) ** 2).sum())
+        metric = 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
+    return float(loss), metric
+
+
+def _fit_reference(net, X, y, sw, epochs, batch, opt, schedule, rng, use_order,
+                   val, cbs, on_divergence):
+    """The same loop in NumPy (backend='reference'), epoch by epoch."""
+    from fastnn import reference as ref
+    hist = History()
+    net.history = hist
+    state = None
+    for cb in cbs:
+        if hasattr(cb, "on_train_begin"):
+            cb.on_train_begin(net)
+    n = len(X)
+    try:
+        for e in range(epochs):
+            lr = schedule(e, opt.lr, e * n)
+            order = rng.permutation(n)[None] if use_order else None
+            t0 = time.perf_counter()
+            try:
+                p, losses, state = ref.fit(
+                    net.specs(), net.loss_name, net.params, net.n_weights, X, y,
+                    [lr], batch, order, opt.kind, getattr(opt, "momentum", 0.9),
+                    getattr(opt, "beta1", 0.9), getattr(opt, "beta2", 0.999),
+                    getattr(opt, "eps", 1e-8), opt.weight_decay, False, sw, state)
+            except FloatingPointError as exc:
+                hist.stop_reason = "diverged"
+                if on_divergence == "raise":
+                    raise
+                warnings.warn(str(exc), RuntimeWarning, stacklevel=3)
+                break
+            dt = time.perf_counter() - t0
+            net.params[...] = p
+            hist.epochs.append(e)
+            hist.loss.append(float(losses[0]))
+            hist.seconds.append(dt)
+            hist.samples_per_sec.append(n / dt if dt > 0 else math.inf)
+            hist.lr.append(lr)
+            logs = {"loss": hist.loss[-1]}
+            if val is not None:
+                vl, vm = _evaluate(net, *val)
+                logs["val_loss"], logs["val_metric"] = vl, vm
+                hist.val_loss.append(vl)
+                hist.val_metric.append(vm)
+            stop = False
+            for cb in cbs:
+                f = cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb
+                stop = bool(f(e, dict(logs))) or stop
+            if stop:
+                hist.stop_reason = "callback"
+                break
+    finally:
+        for cb in cbs:
+            if hasattr(cb, "on_train_end"):
+                cb.on_train_end(net)
+    return hist
