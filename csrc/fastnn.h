@@ -192,11 +192,15 @@ int fnn_all_finite_f64(int64_t m, int64_t n, const double *x, int64_t ldx);
 /* One layer.  W: (n_in, n_out*pieces) row-major at params + w_off; bias
  * (n_out*pieces) at params + b_off, or b_off < 0 for none.  For maxout,
  * column j*pieces + p of W is piece p of unit j.  ws_col/iws_col place the
- * layer's scratch in the workspace (set by fnn_net_init). */
+ * layer's scratch in the workspace (set by fnn_net_init).  fwd_t (not for
+ * maxout) makes the forward GEMM compute Z^T = W^T X^T and transpose it:
+ * the same numbers, in whichever orientation the BLAS runs faster for the
+ * shape (chosen by timing both, see fastnn/_train.pyx). */
 typedef struct {
     int64_t n_in, n_out;
     int32_t act;         /* fnn_act */
     int32_t pieces;      /* maxout pieces (1 for other layers) */
+    int32_t fwd_t;       /* forward GEMM transposed (0/1) */
     double alpha;        /* lrelu slope / elu scale */
     int64_t w_off, b_off;
     int64_t ws_col, iws_col;

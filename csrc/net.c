@@ -19,6 +19,7 @@ int fnn_net_init(fnn_net *net, fnn_layer *layers)
             || L->w_off < 0 || L->w_off + L->n_in * cols > net->n_params
             || (L->b_off >= 0 && L->b_off + cols > net->n_params)
             || (L->act != FNN_MAXOUT && L->pieces != 1)
+            || (L->act == FNN_MAXOUT && L->fwd_t)
             || (L->act == FNN_SOFTMAX && l != net->n_layers - 1)) {
             return -1;
         }

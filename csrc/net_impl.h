@@ -12,6 +12,23 @@ static REAL *SUF(layer_out)(const fnn_net *net, int64_t l, int64_t m,
     return ws + m * net->layers[l].ws_col;
 }
 
+/* dst (cols, rows) := src (rows, cols)^T, in 16 x 16 tiles. */
+static void SUF(transpose)(int64_t rows, int64_t cols, const REAL *src,
+                           int64_t lds, REAL *dst, int64_t ldd)
+{
+    for (int64_t i0 = 0; i0 < rows; i0 += 16) {
+        int64_t i1 = i0 + 16 < rows ? i0 + 16 : rows;
+        for (int64_t j0 = 0; j0 < cols; j0 += 16) {
+            int64_t j1 = j0 + 16 < cols ? j0 + 16 : cols;
+            for (int64_t i = i0; i < i1; i++) {
+                for (int64_t j = j0; j < j1; j++) {
+                    dst[j * ldd + i] = src[i * lds + j];
+                }
+            }
+        }
+    }
+}
+
 /* Activation applied in the forward pass of the last layer: when the loss
  * is fused with it (bce/sigmoid, softmax_ce/softmax) training stops at the
  * logits. */
@@ -46,8 +63,16 @@ REAL *SUF(fnn_net_forward)(const fnn_net *net, int64_t m, const REAL *x,
         } else {
             int act = l == net->n_layers - 1 ? SUF(out_act)(net, predict)
                                              : L->act;
-            SUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_NOTRANS, m, cols,
-                          L->n_in, 1, in, ldin, W, cols, 0, out, cols);
+            if (L->fwd_t) {
+                /* Z^T = W^T in^T into the (idle) delta buffers, then Z */
+                REAL *zt = ws + m * (net->ws_cols - 2 * net->max_width);
+                SUF(fnn_gemm)(net->blas, FNN_TRANS, FNN_TRANS, cols, m,
+                              L->n_in, 1, W, cols, in, ldin, 0, zt, m);
+                SUF(transpose)(cols, m, zt, m, out, cols);
+            } else {
+                SUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_NOTRANS, m, cols,
+                              L->n_in, 1, in, ldin, W, cols, 0, out, cols);
+            }
             if (act == FNN_SOFTMAX) {
                 SUF(fnn_softmax_forward)(m, cols, b, out, cols);
             } else {

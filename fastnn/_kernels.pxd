@@ -107,6 +107,7 @@ cdef extern from "fastnn.h" nogil:
         int64_t n_in, n_out
         int32_t act
         int32_t pieces
+        int32_t fwd_t
         double alpha
         int64_t w_off, b_off
         int64_t ws_col, iws_col
