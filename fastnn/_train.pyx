@@ -7,6 +7,7 @@
 # train_step fast path, which accepts only arrays that need no conversion
 # and returns None for anything else (the Python side then validates).
 import os
+import threading
 import time
 
 from cpython.exc cimport PyErr_CheckSignals
@@ -97,6 +98,7 @@ cdef class NetCore:
     cdef object _iws
     cdef int64_t _ws_m
     cdef readonly bint busy
+    cdef object _holder
 
     def __cinit__(self, list specs, int loss, cnp.ndarray params,
                   cnp.ndarray grads, int64_t n_weights):
@@ -138,6 +140,7 @@ cdef class NetCore:
         self.n_out = self.layers[n - 1].n_out
         self._ws_m = -1
         self.busy = False
+        self._holder = None
 
     def __dealloc__(self):
         free(self.layers)
@@ -249,11 +252,24 @@ cdef class NetCore:
         return max(1, min(m, max(b, 64)))
 
     cdef _acquire(self):
-        if self.busy:
+        if self.busy or (self._holder is not None
+                         and self._holder != threading.get_ident()):
             raise RuntimeError(
                 "this network is already training in another thread (fit, "
                 "train_step or loss_and_grad running); one call at a time")
         self.busy = True
+
+    def hold(self):
+        """Reserve the network for the calling thread (a whole fit: between
+        its native chunks no other thread may train it)."""
+        if self.busy or self._holder is not None:
+            raise RuntimeError(
+                "this network is already training in another thread (fit, "
+                "train_step or loss_and_grad running); one call at a time")
+        self._holder = threading.get_ident()
+
+    def release(self):
+        self._holder = None
 
     # ---- forward / loss (read params only; private workspace: thread-safe)
 
@@ -372,14 +388,17 @@ cdef class NetCore:
                     <double *>pp, <double *>gp, NULL, <double *>wsp, iwsp)
         return loss
 
-    def train_step(self, X, Y, double lr):
+    def train_step(self, X, Y, object lr_obj):
         """Fast path of Network.train_step: one fused SGD step if X and Y are
         arrays of the network's dtype, C-contiguous, of the right shapes, and
         finite, and lr is finite; else None (nothing done)."""
         cdef cnp.ndarray xa, ya
         cdef int64_t m
-        if not (cnp.PyArray_CheckExact(X) and cnp.PyArray_CheckExact(Y)):
+        cdef double lr
+        if not (cnp.PyArray_CheckExact(X) and cnp.PyArray_CheckExact(Y)
+                and type(lr_obj) is float):
             return None
+        lr = lr_obj
         xa = <cnp.ndarray>X
         ya = <cnp.ndarray>Y
         if (cnp.PyArray_TYPE(xa) != self.typenum or cnp.PyArray_TYPE(ya) != self.typenum

@@ -61,7 +61,8 @@ def check_matrix(X, dtype, name="X", n_features=None):
                              f"{arr.ndim}-D with shape {arr.shape}{hint}")
         if arr.dtype.kind == "f":
             check_finite(arr, name)
-        arr = np.ascontiguousarray(arr, dtype=dtype)
+        with np.errstate(over="ignore"):      # overflow is reported below
+            arr = np.ascontiguousarray(arr, dtype=dtype)
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: it has 0 samples (shape {arr.shape})")
     if arr.shape[1] == 0:
@@ -105,7 +106,8 @@ def check_targets(y, n_samples, n_out, loss, dtype, name="y"):
     if arr.ndim != 2 or arr.shape[1] != n_out:
         raise ValueError(f"{name} has shape {arr.shape}, expected "
                          f"({n_samples}, {n_out})")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):
+        arr = np.ascontiguousarray(arr, dtype=dtype)
     check_finite(arr, name, f" (after conversion to {dtype})")
     if loss == "bce" and (arr.min() < 0 or arr.max() > 1):
         raise ValueError(f"bce targets must lie in [0, 1]; {name} has values in "

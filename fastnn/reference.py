@@ -131,7 +131,7 @@ def loss_grad(z, y, loss="mse", scale=1.0, sw=None):
         mx = z.max(axis=1, keepdims=True)
         lse = mx + np.log(np.exp(z - mx).sum(axis=1, keepdims=True))
         ys = y.sum(axis=1, keepdims=True)
-        li = (lse * ys - y * z).sum(axis=1)
+        li = lse[:, 0] * ys[:, 0] - (y * z).sum(axis=1)
         d = np.exp(z - lse) * ys - y
     else:
         raise ValueError(f"unknown loss {loss!r}")

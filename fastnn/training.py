@@ -296,7 +296,8 @@ def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
     batch_size: rows per minibatch (None: full batch, as the seed); the last
     partial minibatch is trained.  lr: learning rate (default 0.01 for SGD,
     0.001 for Adam).  optimizer: 'sgd', 'momentum', 'nesterov', 'adam' or an
-    SGD/Adam object.  shuffle/seed: a new row order each epoch from
+    SGD/Adam object.  shuffle/seed: epoch e visits the rows in the order
+    rng.permutation(n), drawn epoch after epoch from rng =
     numpy.random.default_rng(seed) (full-batch epochs are not shuffled: the
     gradient does not depend on the order).  validation_data: (X_val, y_val).
     callbacks: Callback objects or functions f(epoch, logs) -> stop?.
@@ -311,8 +312,6 @@ def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
     Ctrl-C stops at a step boundary; the parameters are consistent, the
     history so far is in net.history, and KeyboardInterrupt propagates.
     """
-    from fastnn._train import OPT_KINDS, STATUS
-
     net._ensure_built(X)
     X = check_matrix(X, net.dtype, "X", net.n_in)
     y = check_targets(y, X.shape[0], net.n_out, net.loss_name, net.dtype)
@@ -343,9 +342,23 @@ def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
     use_order = shuffle and batch < n
 
     if net._core is None:
-        return _fit_reference(net, X, y, sw, epochs, batch, opt, schedule, rng,
-                              use_order, val, cbs, on_divergence)
+        with net._reference_lock():
+            return _fit_reference(net, X, y, sw, epochs, batch, opt, schedule, rng,
+                                  use_order, val, cbs, on_divergence)
     core = net._core
+    core.hold()
+    try:
+        return _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng,
+                           use_order, val, cbs, on_divergence, early_stopping, verbose,
+                           reset_optimizer)
+    finally:
+        core.release()
+
+
+def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_order,
+                val, cbs, on_divergence, early_stopping, verbose, reset_optimizer):
+    from fastnn._train import OPT_KINDS, STATUS
+    n = X.shape[0]
     kind = OPT_KINDS[opt.kind]
     state = net._opt_state
     if reset_optimizer or state is None or state["kind"] != opt.kind:
