@@ -1,0 +1,955 @@
+"""scikit-learn drop-ins: MLPRegressor and MLPClassifier trained by fastnn.
+
+Change one import and get scikit-learn's model, faster::
+
+    from fastnn.sklearn import MLPClassifier   # was sklearn.neural_network
+
+Same constructor parameters, names and defaults as scikit-learn 1.9.1, the
+same fitted attributes and methods, and the same numbers: with the same
+random_state, the initial weights (scikit-learn's _init_coef, same
+RandomState draws in the same order), the validation split of
+early_stopping, the row order of every epoch (sklearn.utils.shuffle with the
+same RandomState), the learning-rate schedules and the optimizer formulas are
+scikit-learn's, so after N epochs coefs_ and intercepts_ agree with
+scikit-learn's to rounding (tests/test_sklearn.py checks 1e-8 after 10
+epochs).  loss_ and loss_curve_ are scikit-learn's numbers too: squared error
+is 1/2 mean over all elements plus the L2 term 0.5 alpha ||W||^2 / n_batch,
+while the gradient followed is that of 1/2 (1/N) sum over samples and
+outputs, exactly as scikit-learn does it.
+
+fastnn's own additions: activation may also be 'leaky_relu' (slope 0.1),
+'elu' (scale 1.0) or 'maxout' (2 pieces: coefs_[i] then has 2 * units
+columns, column 2j + p holding piece p of unit j), or a list with one
+activation per hidden layer; dtype=None (follow X: float32 stays float32,
+anything else becomes float64), np.float32 or np.float64.
+
+How it runs: the per-epoch logic (shuffling, stopping, schedules, early
+stopping) is this file's Python, the minibatches run in fastnn's native loop
+(NetCore.fit, csrc/train.c) without the GIL.  When alpha == 0 and there are no
+sample weights, one native call runs a whole epoch; otherwise one call runs
+each minibatch, because scikit-learn's reported loss needs the weight norm
+before every step (the L2 term) and weighs batches by rows, not by sample
+weight, and the native epoch loss carries neither.  lbfgs is
+scipy.optimize's L-BFGS-B with loss and gradient from one native call.
+
+Differences from scikit-learn, all outside what its tests look at:
+- Sparse X is accepted and densified (the native core is dense).
+- The reported log loss is computed from the logits in its stable form;
+  scikit-learn clips probabilities at machine epsilon, so the two differ only
+  when a predicted probability of a true class is below 2.2e-16.  The
+  gradients are the same (p - y).
+- loss='poisson' (MLPRegressor) runs the exp output outside the core: a
+  forward pass gives z, and the squared-error step on targets z - (e^z - y)
+  yields the gradient e^z - y (to rounding), so it costs two forward passes
+  per minibatch.
+- A step whose loss is not finite is not applied: fit raises scikit-learn's
+  "non-finite parameter weights" ValueError at once, and the estimator keeps
+  the last finite parameters (scikit-learn carries on with NaN weights and
+  raises the same error at the end).
+"""
+import numbers
+import warnings
+from itertools import chain
+
+import numpy as np
+import scipy.optimize
+
+from sklearn.base import (BaseEstimator, ClassifierMixin, RegressorMixin,
+                          _fit_context, is_classifier)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, column_or_1d, gen_batches, shuffle
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import (_check_partial_fit_first_call,
+                                      type_of_target, unique_labels)
+from sklearn.utils.validation import (_check_sample_weight, check_is_fitted,
+                                      validate_data)
+
+try:  # private helpers of scikit-learn; plain fallbacks keep us importable
+    from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
+except ImportError:  # pragma: no cover
+    def _get_additional_lbfgs_options_dict(key, value):
+        return {}
+try:
+    from sklearn.utils.optimize import _check_optimize_result
+except ImportError:  # pragma: no cover
+    def _check_optimize_result(solver, result, max_iter=None):
+        n_iter = min(result.nit, max_iter) if max_iter is not None else result.nit
+        if result.status != 0:
+            warnings.warn(f"{solver} failed to converge after {n_iter} "
+                          f"iteration(s) (status={result.status}):\n"
+                          f"{result.message}\n", ConvergenceWarning, stacklevel=2)
+        return n_iter
+
+__all__ = ["MLPRegressor", "MLPClassifier"]
+
+_STOCHASTIC_SOLVERS = ["sgd", "adam"]
+
+# Hidden activations: scikit-learn's names, then fastnn's.  Values: the
+# fastnn layer activation.
+HIDDEN_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid",
+                      "tanh": "tanh", "relu": "relu",
+                      "leaky_relu": "leaky_relu", "elu": "elu",
+                      "maxout": "maxout"}
+MAXOUT_PIECES = 2
+
+# Output activation -> (fastnn output activation, fastnn loss).  'exp'
+# (poisson) runs an identity output and is handled in this file.
+_OUTPUTS = {"identity": ("identity", "mse"), "logistic": ("sigmoid", "bce"),
+            "softmax": ("softmax", "softmax_ce"), "exp": ("identity", "mse")}
+
+_NONFINITE_MSG = ("Solver produced non-finite parameter weights. The input data "
+                  "may contain large values and need to be preprocessed.")
+
+
+def _poisson_loss(y_true, y_pred, sample_weight=None):
+    """scikit-learn's half Poisson deviance (neural_network/_base.py)."""
+    from scipy.special import xlogy
+    return np.average(xlogy(y_true, y_true / y_pred) - y_true + y_pred,
+                      weights=sample_weight, axis=0).sum()
+
+
+class _Optimizer:
+    """scikit-learn's SGDOptimizer / AdamOptimizer as state over fastnn's
+    flat parameter buffer: the current learning rate and its schedule
+    (iteration_ends, trigger_stopping: the same code as scikit-learn's), the
+    velocity / Adam moments (same layout as params) and Adam's step count.
+    The updates themselves run in the native loop."""
+
+    def __init__(self, solver, n_params, dtype, learning_rate_init,
+                 lr_schedule="constant", momentum=0.9, nesterov=True,
+                 power_t=0.5, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+        self.solver = solver
+        self.learning_rate_init = learning_rate_init
+        self.learning_rate = float(learning_rate_init)
+        self.lr_schedule = lr_schedule
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.power_t = power_t
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        if solver == "adam":
+            self.kind = "adam"
+        elif momentum == 0:
+            # v = 0 v - lr g is plain SGD: let the core fuse it into the GEMMs
+            self.kind = "sgd"
+        else:
+            self.kind = "nesterov" if nesterov else "momentum"
+        self.vel = None if self.kind == "sgd" else np.zeros(n_params, dtype)
+        self.sq = np.zeros(n_params, dtype) if self.kind == "adam" else None
+        self.t = 0
+
+    @property
+    def epoch_lr(self):
+        """The learning rate handed to the native loop for the next epoch
+        (Adam applies its own bias correction per step)."""
+        if self.solver == "adam":
+            return float(self.learning_rate_init)
+        return self.learning_rate
+
+    def iteration_ends(self, time_step):
+        if self.solver == "sgd" and self.lr_schedule == "invscaling":
+            self.learning_rate = (float(self.learning_rate_init)
+                                  / (time_step + 1) ** self.power_t)
+
+    def trigger_stopping(self, msg, verbose):
+        if self.solver == "adam" or self.lr_schedule != "adaptive":
+            if verbose:
+                print(msg + " Stopping.")
+            return True
+        if self.learning_rate <= 1e-6:
+            if verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self.learning_rate /= 5.0
+        if verbose:
+            print(msg + " Setting learning rate to %f" % self.learning_rate)
+        return False
+
+
+class _BaseMLP(BaseEstimator):
+    """What MLPRegressor and MLPClassifier share: scikit-learn's
+    BaseMultilayerPerceptron with fastnn's core underneath.
+
+    coefs_[i] and intercepts_[i] are views into one flat float buffer (all
+    weights first, then all biases: scikit-learn's _pack layout), which the
+    compiled network trains in place.  If they are replaced by other arrays
+    (user code, unpickling), the network is rebuilt from them on next use.
+    """
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like",
+                               Interval(numbers.Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(HIDDEN_ACTIVATIONS)), list, tuple],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}),
+                       Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "power_t": [Interval(numbers.Real, 0, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(numbers.Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_1": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_2": [Interval(numbers.Real, 0, 1, closed="left")],
+        "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"),
+                             Options(numbers.Real, {np.inf})],
+        "max_fun": [Interval(numbers.Integral, 1, None, closed="left")],
+        "dtype": [None, type, str, np.dtype],
+    }
+
+    def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size,
+                 learning_rate, learning_rate_init, power_t, max_iter, loss,
+                 shuffle, random_state, tol, verbose, warm_start, momentum,
+                 nesterovs_momentum, early_stopping, validation_fraction, beta_1,
+                 beta_2, epsilon, n_iter_no_change, max_fun, dtype):
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dtype = dtype
+
+    # ---- pickling: the compiled network is rebuilt from coefs_ on use -----
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state = dict(state)
+        for k in ("_net", "_views"):
+            state.pop(k, None)
+        # views pickle as plain arrays; copy so no buffer is shared afterwards
+        for k in ("coefs_", "intercepts_"):
+            if k in state:
+                state[k] = [np.array(a) for a in state[k]]
+        return state
+
+    # ---- the network ------------------------------------------------------
+
+    def _hidden_activations(self, n_hidden):
+        act = self.activation
+        if isinstance(act, str):
+            acts = [act] * n_hidden
+        else:
+            acts = list(act)
+            if len(acts) != n_hidden:
+                raise ValueError(
+                    f"activation lists one activation per hidden layer: got "
+                    f"{len(acts)} for {n_hidden} hidden layers")
+        for a in acts:
+            if not isinstance(a, str) or a not in HIDDEN_ACTIVATIONS:
+                raise ValueError(f"unknown activation {a!r}; expected one of "
+                                 f"{sorted(HIDDEN_ACTIVATIONS)}")
+        return acts
+
+    def _resolve_dtype(self, x_dtype):
+        if self.dtype is None:
+            return np.dtype(np.float32 if x_dtype == np.float32 else np.float64)
+        try:
+            d = np.dtype(self.dtype)
+        except TypeError:
+            d = None
+        if d not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be None, float32 or float64, got "
+                             f"{self.dtype!r}")
+        return d
+
+    def _build_net(self, n_in, units, acts, out_act, n_out, dtype):
+        """A fastnn Network for these layers; returns it with coefs_ /
+        intercepts_ pointed at its parameter views (values not set)."""
+        from fastnn.nn import Dense, Maxout, Network
+        layers = []
+        for u, a in zip(units, acts):
+            f = HIDDEN_ACTIVATIONS[a]
+            layers.append(Maxout(u, MAXOUT_PIECES) if f == "maxout" else Dense(u, f))
+        f_out, loss = _OUTPUTS[out_act]
+        layers.append(Dense(n_out, f_out))
+        net = Network(layers, loss=loss, n_in=n_in, dtype=dtype, seed=0)
+        self._set_net(net, acts)
+        return net
+
+    def _set_net(self, net, acts):
+        self._net = net
+        self._hidden_acts = list(acts)
+        self.coefs_ = [l.W for l in net.layers]
+        self.intercepts_ = [l.b for l in net.layers]
+        self._views = (list(self.coefs_), list(self.intercepts_))
+
+    def _get_net(self):
+        """The compiled network holding coefs_ / intercepts_; rebuilt (and
+        the arrays copied in) if they are no longer its views."""
+        net = getattr(self, "_net", None)
+        views = getattr(self, "_views", None)
+        if (net is not None and views is not None
+                and len(self.coefs_) == len(views[0])
+                and len(self.intercepts_) == len(views[1])
+                and all(a is b for a, b in zip(self.coefs_, views[0]))
+                and all(a is b for a, b in zip(self.intercepts_, views[1]))):
+            return net
+        coefs = [np.asarray(c) for c in self.coefs_]
+        inters = [np.asarray(b) for b in self.intercepts_]
+        if len(coefs) != len(inters) or not coefs:
+            raise ValueError("coefs_ and intercepts_ must be non-empty lists of "
+                             "equal length")
+        acts = getattr(self, "_hidden_acts", None)
+        if acts is None or len(acts) != len(coefs) - 1:
+            acts = self._hidden_activations(len(coefs) - 1)
+        units = []
+        for i, a in enumerate(acts):
+            pieces = MAXOUT_PIECES if HIDDEN_ACTIVATIONS[a] == "maxout" else 1
+            units.append(coefs[i].shape[1] // pieces)
+        dtype = coefs[0].dtype if coefs[0].dtype in (np.float32, np.float64) \
+            else np.dtype(np.float64)
+        net = self._build_net(coefs[0].shape[0], units, acts, self.out_activation_,
+                              coefs[-1].shape[1], dtype)
+        for i, (W, b) in enumerate(zip(coefs, inters)):
+            if W.shape != self.coefs_[i].shape or b.shape != self.intercepts_[i].shape:
+                raise ValueError(f"coefs_[{i}] / intercepts_[{i}] have shapes "
+                                 f"{W.shape} / {b.shape}; the layers need "
+                                 f"{self.coefs_[i].shape} / "
+                                 f"{self.intercepts_[i].shape}")
+            self.coefs_[i][...] = W
+            self.intercepts_[i][...] = b
+        opt = getattr(self, "_optimizer", None)
+        if isinstance(opt, _Optimizer):
+            for k in ("vel", "sq"):
+                buf = getattr(opt, k)
+                if buf is not None:
+                    setattr(opt, k, np.ascontiguousarray(buf, dtype=net.dtype))
+        return net
+
+    def _as_input(self, X, dtype):
+        if hasattr(X, "toarray"):       # scipy.sparse: the core is dense
+            X = X.toarray()
+        return np.ascontiguousarray(X, dtype=dtype)
+
+    # ---- initialization (scikit-learn's _initialize / _init_coef) ----------
+
+    def _initialize(self, y, layer_units, dtype, acts):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = y.shape[1]
+        self.n_layers_ = len(layer_units)
+        if not is_classifier(self):
+            self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
+        elif self._label_binarizer.y_type_ == "multiclass":
+            self.out_activation_ = "softmax"
+        else:
+            self.out_activation_ = "logistic"
+        self._build_net(layer_units[0], layer_units[1:-1], acts,
+                        self.out_activation_, layer_units[-1], dtype)
+        for i in range(self.n_layers_ - 1):
+            W, b = self._init_coef(layer_units[i], self.coefs_[i].shape[1], dtype,
+                                   self._init_activation(i, acts))
+            self.coefs_[i][...] = W
+            self.intercepts_[i][...] = b
+        self._best_coefs = [c.copy() for c in self.coefs_]
+        self._best_intercepts = [i.copy() for i in self.intercepts_]
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+
+    def _init_activation(self, i, acts):
+        """The activation whose Glorot factor layer i's weights use:
+        scikit-learn's (the hidden activation, for every layer), or with a
+        per-layer list, that of layer i (the last hidden one for the
+        output layer)."""
+        if isinstance(self.activation, str):
+            return self.activation
+        return acts[min(i, len(acts) - 1)] if acts else "relu"
+
+    def _init_coef(self, fan_in, fan_out, dtype, activation):
+        factor = 2.0 if activation == "logistic" else 6.0
+        init_bound = np.sqrt(factor / (fan_in + fan_out))
+        coef_init = self._random_state.uniform(-init_bound, init_bound,
+                                               (fan_in, fan_out))
+        intercept_init = self._random_state.uniform(-init_bound, init_bound, fan_out)
+        return coef_init.astype(dtype, copy=False), intercept_init.astype(dtype, copy=False)
+
+    # ---- fit --------------------------------------------------------------
+
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        hidden_layer_sizes = self.hidden_layer_sizes
+        if not hasattr(hidden_layer_sizes, "__iter__"):
+            hidden_layer_sizes = [hidden_layer_sizes]
+        hidden_layer_sizes = list(hidden_layer_sizes)
+        if np.any(np.array(hidden_layer_sizes) <= 0):
+            raise ValueError("hidden_layer_sizes must be > 0, got %s."
+                             % hidden_layer_sizes)
+        hidden_layer_sizes = [int(h) for h in hidden_layer_sizes]
+        acts = self._hidden_activations(len(hidden_layer_sizes))
+        first_pass = not hasattr(self, "coefs_") or (
+            not self.warm_start and not incremental)
+
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        n_samples, n_features = X.shape
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
+        if y.ndim == 1:
+            y = y.reshape((-1, 1))
+        self.n_outputs_ = y.shape[1]
+        layer_units = [n_features] + hidden_layer_sizes + [self.n_outputs_]
+
+        self._random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(y, layer_units, self._resolve_dtype(X.dtype), acts)
+        net = self._get_net()
+        self._check_layout(layer_units)
+        dtype = net.dtype
+        X = self._as_input(X, dtype)
+        Y = np.ascontiguousarray(y, dtype=dtype)
+        sw = None if sample_weight is None else np.ascontiguousarray(sample_weight,
+                                                                     dtype=dtype)
+
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self._fit_stochastic(net, X, Y, sw, incremental, y, sample_weight)
+        elif self.solver == "lbfgs":
+            self._fit_lbfgs(net, X, Y, sw)
+
+        if not np.isfinite(net.params).all():
+            raise ValueError(_NONFINITE_MSG)
+        return self
+
+    def _check_layout(self, layer_units):
+        """Continuing (warm_start, partial_fit) needs the same layer sizes."""
+        have = [self.coefs_[0].shape[0]] + [
+            b.shape[0] // (MAXOUT_PIECES if a == "maxout" else 1)
+            for b, a in zip(self.intercepts_[:-1], self._hidden_acts)] + [
+            self.coefs_[-1].shape[1]]
+        if have != list(layer_units):
+            raise ValueError(f"the fitted network has layer sizes {have}, but "
+                             f"this call needs {list(layer_units)}; refit from "
+                             "scratch (warm_start=False)")
+
+    def _n_out_scale(self):
+        # scikit-learn's squared loss is a mean over outputs, the core's a sum
+        return 1.0 / self.n_outputs_ if self.out_activation_ == "identity" else 1.0
+
+    def _fit_lbfgs(self, net, X, Y, sw):
+        core = net._core
+        params = net.params
+        nw = net.n_weights
+        sw_sum = X.shape[0] if sw is None else float(sw.sum())
+        out_scale = self._n_out_scale()
+        poisson = self.out_activation_ == "exp"
+        alpha = float(self.alpha)
+        Wviews = self.coefs_
+
+        def fun(x):
+            params[...] = x
+            if poisson:
+                z = core.forward(X, False)
+                p = np.exp(z)
+                L = _poisson_loss(Y, p, sw)
+                target = np.ascontiguousarray(z - (p - Y), dtype=params.dtype)
+                data = core.loss_grad(X, target, sw, 1.0 / sw_sum)
+                if not np.isfinite(data):
+                    L = data
+            else:
+                L = core.loss_grad(X, Y, sw, 1.0 / sw_sum) * out_scale
+            if not np.isfinite(L):
+                return L, np.full(params.shape, np.nan)
+            values = 0.0
+            for W in Wviews:
+                s = W.ravel()
+                values += np.dot(s, s)
+            L += (0.5 * alpha) * values / sw_sum
+            g = net.grads.astype(np.float64)
+            g[:nw] += (alpha / sw_sum) * params[:nw]
+            return float(L), g
+
+        iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
+        opt_res = scipy.optimize.minimize(
+            fun, params.astype(np.float64), method="L-BFGS-B", jac=True,
+            options={"maxfun": self.max_fun, "maxiter": self.max_iter,
+                     "gtol": self.tol,
+                     **_get_additional_lbfgs_options_dict("iprint", iprint)})
+        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
+        self.loss_ = opt_res.fun
+        params[...] = opt_res.x
+
+    def _fit_stochastic(self, net, X, Y, sw, incremental, y, sw_orig):
+        if not incremental or not hasattr(self, "_optimizer"):
+            self._optimizer = _Optimizer(
+                self.solver, net.n_params, net.dtype, self.learning_rate_init,
+                self.learning_rate, self.momentum, self.nesterovs_momentum,
+                self.power_t, self.beta_1, self.beta_2, self.epsilon)
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        early_stopping = self.early_stopping
+        if early_stopping:
+            # split row indices with the same call scikit-learn makes on
+            # (X, y[, sample_weight]): the draws depend on n and stratify only
+            should_stratify = is_classifier(self) and self.n_outputs_ == 1
+            stratify = y if should_stratify else None
+            train, val = train_test_split(
+                np.arange(X.shape[0]), random_state=self._random_state,
+                test_size=self.validation_fraction, stratify=stratify)
+            if val.shape[0] < 2:
+                raise ValueError("The validation set is too small. Increase "
+                                 "'validation_fraction' or the size of your dataset.")
+            X_train, Y_train, X_val, y_val = X[train], Y[train], X[val], y[val]
+            sw_train = sw_val = None
+            if sw is not None:
+                sw_train, sw_val = sw[train], sw_orig[val]
+            if is_classifier(self):
+                y_val = self._label_binarizer.inverse_transform(y_val)
+        else:
+            X_train, Y_train, sw_train = X, Y, sw
+            X_val = y_val = sw_val = None
+
+        n_samples = X_train.shape[0]
+        sample_idx = np.arange(n_samples, dtype=int)
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn("Got `batch_size` less than 1 or larger than "
+                              "sample size. It is going to be clipped")
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+
+        runner = _EpochRunner(self, net, X_train, Y_train, sw_train, batch_size)
+        try:
+            self.n_iter_ = 0
+            for it in range(self.max_iter):
+                if self.shuffle:
+                    sample_idx = shuffle(sample_idx, random_state=self._random_state)
+                self.loss_ = runner.epoch(sample_idx if self.shuffle else None,
+                                          self._optimizer.epoch_lr)
+                self.n_iter_ += 1
+                self.t_ += n_samples
+                self.loss_curve_.append(self.loss_)
+                if self.verbose:
+                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
+                self._optimizer.iteration_ends(self.t_)
+                if self._no_improvement_count > self.n_iter_no_change:
+                    if early_stopping:
+                        msg = ("Validation score did not improve more than "
+                               "tol=%f for %d consecutive epochs."
+                               % (self.tol, self.n_iter_no_change))
+                    else:
+                        msg = ("Training loss did not improve more than tol=%f"
+                               " for %d consecutive epochs."
+                               % (self.tol, self.n_iter_no_change))
+                    if self._optimizer.trigger_stopping(msg, self.verbose):
+                        break
+                    self._no_improvement_count = 0
+                if incremental:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        "Stochastic Optimizer: Maximum iterations (%d) reached "
+                        "and the optimization hasn't converged yet." % self.max_iter,
+                        ConvergenceWarning)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+
+        if early_stopping:
+            for dst, src in zip(self.coefs_, self._best_coefs):
+                dst[...] = src
+            for dst, src in zip(self.intercepts_, self._best_intercepts):
+                dst[...] = src
+
+    def _update_no_improvement_count(self, early_stopping, X, y, sample_weight):
+        if early_stopping:
+            val_score = self._score(X, y, sample_weight=sample_weight)
+            self.validation_scores_.append(val_score)
+            if self.verbose:
+                print("Validation score: %f" % self.validation_scores_[-1])
+            last_valid_score = self.validation_scores_[-1]
+            if last_valid_score < (self.best_validation_score_ + self.tol):
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if last_valid_score > self.best_validation_score_:
+                self.best_validation_score_ = last_valid_score
+                self._best_coefs = [c.copy() for c in self.coefs_]
+                self._best_intercepts = [i.copy() for i in self.intercepts_]
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and target(s) y.
+
+        Parameters
+        ----------
+        X : ndarray or sparse matrix of shape (n_samples, n_features)
+            The input data (sparse input is densified).
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            The target values (class labels in classification, real numbers
+            in regression).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        self : object
+            Returns a trained MLP model.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    def _check_solver(self):
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError("partial_fit is only available for stochastic "
+                                 "optimizers. %s is not stochastic." % self.solver)
+        return True
+
+    # ---- prediction -------------------------------------------------------
+
+    def _forward_pass_fast(self, X, check_input=True):
+        if check_input:
+            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        net = self._get_net()
+        out = net._core.forward(self._as_input(X, net.dtype), True)
+        if self.out_activation_ == "exp":
+            np.exp(out, out=out)
+        return out
+
+    def _score_with_function(self, X, y, sample_weight, score_function):
+        y_pred = self._predict(X, check_input=False)
+        if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
+            return np.nan
+        return score_function(y, y_pred, sample_weight=sample_weight)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+class _EpochRunner:
+    """Runs one epoch of minibatches through the native loop and returns
+    scikit-learn's epoch loss: the mean over batches, weighted by rows, of
+    (data loss + 0.5 alpha ||W||^2 / batch weight), ||W|| taken before each
+    step."""
+
+    def __init__(self, est, net, X, Y, sw, batch_size):
+        from fastnn._train import OPT_KINDS, STATUS
+        self.est, self.net, self.core = est, net, net._core
+        self.X, self.Y, self.sw = X, Y, sw
+        self.batch = batch_size
+        self.alpha = float(est.alpha)
+        self.out_scale = est._n_out_scale()
+        self.poisson = est.out_activation_ == "exp"
+        self.STATUS = STATUS
+        self.OPT_KINDS = OPT_KINDS
+        self.loss_buf = np.zeros(1)
+        self.lr_buf = np.zeros(1)
+        # One native call per epoch is exact only when the batch loss needs
+        # neither the weight norm nor sample weights (see module docstring).
+        self.per_batch = self.alpha != 0 or sw is not None or self.poisson
+        if self.per_batch:
+            n_in, n_out = X.shape[1], Y.shape[1]
+            self.xb = np.empty((batch_size, n_in), net.dtype)
+            self.yb = np.empty((batch_size, n_out), net.dtype)
+            self.swb = None if sw is None else np.empty(batch_size, net.dtype)
+
+    def _call(self, X, Y, sw, order, batch):
+        opt = self.est._optimizer
+        r = self.core.fit(X, Y, sw, order, self.lr_buf, batch,
+                          self.OPT_KINDS[opt.kind], momentum=opt.momentum,
+                          beta1=opt.beta_1, beta2=opt.beta_2, eps=opt.epsilon,
+                          l2=self.alpha, l2_per_row=True, vel=opt.vel, sq=opt.sq,
+                          t=opt.t, epoch_loss=self.loss_buf)
+        opt.t = r["t"]
+        if r["exc"] is not None:
+            raise r["exc"]
+        if r["status"] == self.STATUS["nonfinite"]:
+            raise ValueError(_NONFINITE_MSG + " (the loss became non-finite; the "
+                             "last finite parameters are kept)")
+        return float(self.loss_buf[0])
+
+    def epoch(self, idx, lr):
+        self.lr_buf[0] = lr
+        X, Y, sw = self.X, self.Y, self.sw
+        n = X.shape[0]
+        if not self.per_batch:
+            order = None if idx is None else np.ascontiguousarray(idx, np.int64)[None]
+            return self._call(X, Y, None, order, self.batch) * self.out_scale
+        accumulated = 0.0
+        coefs = self.est.coefs_
+        for sl in gen_batches(n, self.batch):
+            mb = sl.stop - sl.start
+            if idx is not None:
+                rows = idx[sl]
+                xb = np.take(X, rows, axis=0, out=self.xb[:mb], mode="clip")
+                yb = np.take(Y, rows, axis=0, out=self.yb[:mb], mode="clip")
+                swb = (None if sw is None
+                       else np.take(sw, rows, out=self.swb[:mb], mode="clip"))
+            else:
+                xb, yb = X[sl], Y[sl]
+                swb = None if sw is None else sw[sl]
+            sw_sum = mb if swb is None else float(swb.sum())
+            values = 0.0
+            if self.alpha != 0:
+                for W in coefs:
+                    s = W.ravel()
+                    values += np.dot(s, s)
+            if self.poisson:
+                z = self.core.forward(xb, False)
+                p = np.exp(z)
+                data = _poisson_loss(yb, p, swb)
+                target = np.ascontiguousarray(z - (p - yb), dtype=self.net.dtype)
+                self._call(xb, target, swb, None, mb)
+            else:
+                data = self._call(xb, yb, swb, None, mb) * self.out_scale
+            accumulated += (data + (0.5 * self.alpha) * values / sw_sum) * mb
+        return accumulated / n
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer Perceptron classifier, trained by fastnn.
+
+    A drop-in for sklearn.neural_network.MLPClassifier (scikit-learn 1.9.1):
+    the same parameters, defaults, attributes, methods and results.  See the
+    module docstring for fastnn's additions (activation 'leaky_relu', 'elu',
+    'maxout' or a per-layer list; dtype) and the few differences.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
+    activation : {'identity', 'logistic', 'tanh', 'relu', 'leaky_relu', 'elu',
+        'maxout'} or list of those (one per hidden layer), default='relu'
+    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+    alpha : float, default=0.0001
+    batch_size : int, default='auto'
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+    learning_rate_init : float, default=0.001
+    power_t : float, default=0.5
+    max_iter : int, default=200
+    shuffle : bool, default=True
+    random_state : int, RandomState instance, default=None
+    tol : float, default=1e-4
+    verbose : bool, default=False
+    warm_start : bool, default=False
+    momentum : float, default=0.9
+    nesterovs_momentum : bool, default=True
+    early_stopping : bool, default=False
+    validation_fraction : float, default=0.1
+    beta_1 : float, default=0.9
+    beta_2 : float, default=0.999
+    epsilon : float, default=1e-8
+    n_iter_no_change : int, default=10
+    max_fun : int, default=15000
+    dtype : None, np.float32 or np.float64, default=None
+        Floating type of the parameters and the computation; None follows X
+        (float32 input stays float32, anything else is float64).
+
+    Attributes
+    ----------
+    classes_, loss_, best_loss_, loss_curve_, validation_scores_,
+    best_validation_score_, t_, coefs_, intercepts_, n_features_in_,
+    feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_:
+    as in scikit-learn.
+    """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto",
+                 learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4,
+                 verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False,
+                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                 n_iter_no_change=10, max_fun=15000, dtype=None):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, loss="log_loss", shuffle=shuffle,
+            random_state=random_state, tol=tol, verbose=verbose,
+            warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+            dtype=dtype)
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"],
+                             multi_output=True, dtype=(np.float64, np.float32),
+                             reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same "
+                        "classes as in the previous call to fit. Previously "
+                        f"got {self.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    "`y` has classes not in `self.classes_`. "
+                    f"`self.classes_` has {self.classes_}. 'y' has {classes}.")
+        y = self._label_binarizer.transform(y).astype(bool)
+        return X, y
+
+    def predict(self, X):
+        """Predict using the multi-layer perceptron classifier.
+
+        Returns y : ndarray, shape (n_samples,) or (n_samples, n_classes).
+        """
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def _predict(self, X, check_input=True):
+        y_pred = self._forward_pass_fast(X, check_input=check_input)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        return self._label_binarizer.inverse_transform(y_pred)
+
+    def _score(self, X, y, sample_weight=None):
+        return self._score_with_function(X, y, sample_weight=sample_weight,
+                                         score_function=accuracy_score)
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """Update the model with a single iteration over the given data.
+
+        classes (array of shape (n_classes,)) is required on the first call.
+        """
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict_log_proba(self, X):
+        """Log of predict_proba(X)."""
+        y_prob = self.predict_proba(X)
+        return np.log(y_prob, out=y_prob)
+
+    def predict_proba(self, X):
+        """Probability estimates, shape (n_samples, n_classes), classes in the
+        order of classes_."""
+        check_is_fitted(self)
+        y_pred = self._forward_pass_fast(X)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        if y_pred.ndim == 1:
+            return np.vstack([1 - y_pred, y_pred]).T
+        return y_pred
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer Perceptron regressor, trained by fastnn.
+
+    A drop-in for sklearn.neural_network.MLPRegressor (scikit-learn 1.9.1):
+    the same parameters (loss='squared_error' or 'poisson' first), defaults,
+    attributes, methods and results.  See MLPClassifier and the module
+    docstring for the rest.
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "loss": [StrOptions({"squared_error", "poisson"})],
+    }
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,),
+                 activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False,
+                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                 n_iter_no_change=10, max_fun=15000, dtype=None):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, loss=loss, shuffle=shuffle,
+            random_state=random_state, tol=tol, verbose=verbose,
+            warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+            dtype=dtype)
+
+    def predict(self, X):
+        """Predict using the multi-layer perceptron model: shape (n_samples,)
+        or (n_samples, n_outputs)."""
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def _predict(self, X, check_input=True):
+        y_pred = self._forward_pass_fast(X, check_input=check_input)
+        if y_pred.shape[1] == 1:
+            return y_pred.ravel()
+        return y_pred
+
+    def _score(self, X, y, sample_weight=None):
+        return self._score_with_function(X, y, sample_weight=sample_weight,
+                                         score_function=r2_score)
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"],
+                             multi_output=True, y_numeric=True,
+                             dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y
+
+    # scikit-learn 1.9.1 guards this with `lambda est: est._check_solver`
+    # (the bound method, always truthy), so partial_fit is available for
+    # every solver of the regressor; kept as is for a drop-in.
+    @available_if(lambda est: est._check_solver)
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Update the model with a single iteration over the given data."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
