@@ -8,6 +8,9 @@
 
 enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
 
+/* m*n*k at or below which plain dot products beat vector loops. */
+#define FNN_TINY_MNK 512
+
 #define REAL double
 #define SUF(name) name##_f64
 #define BLAS_MEMBER dgemm

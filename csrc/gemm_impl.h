@@ -1,17 +1,41 @@
 /* gemm_impl.h -- body of gemm.c, included once per dtype (REAL, SUF,
  * CBLAS_FN, F77_FN naming the BLAS entry point member of fnn_blas). */
 
-/* Built-in product for tiny shapes, where a BLAS call costs more than the
+/* The tiniest products (a few hundred multiply-adds, e.g. a 2 -> 4 -> 1
+ * network): plain dot products, no vector-loop set-up to pay for. */
+static void SUF(tiny_gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k,
+                           REAL alpha, const REAL *a, int64_t lda,
+                           const REAL *b, int64_t ldb, REAL beta, REAL *c,
+                           int64_t ldc)
+{
+    /* op(A)[i,p] = a[i*sai + p*sap], op(B)[p,j] = b[p*sbp + j*sbj] */
+    const int64_t sai = ta ? 1 : lda, sap = ta ? lda : 1;
+    const int64_t sbp = tb ? 1 : ldb, sbj = tb ? ldb : 1;
+    for (int64_t i = 0; i < m; i++) {
+        const REAL *ai = a + i * sai;
+        REAL *ci = c + i * ldc;
+        for (int64_t j = 0; j < n; j++) {
+            const REAL *bj = b + j * sbj;
+            REAL s = 0;
+            for (int64_t p = 0; p < k; p++) {
+                s += ai[p * sap] * bj[p * sbp];
+            }
+            ci[j] = beta == 0 ? alpha * s : alpha * s + beta * ci[j];
+        }
+    }
+}
+
+/* Built-in product for small shapes, where a BLAS call costs more than the
  * arithmetic.  Row-major; the inner loop runs over contiguous columns of
  * C when op(B) allows it and vectorizes. */
 FNN_CLONES
 static void SUF(small_gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k,
-                            REAL alpha, const REAL *a, int64_t lda,
-                            const REAL *b, int64_t ldb, REAL beta, REAL *c,
-                            int64_t ldc)
+                            REAL alpha, const REAL *restrict a, int64_t lda,
+                            const REAL *restrict b, int64_t ldb, REAL beta,
+                            REAL *restrict c, int64_t ldc)
 {
     for (int64_t i = 0; i < m; i++) {
-        REAL *ci = c + i * ldc;
+        REAL *restrict ci = c + i * ldc;
         if (tb == FNN_NOTRANS) {
             if (beta == 0) {
                 FNN_SIMD for (int64_t j = 0; j < n; j++) {
@@ -69,8 +93,13 @@ void SUF(fnn_gemm)(const fnn_blas *blas, int ta, int tb, int64_t m,
         return;
     }
     int api = blas ? blas->api : FNN_BLAS_NONE;
+    double mnk = (double)m * (double)n * (double)k;
+    if (mnk <= FNN_TINY_MNK) {
+        SUF(tiny_gemm)(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
     if (api == FNN_BLAS_NONE || !blas->BLAS_MEMBER
-        || (double)m * (double)n * (double)k <= (double)blas->small_mnk) {
+        || mnk <= (double)blas->small_mnk) {
         SUF(small_gemm)(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }

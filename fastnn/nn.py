@@ -7,6 +7,7 @@ fan_out, so ``Z = X @ W + b`` as in the seed) and ``b`` are views into it;
 ``net.grads`` has the same layout.  Keeping the weights in one prefix lets
 L2 decay run as one loop over that prefix.
 """
+import math
 import threading
 
 import numpy as np
@@ -373,7 +374,7 @@ class Network:
         if core is not None:
             L = core.train_step(X, y, lr)      # fast path: ready arrays only
             if L is not None:
-                if not np.isfinite(L):
+                if L - L != 0:                  # NaN or inf
                     self._check_loss(L)
                 return L
         lr = check_real(lr, "lr")
@@ -405,7 +406,7 @@ class Network:
 
     @staticmethod
     def _check_loss(L):
-        if not np.isfinite(L):
+        if not math.isfinite(L):
             raise FloatingPointError(f"the loss is {L}: step not applied, "
                                      "parameters unchanged")
 

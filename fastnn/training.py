@@ -101,6 +101,9 @@ class Constant:
     def __call__(self, epoch, lr, samples_seen):
         return lr
 
+    def values(self, epochs, lr, samples_seen):
+        return np.full(len(epochs), float(lr))
+
 
 class InverseScaling:
     """lr_e = lr / (1 + t)^power_t, with t the epoch number, or the number of
@@ -115,6 +118,10 @@ class InverseScaling:
         t = samples_seen if self.per_sample else epoch
         return lr / (1.0 + t) ** self.power_t
 
+    def values(self, epochs, lr, samples_seen):
+        t = samples_seen if self.per_sample else epochs
+        return lr / (1.0 + t.astype(np.float64)) ** self.power_t
+
 
 class StepDecay:
     """lr_e = lr * gamma^(epoch // step_size)."""
@@ -125,6 +132,25 @@ class StepDecay:
 
     def __call__(self, epoch, lr, samples_seen):
         return lr * self.gamma ** (epoch // self.step_size)
+
+    def values(self, epochs, lr, samples_seen):
+        return lr * self.gamma ** (epochs // self.step_size).astype(np.float64)
+
+
+def _schedule_values(schedule, e0, count, lr, samples_seen, n):
+    """Learning rates of epochs e0 .. e0+count-1 as a float64 array (one
+    vectorized call for the built-in schedules, one call per epoch for a
+    user's function)."""
+    epochs = np.arange(e0, e0 + count, dtype=np.int64)
+    seen = samples_seen + n * np.arange(count, dtype=np.int64)
+    if hasattr(schedule, "values"):
+        lrs = np.asarray(schedule.values(epochs, lr, seen), dtype=np.float64)
+    else:
+        lrs = np.array([schedule(int(e), lr, int(t)) for e, t in zip(epochs, seen)],
+                       dtype=np.float64)
+    if lrs.shape != (count,) or not np.isfinite(lrs).all() or (lrs < 0).any():
+        raise ValueError(f"lr_schedule gave invalid learning rates: {lrs[:10]}")
+    return lrs
 
 
 def _make_schedule(s):
@@ -386,10 +412,7 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
     try:
         while e0 < epochs:
             ce = min(chunk, epochs - e0)
-            lrs = np.array([schedule(e0 + i, opt.lr, samples_seen + i * n)
-                            for i in range(ce)], dtype=np.float64)
-            if not np.isfinite(lrs).all() or (lrs < 0).any():
-                raise ValueError(f"lr_schedule gave an invalid learning rate: {lrs}")
+            lrs = _schedule_values(schedule, e0, ce, opt.lr, samples_seen, n)
             order = (np.stack([rng.permutation(n) for _ in range(ce)]).astype(np.int64)
                      if use_order else None)
             epoch_loss = np.full(ce, np.nan)
@@ -415,12 +438,12 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
             done = r["epochs_done"]
             if r["snapshot_epoch"] >= 0:
                 snap_epoch = e0 + r["snapshot_epoch"]
-            for i in range(done):
-                hist.epochs.append(e0 + i)
-                hist.loss.append(float(epoch_loss[i]))
-                hist.seconds.append(dt / max(done, 1))
-                hist.samples_per_sec.append(n * done / dt if dt > 0 else math.inf)
-                hist.lr.append(float(lrs[i]))
+            if done:
+                hist.epochs.extend(range(e0, e0 + done))
+                hist.loss.extend(epoch_loss[:done].tolist())
+                hist.seconds.extend([dt / done] * done)
+                hist.samples_per_sec.extend([n * done / dt if dt > 0 else math.inf] * done)
+                hist.lr.extend(lrs[:done].tolist())
             samples_seen += done * n
             if r["exc"] is not None:
                 hist.stop_reason = ("interrupted" if isinstance(r["exc"], KeyboardInterrupt)
