@@ -53,6 +53,7 @@ from itertools import chain
 
 import numpy as np
 import scipy.optimize
+from scipy.special import xlogy
 
 from sklearn.base import (BaseEstimator, ClassifierMixin, RegressorMixin,
                           _fit_context, is_classifier)
@@ -107,9 +108,24 @@ _NONFINITE_MSG = ("Solver produced non-finite parameter weights. The input data 
 
 def _poisson_loss(y_true, y_pred, sample_weight=None):
     """scikit-learn's half Poisson deviance (neural_network/_base.py)."""
-    from scipy.special import xlogy
     return np.average(xlogy(y_true, y_true / y_pred) - y_true + y_pred,
                       weights=sample_weight, axis=0).sum()
+
+
+def _log_loss(y_true, y_prob, sample_weight=None):
+    """scikit-learn's log loss of a softmax output, probabilities clipped at
+    machine epsilon (neural_network/_base.py)."""
+    eps = np.finfo(y_prob.dtype).eps
+    y_prob = np.clip(y_prob, eps, 1 - eps)
+    return -np.average(xlogy(y_true, y_prob), weights=sample_weight, axis=0).sum()
+
+
+def _binary_log_loss(y_true, y_prob, sample_weight=None):
+    """scikit-learn's log loss of logistic outputs, clipped likewise."""
+    eps = np.finfo(y_prob.dtype).eps
+    y_prob = np.clip(y_prob, eps, 1 - eps)
+    return -np.average(xlogy(y_true, y_prob) + xlogy(1 - y_true, 1 - y_prob),
+                       weights=sample_weight, axis=0).sum()
 
 
 class _Optimizer:
@@ -472,9 +488,21 @@ class _BaseMLP(BaseEstimator):
         alpha = float(self.alpha)
         Wviews = self.coefs_
 
+        # L-BFGS-B's line search compares loss values, so the loss it sees is
+        # scikit-learn's to the last detail: for classifiers, computed from
+        # probabilities clipped at eps (an extra forward pass; the gradient
+        # is the same either way).
+        clipped = {"softmax": _log_loss, "logistic": _binary_log_loss}.get(
+            self.out_activation_)
+
         def fun(x):
             params[...] = x
-            if poisson:
+            if clipped is not None:
+                L = clipped(Y, core.forward(X, True), sw)
+                data = core.loss_grad(X, Y, sw, 1.0 / sw_sum)
+                if not np.isfinite(data):
+                    L = data
+            elif poisson:
                 z = core.forward(X, False)
                 p = np.exp(z)
                 L = _poisson_loss(Y, p, sw)
