@@ -96,6 +96,8 @@ class Report:
 
     def lines(self):
         out = []
+        if not self.rows:       # timing disabled: nothing to report
+            return out
         if self.rows:
             w = max(len(k) for k in self.rows) + 1
             out.append(f"{'case':<{w}} {'median':>11} {'min':>11} per     "

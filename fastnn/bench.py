@@ -545,7 +545,7 @@ def torch_runner(wl, X, Y, weights, seed=0, threads=None):
             for i in range(0, n, B):
                 idx = perm[i:i + B]
                 loss = step(Xt[idx], Yt[idx])
-        return None if loss is None else float(loss)
+        return None if loss is None else float(loss.detach())
     return run, model
 
 

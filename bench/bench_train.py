@@ -1,0 +1,252 @@
+"""Native training (issue 3's performance targets): net.fit against its
+baselines, side by side in one run, float64, 2 threads.
+
+- tiny: 2 -> 4 -> 1 sigmoid (no biases, sse), N=4 full batch, 10,000 steps
+  per fit: fit per step vs the seed-style NumPy loop (target >= 100x).
+- small: 20 -> 32 -> 1 relu (biases, mse), 1,000 samples, batch 32, 50
+  epochs: fit vs a NumPy minibatch loop (>= 6x), and vs PyTorch CPU as users
+  write it, nn.Sequential + torch.optim.SGD over torch.randperm minibatches
+  (>= 30x); PyTorch with a DataLoader (the tutorial form) is timed as well,
+  over 5 epochs, for context.
+- seed: shared/SEED.md's network via fit(epochs=2000, full batch) vs the
+  seed NumPy loop (>= 1.5x), and fit's GFLOP/s vs the rate of the same five
+  GEMMs per step (same shapes, transposes and fused-update beta) on the bare
+  BLAS in this run (>= 80%).
+
+Each timed round starts from the same weights (reset outside the timing).
+Before timing, fit is checked against the baseline it is compared with
+(same start, same batch order where the baseline can follow it).
+"""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fastnn.bench import (WORKLOADS, BareGemm, initial_weights, make_data,
+                          numpy_runner, torch_runner)
+from bench_seed import (SEED_LR, SEED_SHAPE, flops_per_step, problem, seed_loop,
+                        seed_net)
+
+TINY_STEPS = 10_000
+SMALL_EPOCHS = 50
+SEED_EPOCHS = 2000
+
+
+def _fit_bench(benchmark, net, X, Y, rounds, **fit_kw):
+    p0 = net.params.copy()
+
+    def setup():
+        np.copyto(net.params, p0)
+        net._opt_state = None
+
+    benchmark.pedantic(lambda: net.fit(X, Y, **fit_kw), setup=setup, rounds=rounds,
+                       warmup_rounds=1)
+
+
+# ---- tiny ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("impl", ["fastnn-fit", "numpy"])
+def test_tiny(benchmark, report, impl):
+    wl = WORKLOADS["tiny"]
+    X, Y = make_data(wl)
+    w1, w2 = [W for W, _ in initial_weights(wl)]
+    benchmark.group = f"tiny 2-4-1 float64, {TINY_STEPS} full-batch steps"
+    if impl == "fastnn-fit":
+        net = wl.network()
+        net.set_weights([w1, w2])
+        # check: 200 steps of fit == the NumPy loop from the same start
+        a, b = w1.copy(), w2.copy()
+        seed_loop(X, Y, a, b, 200, wl.lr)
+        net.fit(X, Y, epochs=200, lr=wl.lr)
+        np.testing.assert_allclose(net.layers[0].W, a, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(net.layers[1].W, b, rtol=1e-9, atol=1e-12)
+        net.set_weights([w1, w2])
+        _fit_bench(benchmark, net, X, Y, 15, epochs=TINY_STEPS, lr=wl.lr)
+    else:
+        a, b = w1.copy(), w2.copy()
+
+        def setup():
+            np.copyto(a, w1)
+            np.copyto(b, w2)
+        benchmark.pedantic(lambda: seed_loop(X, Y, a, b, TINY_STEPS, wl.lr),
+                           setup=setup, rounds=5, warmup_rounds=1)
+    report.add(f"train/tiny/{impl}", benchmark, per=TINY_STEPS, unit="step")
+    if impl == "numpy":
+        report.speedup("issue 3: tiny, fit vs the NumPy loop (per step)",
+                       "train/tiny/fastnn-fit", "train/tiny/numpy", 100)
+
+
+# ---- small -----------------------------------------------------------------------
+
+def _small():
+    wl = WORKLOADS["small"]
+    X, Y = make_data(wl)
+    return wl, X, Y, initial_weights(wl)
+
+
+def _check_small_numpy(wl, X, Y, weights, seed=0):
+    """The NumPy loop follows fit's batch order: equal after 2 epochs."""
+    net = wl.network()
+    net.set_weights(weights)
+    net.fit(X, Y, epochs=2, batch_size=wl.batch, lr=wl.lr, seed=seed)
+    run, params = numpy_runner(wl, X, Y, weights, seed)
+    run(2)
+    mine = [l.W for l in net.layers] + [l.b for l in net.layers]
+    theirs = params[0::2] + params[1::2]
+    for g, w in zip(mine, theirs):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-13)
+
+
+def _check_small_torch(wl, X, Y, weights):
+    """PyTorch computes the same update: one full-batch step from the same
+    weights equals fastnn's train_step."""
+    import torch
+    full = dataclasses.replace(wl, batch=None)
+    run, model = torch_runner(full, X, Y, weights, 0)
+    run(1)
+    net = wl.network()
+    net.set_weights(weights)
+    net.train_step(X, Y, wl.lr)
+    lin = [m for m in model if isinstance(m, torch.nn.Linear)]
+    for layer, m in zip(net.layers, lin):
+        np.testing.assert_allclose(m.weight.detach().numpy().T, layer.W, rtol=1e-10,
+                                   atol=1e-13)
+        np.testing.assert_allclose(m.bias.detach().numpy(), layer.b, rtol=1e-10,
+                                   atol=1e-13)
+
+
+def _torch_dataloader_runner(wl, X, Y, weights, threads):
+    """The tutorial form: TensorDataset + DataLoader(shuffle=True)."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+    run0, model = torch_runner(wl, X, Y, weights, 0, threads)
+    opt = torch.optim.SGD(model.parameters(), lr=wl.lr * wl.n_out / 2)
+    loss_fn = torch.nn.MSELoss()
+    loader = DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(Y)),
+                        batch_size=wl.batch, shuffle=True)
+
+    def run(epochs):
+        for _ in range(epochs):
+            for xb, yb in loader:
+                opt.zero_grad()
+                loss = loss_fn(model(xb), yb)
+                loss.backward()
+                opt.step()
+    return run, model
+
+
+@pytest.mark.parametrize("impl", ["fastnn-fit", "numpy", "torch", "torch-dataloader"])
+def test_small(benchmark, report, threads, impl):
+    wl, X, Y, weights = _small()
+    steps = SMALL_EPOCHS * wl.steps_per_epoch
+    benchmark.group = (f"small 20-32-1 float64, {wl.n} samples, batch {wl.batch}, "
+                       f"{SMALL_EPOCHS} epochs ({steps} steps)")
+    if impl == "fastnn-fit":
+        _check_small_numpy(wl, X, Y, weights)
+        net = wl.network()
+        net.set_weights(weights)
+        _fit_bench(benchmark, net, X, Y, 15, epochs=SMALL_EPOCHS,
+                   batch_size=wl.batch, lr=wl.lr, seed=0)
+    elif impl == "numpy":
+        run, params = numpy_runner(wl, X, Y, weights, 0)
+        p0 = [p.copy() for p in params]
+
+        def setup():
+            for p, q in zip(params, p0):
+                np.copyto(p, q)
+            run.reset()
+        benchmark.pedantic(lambda: run(SMALL_EPOCHS), setup=setup, rounds=5,
+                           warmup_rounds=1)
+    else:
+        torch = pytest.importorskip("torch")
+        torch.set_num_threads(threads)
+        if impl == "torch":
+            _check_small_torch(wl, X, Y, weights)
+            run, model = torch_runner(wl, X, Y, weights, 0, threads)
+        else:
+            run, model = _torch_dataloader_runner(wl, X, Y, weights, threads)
+        state0 = {k: v.clone() for k, v in model.state_dict().items()}
+        # the DataLoader form is slow: time fewer epochs, report per step
+        epochs = SMALL_EPOCHS if impl == "torch" else 5
+        steps = epochs * wl.steps_per_epoch
+
+        def setup():
+            model.load_state_dict(state0)
+        benchmark.extra_info["torch"] = torch.__version__
+        benchmark.extra_info["torch_threads"] = torch.get_num_threads()
+        benchmark.pedantic(lambda: run(epochs), setup=setup,
+                           rounds=5 if impl == "torch" else 3, warmup_rounds=1)
+    report.add(f"train/small/{impl}", benchmark, per=steps, unit="step")
+    if impl == "torch-dataloader":
+        report.speedup("issue 3: small, fit vs the NumPy minibatch loop",
+                       "train/small/fastnn-fit", "train/small/numpy", 6)
+        report.speedup("issue 3: small, fit vs PyTorch (nn.Sequential + optim.SGD, "
+                       "randperm batches)", "train/small/fastnn-fit",
+                       "train/small/torch", 30)
+        report.speedup("small, fit vs PyTorch with a DataLoader (context)",
+                       "train/small/fastnn-fit", "train/small/torch-dataloader")
+
+
+# ---- seed ------------------------------------------------------------------------
+
+def _seed_gemms():
+    """The five GEMMs of one seed training step, as fastnn issues them, on
+    the bare BLAS: X.W1, H.W2, D2.W2^T, W2 += -lr H^T.D2, W1 += -lr X^T.D1."""
+    N, D_in, H, D_out = SEED_SHAPE
+    r = np.random.default_rng(3)
+    x = r.standard_normal((N, D_in))
+    w1 = r.standard_normal((D_in, H))
+    w2 = r.standard_normal((H, D_out))
+    h = np.empty((N, H))
+    out = np.empty((N, D_out))
+    d2 = r.standard_normal((N, D_out))
+    dh = np.empty((N, H))
+    d1 = r.standard_normal((N, H))
+    g = BareGemm()
+    calls = [g.bind(x, w1, h), g.bind(h, w2, out), g.bind(d2, w2, dh, trans_b=True),
+             g.bind(h, d2, w2, alpha=-1e-12, beta=1.0, trans_a=True),
+             g.bind(x, d1, w1, alpha=-1e-12, beta=1.0, trans_a=True)]
+    keep = (x, w1, w2, h, out, d2, dh, d1)
+
+    def step(calls=calls, keep=keep):
+        for c in calls:
+            c()
+    return step
+
+
+@pytest.mark.parametrize("impl", ["fastnn-fit", "numpy", "blas-gemms"])
+def test_seed_fit(benchmark, report, impl):
+    flops = flops_per_step(SEED_SHAPE)
+    x, y, w1, w2 = problem(SEED_SHAPE)
+    if impl == "fastnn-fit":
+        benchmark.group = f"seed workload float64, {SEED_EPOCHS} full-batch steps"
+        net = seed_net(SEED_SHAPE, w1, w2, np.float64)
+        a, b = w1.copy(), w2.copy()             # check: 20 steps == the seed loop
+        seed_loop(x, y, a, b, 20, SEED_LR)
+        net.fit(x, y, epochs=20, lr=SEED_LR)
+        np.testing.assert_allclose(net.layers[0].W, a, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(net.layers[1].W, b, rtol=1e-10, atol=1e-12)
+        net.set_weights([w1, w2])
+        _fit_bench(benchmark, net, x, y, 3, epochs=SEED_EPOCHS, lr=SEED_LR)
+        per = SEED_EPOCHS
+    elif impl == "numpy":
+        benchmark.group = f"seed workload float64, {SEED_EPOCHS} full-batch steps"
+        a, b = w1.copy(), w2.copy()
+
+        def setup():
+            np.copyto(a, w1)
+            np.copyto(b, w2)
+        benchmark.pedantic(lambda: seed_loop(x, y, a, b, SEED_EPOCHS, SEED_LR),
+                           setup=setup, rounds=3, warmup_rounds=1)
+        per = SEED_EPOCHS
+    else:
+        benchmark.group = "seed: the five GEMMs of one step on the bare BLAS"
+        benchmark(_seed_gemms())
+        per = 1
+    report.add(f"train/seed/{impl}", benchmark, per=per, unit="step", flops=flops)
+    if impl == "blas-gemms":
+        report.speedup("issue 3: seed, fit vs the seed NumPy loop",
+                       "train/seed/fastnn-fit", "train/seed/numpy", 1.5)
+        report.speedup("issue 3: seed, fit GFLOP/s as a fraction of the bare-BLAS "
+                       "rate for the same GEMMs", "train/seed/fastnn-fit",
+                       "train/seed/blas-gemms", 0.8)
