@@ -1,0 +1,767 @@
+"""fastnn.save / fastnn.load: models on disk without pickle.
+
+A fastnn model file (format "fastnn-model", version 1) is a ZIP archive with
+every member stored uncompressed, so numpy.load(path) can read it too
+(allow_pickle stays False):
+
+    header.json     UTF-8 JSON object: what the model is (below)
+    header.sha256   the SHA-256 of header.json, 64 hex digits
+    <name>.npy      one NumPy .npy file per array the header lists: little-
+                    endian float32/float64 (or, for class labels, int / bool
+                    / unicode), C order, never object arrays
+
+header.json holds:
+    format, version       "fastnn-model", 1
+    kind                  "Network", "MLPClassifier" or "MLPRegressor"
+    fastnn_version        the writer's fastnn.__version__ (information only)
+    dtype                 "float32" or "float64": that of params
+    n_in                  input width
+    layers                one object per layer, input to output:
+                          {"type": "dense", "units", "activation", "alpha",
+                          "bias"} or {"type": "maxout", "units", "pieces",
+                          "bias"}; activation one of identity, sigmoid, tanh,
+                          relu, leaky_relu, elu, softmax (output layer only)
+    loss                  "mse", "sse", "bce" or "softmax_ce"
+    arrays                {name: {"shape", "dtype", "sha256"}} for each .npy
+                          member (sha256 of the member's bytes)
+    network               Network only: {"init", "seed", "backend"}
+    estimator             estimators only: constructor parameters and fitted
+                          attributes (see _estimator_header)
+    optimizer             training state to continue from, or null
+
+params.npy is the network's flat parameter buffer: every layer's weight
+matrix W (n_in x units*pieces, row-major) in layer order, then every bias.
+Non-finite floats in the header (n_iter_no_change=inf, best_loss_) are
+written as the strings "inf", "-inf", "nan".
+
+Loading never executes code from the file: JSON and raw .npy data are parsed
+and checked before anything is built.  Any file that is not exactly what
+this module writes -- truncated, bytes flipped, a member added or removed,
+header or arrays edited (wrong shapes, unknown activation, sizes that do not
+add up or are absurdly large, NaN or inf parameters) -- raises FormatError,
+before any memory is sized from declared numbers.  A deliberate edit must
+rewrite header.sha256 and the arrays' sha256 entries, and then still passes
+every consistency check below.
+
+Writes are atomic: the file is written to a temporary file in the same
+directory, flushed and fsynced, then renamed over the target (os.replace),
+and the directory is fsynced; a crash or a full disk mid-save leaves the
+previous file intact.
+"""
+import hashlib
+import io
+import json
+import math
+import numbers
+import os
+import secrets
+import warnings
+import zipfile
+
+import numpy as np
+
+__all__ = ["save", "load", "FormatError", "FORMAT", "VERSION"]
+
+FORMAT = "fastnn-model"
+VERSION = 1
+
+MAX_HEADER_BYTES = 1 << 20
+MAX_LAYERS = 4096
+MAX_UNITS = (1 << 31) - 1
+MAX_PIECES = 1 << 16
+MAX_PARAMS = 1 << 40
+MAX_NPY_HEADER = 1 << 16
+
+_FLOAT_DTYPES = {"float32": "<f4", "float64": "<f8"}
+_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
+                "softmax")
+_LOSSES = ("mse", "sse", "bce", "softmax_ce")
+_KINDS = ("Network", "MLPClassifier", "MLPRegressor")
+_OPT_KINDS = ("sgd", "momentum", "nesterov", "adam")
+
+
+class FormatError(ValueError):
+    """The file is not a valid fastnn model file (truncated, corrupted,
+    edited, or not a fastnn file at all)."""
+
+
+# ---- small helpers ------------------------------------------------------------
+
+def _fail(msg):
+    raise FormatError(msg)
+
+
+def _enc_float(x):
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
+def _dec_float(v, what, allow_nonfinite=True, allow_none=False):
+    if v is None and allow_none:
+        return None
+    if isinstance(v, str) and allow_nonfinite and v in ("inf", "-inf", "nan"):
+        return float(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        _fail(f"{what} must be a number, got {v!r}")
+    v = float(v)
+    if not math.isfinite(v):
+        _fail(f"{what} must be finite, got {v!r}")
+    return v
+
+
+def _int(v, what, lo=0, hi=MAX_PARAMS, allow_none=False):
+    if v is None and allow_none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        _fail(f"{what} must be an integer in [{lo}, {hi}], got {v!r}")
+    return v
+
+
+def _obj(d, what, required, optional=()):
+    if not isinstance(d, dict):
+        _fail(f"{what} must be a JSON object, got {type(d).__name__}")
+    keys = set(d)
+    missing = set(required) - keys
+    extra = keys - set(required) - set(optional)
+    if missing:
+        _fail(f"{what} lacks {sorted(missing)}")
+    if extra:
+        _fail(f"{what} has unknown entries {sorted(extra)}")
+    return d
+
+
+def _choice(v, what, options):
+    if not isinstance(v, str) or v not in options:
+        _fail(f"{what} must be one of {list(options)}, got {v!r}")
+    return v
+
+
+def _npy_bytes(arr):
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+# ---- writing -----------------------------------------------------------------
+
+def _layer_header(layer):
+    if layer.kind == "maxout":
+        return {"type": "maxout", "units": int(layer.units),
+                "pieces": int(layer.pieces), "bias": bool(layer.bias)}
+    return {"type": "dense", "units": int(layer.units),
+            "activation": layer.activation, "alpha": float(layer.alpha),
+            "bias": bool(layer.bias)}
+
+
+def _network_parts(net):
+    """(header, arrays) describing a built Network."""
+    if not net.built:
+        raise ValueError("the network is not built yet: nothing to save")
+    seed = net.seed if isinstance(net.seed, numbers.Integral) else None
+    header = {"dtype": net.dtype.name, "n_in": int(net.n_in),
+              "layers": [_layer_header(l) for l in net.layers],
+              "loss": net.loss_name,
+              "network": {"init": net.init, "seed": None if seed is None else int(seed),
+                          "backend": net.backend}}
+    arrays = {"params": net.params}
+    opt = getattr(net, "_opt_state", None)
+    header["optimizer"] = None
+    if opt is not None:
+        header["optimizer"] = {"kind": opt["kind"], "t": int(opt["t"])}
+        arrays["optimizer_vel"] = opt["vel"]
+        if opt.get("sq") is not None:
+            arrays["optimizer_sq"] = opt["sq"]
+    return header, arrays
+
+
+def _estimator_parts(est):
+    from sklearn.utils.validation import check_is_fitted
+    from fastnn.sklearn import MLPClassifier, _Optimizer
+    check_is_fitted(est)
+    net = est._get_net()
+    header, arrays = _network_parts(net)
+    del header["network"]
+    header["optimizer"] = None
+    for k in ("optimizer_vel", "optimizer_sq"):
+        arrays.pop(k, None)
+    params = est.get_params(deep=False)
+    enc = {}
+    for k, v in params.items():
+        if k == "hidden_layer_sizes":
+            v = [int(h) for h in (v if hasattr(v, "__iter__") else [v])]
+        elif k == "activation":
+            v = v if isinstance(v, str) else [str(a) for a in v]
+        elif k == "dtype":
+            v = None if v is None else np.dtype(v).name
+        elif k == "random_state":
+            if isinstance(v, numbers.Integral):
+                v = int(v)
+            elif v is not None:
+                warnings.warn("random_state is a RandomState instance, which "
+                              "a fastnn model file does not store: saved as "
+                              "None", UserWarning, stacklevel=3)
+                v = None
+        elif isinstance(v, (bool, np.bool_)):
+            v = bool(v)
+        elif isinstance(v, numbers.Integral):
+            v = int(v)
+        elif isinstance(v, numbers.Real):
+            v = _enc_float(v)
+        elif not (v is None or isinstance(v, str)):
+            raise TypeError(f"cannot save parameter {k}={v!r}")
+        enc[k] = v
+    fitted = {"n_iter_": int(est.n_iter_), "t_": int(est.t_),
+              "loss_": _enc_float(est.loss_), "n_layers_": int(est.n_layers_),
+              "n_outputs_": int(est.n_outputs_),
+              "out_activation_": est.out_activation_,
+              "n_features_in_": int(est.n_features_in_),
+              "hidden_activations": list(est._hidden_acts)}
+    stochastic = hasattr(est, "loss_curve_")
+    fitted["stochastic"] = stochastic
+    if stochastic:
+        fitted["best_loss_"] = (None if est.best_loss_ is None
+                                else _enc_float(est.best_loss_))
+        fitted["best_validation_score_"] = (
+            None if est.best_validation_score_ is None
+            else _enc_float(est.best_validation_score_))
+        fitted["no_improvement_count"] = int(est._no_improvement_count)
+        fitted["has_validation_scores"] = est.validation_scores_ is not None
+        arrays["loss_curve"] = np.asarray(est.loss_curve_, dtype=np.float64).reshape(-1)
+        if est.validation_scores_ is not None:
+            arrays["validation_scores"] = np.asarray(est.validation_scores_,
+                                                     dtype=np.float64).reshape(-1)
+        arrays["best_params"] = np.concatenate(
+            [np.asarray(a, dtype=net.dtype).ravel()
+             for a in est._best_coefs + est._best_intercepts])
+    if hasattr(est, "feature_names_in_"):
+        names = [str(n) for n in est.feature_names_in_]
+        arrays["feature_names"] = np.array(names, dtype=str)
+    if isinstance(est, MLPClassifier):
+        lb = est._label_binarizer
+        classes = np.asarray(est.classes_)
+        obj = classes.dtype == object
+        if obj:
+            if not all(isinstance(c, str) for c in classes):
+                raise TypeError("cannot save class labels of mixed or "
+                                f"non-string object types: {classes!r}")
+            classes = classes.astype(str)
+        if classes.dtype.kind not in "biufU":
+            raise TypeError(f"cannot save class labels of dtype {classes.dtype}")
+        arrays["classes"] = classes
+        fitted["classes_object"] = bool(obj)
+        fitted["y_type"] = lb.y_type_
+        fitted["sparse_input"] = bool(lb.sparse_input_)
+    opt = getattr(est, "_optimizer", None)
+    if isinstance(opt, _Optimizer):
+        header["optimizer"] = {
+            "kind": opt.kind, "t": int(opt.t), "solver": opt.solver,
+            "learning_rate_init": _enc_float(opt.learning_rate_init),
+            "learning_rate": _enc_float(opt.learning_rate),
+            "lr_schedule": opt.lr_schedule, "momentum": _enc_float(opt.momentum),
+            "nesterov": bool(opt.nesterov), "power_t": _enc_float(opt.power_t),
+            "beta_1": _enc_float(opt.beta_1), "beta_2": _enc_float(opt.beta_2),
+            "epsilon": _enc_float(opt.epsilon)}
+        if opt.vel is not None:
+            arrays["optimizer_vel"] = opt.vel
+        if opt.sq is not None:
+            arrays["optimizer_sq"] = opt.sq
+    header["estimator"] = {"params": enc, "fitted": fitted}
+    return header, arrays
+
+
+def _model_parts(model):
+    from fastnn.nn import Network
+    if isinstance(model, Network):
+        header, arrays = _network_parts(model)
+        kind = "Network"
+    else:
+        name = type(model).__name__
+        if type(model).__module__ != "fastnn.sklearn" or name not in _KINDS:
+            raise TypeError("fastnn.save takes a fastnn.Network or a "
+                            "fastnn.sklearn.MLPClassifier / MLPRegressor, got "
+                            f"{type(model).__module__}.{name}")
+        header, arrays = _estimator_parts(model)
+        kind = name
+    from fastnn import __version__
+    full = {"format": FORMAT, "version": VERSION, "kind": kind,
+            "fastnn_version": __version__}
+    full.update(header)
+    return full, arrays
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:          # not possible on some platforms: best effort
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save(model, path):
+    """Write `model` (a built fastnn.Network or a fitted
+    fastnn.sklearn.MLPClassifier / MLPRegressor) to `path` atomically, in the
+    format described in this module's docstring.  Returns the path."""
+    header, arrays = _model_parts(model)
+    members = {}
+    meta = {}
+    for name, arr in arrays.items():
+        arr = np.asarray(arr)
+        if arr.dtype.kind == "f":
+            arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+        arr = np.ascontiguousarray(arr)
+        data = _npy_bytes(arr)
+        members[name + ".npy"] = data
+        meta[name] = {"shape": list(arr.shape), "dtype": arr.dtype.str,
+                      "sha256": hashlib.sha256(data).hexdigest()}
+    header["arrays"] = meta
+    hbytes = json.dumps(header, indent=1, sort_keys=True, allow_nan=False).encode()
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}."
+                                  f"{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+                zf.writestr("header.json", hbytes)
+                zf.writestr("header.sha256", hashlib.sha256(hbytes).hexdigest())
+                for name, data in members.items():
+                    zf.writestr(name, data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+    return path
+
+
+# ---- reading -----------------------------------------------------------------
+
+def _read_member(zf, info, limit):
+    if info.compress_type != zipfile.ZIP_STORED:
+        _fail(f"member {info.filename!r} is compressed; fastnn stores members")
+    if info.flag_bits & 0x1:
+        _fail(f"member {info.filename!r} is encrypted")
+    if info.file_size != info.compress_size or info.file_size > limit:
+        _fail(f"member {info.filename!r} declares {info.file_size} bytes, more "
+              f"than the {limit} it may hold here")
+    data = zf.read(info)     # checks the CRC-32
+    if len(data) != info.file_size:
+        _fail(f"member {info.filename!r} is truncated")
+    return data
+
+
+def _parse_npy(data, spec, name):
+    """The array in .npy bytes `data`, checked against its header entry
+    before anything is allocated from the declared shape."""
+    f = io.BytesIO(data)
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(
+            f, max_header_size=MAX_NPY_HEADER)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(
+            f, max_header_size=MAX_NPY_HEADER)
+    else:
+        _fail(f"{name}.npy has an unsupported .npy version {version}")
+    if dtype.hasobject or dtype.kind not in "biufU":
+        _fail(f"{name}.npy holds dtype {dtype}, not numbers or text")
+    if fortran:
+        _fail(f"{name}.npy is in Fortran order")
+    if list(shape) != spec["shape"] or dtype.str != spec["dtype"]:
+        _fail(f"{name}.npy holds {dtype.str} {list(shape)}, the header says "
+              f"{spec['dtype']} {spec['shape']}")
+    count = 1
+    for s in shape:
+        count *= s
+    body = data[f.tell():]
+    if count * dtype.itemsize != len(body):
+        _fail(f"{name}.npy holds {len(body)} data bytes for shape {list(shape)}")
+    return np.frombuffer(body, dtype=dtype).reshape(shape).copy()
+
+
+def _check_layers(header):
+    n_in = _int(header["n_in"], "n_in", 1, MAX_UNITS)
+    layers = header["layers"]
+    if not isinstance(layers, list) or not 1 <= len(layers) <= MAX_LAYERS:
+        _fail(f"layers must be a list of 1..{MAX_LAYERS} layers")
+    n_w = n_b = 0
+    fan_in = n_in
+    out = []
+    for i, l in enumerate(layers):
+        what = f"layers[{i}]"
+        if not isinstance(l, dict):
+            _fail(f"{what} must be a JSON object")
+        kind = _choice(l.get("type"), f"{what}.type", ("dense", "maxout"))
+        if kind == "dense":
+            _obj(l, what, ("type", "units", "activation", "alpha", "bias"))
+            act = _choice(l["activation"], f"{what}.activation", _ACTIVATIONS)
+            if act == "softmax" and i != len(layers) - 1:
+                _fail(f"{what}: softmax is for the output layer only")
+            alpha = _dec_float(l["alpha"], f"{what}.alpha", allow_nonfinite=False)
+            pieces = 1
+        else:
+            _obj(l, what, ("type", "units", "pieces", "bias"))
+            act, alpha = "maxout", 0.0
+            pieces = _int(l["pieces"], f"{what}.pieces", 1, MAX_PIECES)
+        units = _int(l["units"], f"{what}.units", 1, MAX_UNITS)
+        if not isinstance(l["bias"], bool):
+            _fail(f"{what}.bias must be true or false")
+        cols = units * pieces
+        n_w += fan_in * cols
+        n_b += cols if l["bias"] else 0
+        if n_w + n_b > MAX_PARAMS:
+            _fail(f"the layers declare more than {MAX_PARAMS} parameters")
+        out.append((kind, units, act, alpha, pieces, l["bias"], fan_in))
+        fan_in = units
+    loss = _choice(header["loss"], "loss", _LOSSES)
+    return n_in, out, n_w + n_b, loss
+
+
+def _build_network(n_in, layers, loss, dtype, net_meta=None):
+    from fastnn.nn import Dense, Maxout, Network
+    objs = []
+    for kind, units, act, alpha, pieces, bias, _ in layers:
+        if kind == "maxout":
+            objs.append(Maxout(units, pieces, bias=bias))
+        else:
+            objs.append(Dense(units, act, bias=bias, alpha=alpha))
+    kw = {} if net_meta is None else dict(net_meta)
+    return Network(objs, loss=loss, n_in=n_in, dtype=dtype, **kw)
+
+
+def load(path):
+    """Read a model written by fastnn.save: a fastnn.Network or a fitted
+    fastnn.sklearn.MLPClassifier / MLPRegressor.  Raises FormatError for
+    anything that is not a valid fastnn model file."""
+    path = os.fspath(path)
+    size = os.path.getsize(path)     # missing file: FileNotFoundError
+    with open(path, "rb") as f:
+        try:
+            header, arrays = _read(f, size)
+        except FormatError:
+            raise
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError,
+                ValueError, KeyError, IndexError, TypeError, OverflowError,
+                NotImplementedError, RuntimeError, UnicodeDecodeError) as e:
+            raise FormatError(f"{path} is not a valid fastnn model file: "
+                              f"{type(e).__name__}: {e}") from e
+    try:
+        return _construct(header, arrays)
+    except FormatError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise FormatError(f"{path} describes an invalid model: "
+                          f"{type(e).__name__}: {e}") from e
+
+
+def _read(f, size):
+    with zipfile.ZipFile(f, "r") as zf:
+        infos = zf.infolist()
+        names = [i.filename for i in infos]
+        if len(set(names)) != len(names):
+            _fail("the archive lists a member twice")
+        by_name = {i.filename: i for i in infos}
+        if "header.json" not in by_name or "header.sha256" not in by_name:
+            _fail("not a fastnn model file: header.json / header.sha256 missing")
+        hbytes = _read_member(zf, by_name["header.json"], min(size, MAX_HEADER_BYTES))
+        digest = _read_member(zf, by_name["header.sha256"], 64)
+        if digest != hashlib.sha256(hbytes).hexdigest().encode():
+            _fail("header.json does not match header.sha256 (edited or corrupted)")
+
+        def no_constants(c):
+            _fail(f"header.json holds the non-JSON constant {c}")
+        header = json.loads(hbytes.decode("utf-8"), parse_constant=no_constants)
+        _obj(header, "header", ("format", "version", "kind", "fastnn_version",
+                                "dtype", "n_in", "layers", "loss", "arrays",
+                                "optimizer"), ("network", "estimator"))
+        if header["format"] != FORMAT:
+            _fail(f"not a fastnn model file (format {header['format']!r})")
+        version = header["version"]
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            _fail(f"invalid format version {version!r}")
+        if version > VERSION:
+            _fail(f"format version {version} was written by a newer fastnn; this "
+                  f"one reads version {VERSION}")
+        meta = header["arrays"]
+        if not isinstance(meta, dict):
+            _fail("arrays must be a JSON object")
+        expected = {"header.json", "header.sha256"} | {n + ".npy" for n in meta}
+        if set(names) != expected:
+            _fail(f"the archive holds {sorted(names)}, the header lists "
+                  f"{sorted(expected)}")
+        arrays = {}
+        for name, spec in meta.items():
+            _obj(spec, f"arrays[{name!r}]", ("shape", "dtype", "sha256"))
+            if (not isinstance(spec["shape"], list) or len(spec["shape"]) > 2
+                    or not all(isinstance(s, int) and not isinstance(s, bool)
+                               and 0 <= s <= MAX_PARAMS for s in spec["shape"])):
+                _fail(f"arrays[{name!r}].shape is invalid: {spec['shape']!r}")
+            if not isinstance(spec["dtype"], str) or not isinstance(spec["sha256"], str):
+                _fail(f"arrays[{name!r}] is invalid")
+            data = _read_member(zf, by_name[name + ".npy"], size)
+            if hashlib.sha256(data).hexdigest() != spec["sha256"]:
+                _fail(f"{name}.npy does not match its sha256 (edited or corrupted)")
+            arrays[name] = _parse_npy(data, spec, name)
+    return header, arrays
+
+
+def _float_array(arrays, name, dtype, n, required=True, finite=True):
+    if name not in arrays:
+        if required:
+            _fail(f"array {name!r} is missing")
+        return None
+    a = arrays[name]
+    if a.dtype != np.dtype(_FLOAT_DTYPES[dtype]) or a.shape != (n,):
+        _fail(f"{name} must be {dtype} of shape ({n},), got {a.dtype} {a.shape}")
+    if finite and not np.isfinite(a).all():
+        _fail(f"{name} holds NaN or infinite values")
+    return a.astype(dtype)
+
+
+def _check_no_extra(arrays, allowed):
+    extra = set(arrays) - set(allowed)
+    if extra:
+        _fail(f"unexpected arrays {sorted(extra)}")
+
+
+def _construct(header, arrays):
+    kind = _choice(header["kind"], "kind", _KINDS)
+    dtype = _choice(header["dtype"], "dtype", tuple(_FLOAT_DTYPES))
+    n_in, layers, n_params, loss = _check_layers(header)
+    params = _float_array(arrays, "params", dtype, n_params)
+    if kind == "Network":
+        if "estimator" in header or "network" not in header:
+            _fail("a Network file has a 'network' entry and no 'estimator'")
+        net_meta = _obj(header["network"], "network", ("init", "seed", "backend"))
+        _choice(net_meta["init"], "network.init", ("normal", "glorot", "he"))
+        _int(net_meta["seed"], "network.seed", 0, (1 << 128), allow_none=True)
+        _choice(net_meta["backend"], "network.backend", ("native", "reference"))
+        _check_no_extra(arrays, ("params", "optimizer_vel", "optimizer_sq"))
+        net = _build_network(n_in, layers, loss, dtype, net_meta)
+        net.params[...] = params
+        opt = header["optimizer"]
+        if opt is not None:
+            _obj(opt, "optimizer", ("kind", "t"))
+            k = _choice(opt["kind"], "optimizer.kind", _OPT_KINDS)
+            t = _int(opt["t"], "optimizer.t", 0, 1 << 62)
+            vel = _float_array(arrays, "optimizer_vel", dtype, n_params)
+            sq = _float_array(arrays, "optimizer_sq", dtype, n_params,
+                              required=k == "adam")
+            if k != "adam" and sq is not None:
+                _fail("optimizer_sq belongs to adam only")
+            net._opt_state = {"kind": k, "vel": vel, "sq": sq, "t": t}
+        elif "optimizer_vel" in arrays or "optimizer_sq" in arrays:
+            _fail("optimizer arrays without optimizer state")
+        return net
+    return _construct_estimator(kind, header, arrays, n_in, layers, loss, dtype,
+                                params, n_params)
+
+
+def _construct_estimator(kind, header, arrays, n_in, layers, loss, dtype, params,
+                         n_params):
+    from fastnn import sklearn as fsk
+    if "network" in header or "estimator" not in header:
+        _fail("an estimator file has an 'estimator' entry and no 'network'")
+    est_h = _obj(header["estimator"], "estimator", ("params", "fitted"))
+    cls = getattr(fsk, kind)
+    p = dict(_obj(est_h["params"], "estimator.params",
+                  tuple(cls().get_params(deep=False))))
+    if isinstance(p["hidden_layer_sizes"], list):
+        p["hidden_layer_sizes"] = tuple(p["hidden_layer_sizes"])
+    if isinstance(p["activation"], list):
+        p["activation"] = list(p["activation"])
+    if p["dtype"] is not None:
+        p["dtype"] = np.dtype(_choice(p["dtype"], "dtype", tuple(_FLOAT_DTYPES))).type
+    for k in ("alpha", "learning_rate_init", "power_t", "tol", "momentum",
+              "validation_fraction", "beta_1", "beta_2", "epsilon"):
+        p[k] = _dec_float(p[k], f"estimator.params.{k}", allow_nonfinite=False)
+    if isinstance(p["n_iter_no_change"], str):
+        p["n_iter_no_change"] = _dec_float(p["n_iter_no_change"], "n_iter_no_change")
+    est = cls(**p)
+    est._validate_params()        # InvalidParameterError is a ValueError
+
+    fit_keys = ["n_iter_", "t_", "loss_", "n_layers_", "n_outputs_",
+                "out_activation_", "n_features_in_", "hidden_activations",
+                "stochastic"]
+    opt_keys = ["best_loss_", "best_validation_score_", "no_improvement_count",
+                "has_validation_scores"]
+    clf_keys = ["classes_object", "y_type", "sparse_input"]
+    f = _obj(est_h["fitted"], "estimator.fitted", fit_keys,
+             opt_keys + clf_keys)
+    is_clf = kind == "MLPClassifier"
+    if is_clf != all(k in f for k in clf_keys) or (
+            not is_clf and any(k in f for k in clf_keys)):
+        _fail("classifier entries do not match the estimator kind")
+    if not isinstance(f["stochastic"], bool):
+        _fail("estimator.fitted.stochastic must be true or false")
+    if f["stochastic"] != all(k in f for k in opt_keys) or (
+            not f["stochastic"] and any(k in f for k in opt_keys)):
+        _fail("stochastic-solver entries do not match 'stochastic'")
+
+    # the layers must be exactly what the estimator builds
+    acts = f["hidden_activations"]
+    if not isinstance(acts, list) or len(acts) != len(layers) - 1:
+        _fail("hidden_activations must list one activation per hidden layer")
+    from fastnn.sklearn import HIDDEN_ACTIVATIONS, MAXOUT_PIECES, _OUTPUTS
+    for i, a in enumerate(acts):
+        _choice(a, f"hidden_activations[{i}]", tuple(HIDDEN_ACTIVATIONS))
+        kind_i, units, act, alpha, pieces, bias, _ = layers[i]
+        want = HIDDEN_ACTIVATIONS[a]
+        if want == "maxout":
+            ok = kind_i == "maxout" and pieces == MAXOUT_PIECES
+        else:
+            ok = kind_i == "dense" and act == want
+        if not ok or not bias:
+            _fail(f"layers[{i}] does not match hidden activation {a!r}")
+    out_act = _choice(f["out_activation_"], "out_activation_", tuple(_OUTPUTS))
+    kind_o, n_out, act_o, _, _, bias_o, _ = layers[-1]
+    if (kind_o, act_o, bias_o) != ("dense", _OUTPUTS[out_act][0], True) or \
+            loss != _OUTPUTS[out_act][1]:
+        _fail(f"the output layer does not match out_activation_ {out_act!r}")
+    if is_clf == (out_act in ("identity", "exp")):
+        _fail(f"out_activation_ {out_act!r} does not fit a {kind}")
+    if not is_clf and (out_act == "exp") != (p["loss"] == "poisson"):
+        _fail("out_activation_ does not match the loss parameter")
+    if _int(f["n_outputs_"], "n_outputs_", 1, MAX_UNITS) != n_out:
+        _fail("n_outputs_ does not match the output layer")
+    if _int(f["n_layers_"], "n_layers_", 2, MAX_LAYERS + 1) != len(layers) + 1:
+        _fail("n_layers_ does not match the layers")
+    if _int(f["n_features_in_"], "n_features_in_", 1, MAX_UNITS) != n_in:
+        _fail("n_features_in_ does not match n_in")
+
+    allowed = {"params", "feature_names", "optimizer_vel", "optimizer_sq"}
+    if is_clf:
+        allowed.add("classes")
+    if f["stochastic"]:
+        allowed |= {"loss_curve", "best_params"}
+        if f["has_validation_scores"]:
+            allowed.add("validation_scores")
+    _check_no_extra(arrays, allowed)
+
+    est.n_iter_ = _int(f["n_iter_"], "n_iter_", 0, 1 << 62)
+    est.t_ = _int(f["t_"], "t_", 0, 1 << 62)
+    est.loss_ = _dec_float(f["loss_"], "loss_")
+    est.n_layers_ = len(layers) + 1
+    est.n_outputs_ = n_out
+    est.out_activation_ = out_act
+    est.n_features_in_ = n_in
+    if "feature_names" in arrays:
+        names = arrays["feature_names"]
+        if names.dtype.kind != "U" or names.shape != (n_in,):
+            _fail("feature_names must be n_in strings")
+        est.feature_names_in_ = np.array(names.tolist(), dtype=object)
+
+    if is_clf:
+        from sklearn.preprocessing import LabelBinarizer
+        if "classes" not in arrays:
+            _fail("a classifier file needs its classes")
+        classes = arrays["classes"]
+        if classes.ndim != 1 or classes.size < 1:
+            _fail("classes must be a non-empty 1-D array")
+        if len(np.unique(classes)) != classes.size or not (
+                np.all(classes[:-1] < classes[1:]) if classes.size > 1 else True):
+            _fail("classes must be sorted and distinct")
+        if not isinstance(f["classes_object"], bool) or \
+                not isinstance(f["sparse_input"], bool):
+            _fail("classes_object / sparse_input must be true or false")
+        if f["classes_object"]:
+            if classes.dtype.kind != "U":
+                _fail("object class labels are stored as strings")
+            classes = np.array(classes.tolist(), dtype=object)
+        y_type = _choice(f["y_type"], "y_type",
+                         ("binary", "multiclass", "multilabel-indicator"))
+        k = classes.size
+        want = {"binary": (1, "logistic"), "multiclass": (k, "softmax"),
+                "multilabel-indicator": (k, "logistic")}[y_type]
+        if y_type == "binary" and k > 2 or y_type == "multiclass" and k < 3:
+            _fail(f"{k} classes do not make a {y_type} problem")
+        if (n_out, out_act) != want:
+            _fail(f"{y_type} with {k} classes needs {want[0]} {want[1]} outputs, "
+                  f"the file has {n_out} {out_act}")
+        lb = LabelBinarizer()
+        lb.classes_, lb.y_type_, lb.sparse_input_ = classes, y_type, f["sparse_input"]
+        est._label_binarizer = lb
+        est.classes_ = classes
+
+    if f["stochastic"]:
+        est.loss_curve_ = [float(v) for v in _float_array(
+            arrays, "loss_curve", "float64", len(arrays.get("loss_curve", ())),
+            finite=False)]
+        est.best_loss_ = _dec_float(f["best_loss_"], "best_loss_", allow_none=True)
+        est.best_validation_score_ = _dec_float(
+            f["best_validation_score_"], "best_validation_score_", allow_none=True)
+        est._no_improvement_count = _int(f["no_improvement_count"],
+                                         "no_improvement_count", 0, 1 << 62)
+        if not isinstance(f["has_validation_scores"], bool):
+            _fail("has_validation_scores must be true or false")
+        est.validation_scores_ = None
+        if f["has_validation_scores"]:
+            vs = arrays.get("validation_scores")
+            if vs is None:
+                _fail("validation_scores are missing")
+            est.validation_scores_ = [float(v) for v in _float_array(
+                arrays, "validation_scores", "float64", len(vs), finite=False)]
+    net = _build_network(n_in, layers, loss, dtype)
+    net.params[...] = params
+    est._set_net(net, acts)
+    if f["stochastic"]:
+        best = _float_array(arrays, "best_params", dtype, n_params)
+        # best_params follows the packed order: coefs then intercepts
+        parts, off = [], 0
+        for a in est.coefs_ + est.intercepts_:
+            parts.append(best[off:off + a.size].reshape(a.shape).copy())
+            off += a.size
+        nl = len(est.coefs_)
+        est._best_coefs, est._best_intercepts = parts[:nl], parts[nl:]
+    est._optimizer = _load_optimizer(header["optimizer"], arrays, dtype, n_params)
+    if est._optimizer is None:
+        del est._optimizer
+    return est
+
+
+def _load_optimizer(h, arrays, dtype, n_params):
+    from fastnn.sklearn import _Optimizer
+    if h is None:
+        if "optimizer_vel" in arrays or "optimizer_sq" in arrays:
+            _fail("optimizer arrays without optimizer state")
+        return None
+    keys = ("kind", "t", "solver", "learning_rate_init", "learning_rate",
+            "lr_schedule", "momentum", "nesterov", "power_t", "beta_1", "beta_2",
+            "epsilon")
+    _obj(h, "optimizer", keys)
+    solver = _choice(h["solver"], "optimizer.solver", ("sgd", "adam"))
+    sched = _choice(h["lr_schedule"], "optimizer.lr_schedule",
+                    ("constant", "invscaling", "adaptive"))
+    if not isinstance(h["nesterov"], bool):
+        _fail("optimizer.nesterov must be true or false")
+    fl = {k: _dec_float(h[k], f"optimizer.{k}", allow_nonfinite=False)
+          for k in ("learning_rate_init", "learning_rate", "momentum", "power_t",
+                    "beta_1", "beta_2", "epsilon")}
+    opt = _Optimizer(solver, 0, dtype, fl["learning_rate_init"], sched,
+                     fl["momentum"], h["nesterov"], fl["power_t"], fl["beta_1"],
+                     fl["beta_2"], fl["epsilon"])
+    if _choice(h["kind"], "optimizer.kind", _OPT_KINDS) != opt.kind:
+        _fail("optimizer.kind does not match its parameters")
+    opt.learning_rate = fl["learning_rate"]
+    opt.t = _int(h["t"], "optimizer.t", 0, 1 << 62)
+    opt.vel = _float_array(arrays, "optimizer_vel", dtype, n_params,
+                           required=opt.kind != "sgd")
+    opt.sq = _float_array(arrays, "optimizer_sq", dtype, n_params,
+                          required=opt.kind == "adam")
+    if (opt.kind == "sgd" and opt.vel is not None) or \
+            (opt.kind != "adam" and opt.sq is not None):
+        _fail("optimizer arrays do not match optimizer.kind")
+    return opt
