@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["main", "WORKLOADS", "PEERS", "machine_info", "header_lines",
-           "make_data", "initial_weights", "numpy_runner", "BareGemm",
-           "time_runner"]
+           "make_data", "initial_weights", "numpy_runner", "torch_runner",
+           "BareGemm", "calibrate", "run_suite"]
 
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 DEFAULT_THREADS = 2
@@ -385,6 +385,7 @@ def numpy_runner(wl, X, Y, weights, seed=0):
 class Peer:
     name = "?"
     note = ""
+    pool = "numpy-blas"     # the thread pool its heavy work runs on
 
     def available(self):
         """(True, version) or (False, reason)."""
@@ -472,6 +473,7 @@ class Reference(Peer):
 class Torch(Peer):
     name = "torch"
     note = "nn.Sequential + torch.optim.SGD"
+    pool = "torch"
 
     def available(self):
         try:
@@ -590,6 +592,7 @@ class Sklearn(Peer):
 class Jax(Peer):
     name = "jax"
     note = "jax.jit(value_and_grad) step in a Python loop"
+    pool = "jax"
 
     def available(self):
         try:
@@ -663,69 +666,102 @@ PEERS = {p.name: p for p in (FastnnFit(), FastnnStep(), NumpyLoop(), Reference()
 
 # ---- timing --------------------------------------------------------------------
 
-def time_runner(run, steps_per_epoch, budget=1.5, min_repeats=3, max_epochs=1 << 20):
-    """Time run(epochs): one warm-up epoch, then grow epochs per call until a
-    call takes about budget/5, then repeat calls until `budget` seconds are
-    spent (at least min_repeats calls; at most 3x budget).  Returns a dict
-    with seconds per step over the calls: median, min, repeats, epochs per
-    call."""
+# ---- the suite -------------------------------------------------------------------
+
+def calibrate(run, steps_per_epoch, target, max_epochs=1 << 20):
+    """Warm run(epochs) up, then find the epochs per call for which a call
+    takes about `target` seconds.  Returns (epochs, seconds per step of the
+    last calibration call)."""
     clock = time.perf_counter
     run(1)                                     # warm-up (JIT, caches, pages)
-    target = budget / 5
     epochs = 1
     while True:
         t0 = clock()
         run(epochs)
         dt = clock() - t0
         if dt >= target or epochs >= max_epochs:
-            break
+            return epochs, dt / (epochs * steps_per_epoch)
         epochs = min(max_epochs, max(2 * epochs,
                                      int(epochs * target / max(dt, 1e-6) * 1.2)))
-    per_step = [dt / (epochs * steps_per_epoch)]
-    spent, start = 0.0, clock()
-    while len(per_step) < min_repeats or spent < budget:
-        if spent > 3 * budget and len(per_step) >= 2:
-            break
-        t0 = clock()
-        run(epochs)
-        per_step.append((clock() - t0) / (epochs * steps_per_epoch))
-        spent = clock() - start
-    per_step = per_step[1:] if len(per_step) > min_repeats else per_step
-    return {"median": float(np.median(per_step)), "min": float(np.min(per_step)),
-            "repeats": len(per_step), "epochs_per_call": epochs}
 
 
-# ---- the suite -------------------------------------------------------------------
+SETTLE_SECONDS = 0.25    # idle time before a group: spinning pools go to sleep
+
+
+def _time_group(items, wl, budget, min_repeats):
+    """Round-robin timed calls over items [result, run, epochs] until each
+    has had `budget` seconds and min_repeats calls (or 3x budget)."""
+    clock = time.perf_counter
+    state = [[r, run, epochs, [], 0.0] for r, run, epochs in items]
+    while state:
+        for item in list(state):
+            r, run, epochs, times, spent = item
+            try:
+                t0 = clock()
+                run(epochs)
+                dt = clock() - t0
+            except Exception as e:
+                r["error"] = f"{type(e).__name__}: {e}"
+                state.remove(item)
+                continue
+            times.append(dt / (epochs * wl.steps_per_epoch))
+            item[4] = spent = spent + dt
+            if ((len(times) >= min_repeats and spent >= budget)
+                    or (spent > 3 * budget and len(times) >= 2)):
+                state.remove(item)
+                r.update({"median": float(np.median(times)),
+                          "min": float(np.min(times)), "repeats": len(times),
+                          "epochs_per_call": epochs,
+                          "steps_per_sec": 1.0 / float(np.median(times)),
+                          "steps_per_sec_best": 1.0 / float(np.min(times))})
+
 
 def run_suite(workloads, peers, budget, min_repeats, threads, seed=0, out=print):
-    """Time every (workload, peer) pair; returns a list of result dicts."""
+    """Time every (workload, peer) pair; returns a list of result dicts.
+
+    Peers are grouped by the thread pool their work runs on (numpy's
+    OpenBLAS: fastnn, the NumPy loop, the reference, scikit-learn; torch's;
+    JAX's).  Within a group the timed calls are interleaved round-robin, so
+    a burst of load from elsewhere on a shared machine hits every peer alike
+    instead of skewing one ratio.  Groups run one after the other, after a
+    short idle pause: alternating calls between two pools would measure
+    their spinning threads starving each other (issue 2), which no user of
+    one library pays.  Each peer gets about `budget` seconds (at least
+    min_repeats calls, at most about 3x budget)."""
     results = []
     for wname in workloads:
         wl = WORKLOADS[wname]
         X, Y = make_data(wl, seed)
         weights = initial_weights(wl, seed)
         out(f"[{wname}] {wl.describe()}")
+        groups = {}
         for pname in peers:
             peer = PEERS[pname]
             ok, ver = peer.available()
             r = {"workload": wname, "peer": pname, "version": ver}
+            results.append(r)
             if not ok:
                 r["skipped"] = ver
-                results.append(r)
                 continue
-            try:
-                run = peer.runner(wl, X, Y, weights, seed, threads)
-                t = time_runner(run, wl.steps_per_epoch, budget, min_repeats)
-                r.update(t)
-                r["steps_per_sec"] = 1.0 / t["median"]
-                r["steps_per_sec_best"] = 1.0 / t["min"]
-                out(f"  {pname:<12} {r['steps_per_sec']:>12.4g} steps/s "
-                    f"(best {r['steps_per_sec_best']:.4g}; {t['repeats']} calls "
-                    f"of {t['epochs_per_call']} epochs)")
-            except Exception as e:  # report, keep going
-                r["error"] = f"{type(e).__name__}: {e}"
-                out(f"  {pname:<12} error: {r['error']}")
-            results.append(r)
+            groups.setdefault(peer.pool, []).append((peer, r))
+        for pool, members in groups.items():
+            time.sleep(SETTLE_SECONDS)
+            items = []
+            for peer, r in members:
+                try:
+                    run = peer.runner(wl, X, Y, weights, seed, threads)
+                    epochs, _ = calibrate(run, wl.steps_per_epoch, budget / 5)
+                    items.append((r, run, epochs))
+                except Exception as e:  # report, keep going
+                    r["error"] = f"{type(e).__name__}: {e}"
+            _time_group(items, wl, budget, min_repeats)
+            for peer, r in members:
+                if "error" in r:
+                    out(f"  {r['peer']:<12} error: {r['error']}")
+                elif "steps_per_sec" in r:
+                    out(f"  {r['peer']:<12} {r['steps_per_sec']:>12.4g} steps/s "
+                        f"(best {r['steps_per_sec_best']:.4g}; {r['repeats']} "
+                        f"calls of {r['epochs_per_call']} epochs)")
     return results
 
 
