@@ -69,9 +69,10 @@ typedef struct {
 
 /* C := alpha op(A) op(B) + beta C, row-major.  op(A): (m, k), op(B): (k, n),
  * C: (m, n).  ta/tb: FNN_TRANS to use the transpose of the stored matrix.
- * beta == 0 overwrites C without reading it.  Small products (m*n*k <=
- * blas->small_mnk, or no BLAS) run built-in loops, others go to the BLAS,
- * which may use its own threads.  C must not overlap A or B. */
+ * beta == 0 overwrites C without reading it.  Products of at most 512
+ * multiply-adds, those with m*n*k <= blas->small_mnk, and all of them when
+ * there is no BLAS run built-in loops; others go to the BLAS, which may use
+ * its own threads.  C must not overlap A or B. */
 void fnn_gemm_f32(const fnn_blas *blas, int ta, int tb, int64_t m, int64_t n,
                   int64_t k, float alpha, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c,

@@ -170,10 +170,11 @@ static inline float fnn_expm1_poly_f32(float r)
     return r + (r * r) * p;
 }
 
-/* e^x, clamped to [-103.97, 88.72], gradual underflow as for double. */
+/* e^x, clamped to [-104, 88.72] (e^-104 rounds to 0 as float), gradual
+ * underflow as for double. */
 static inline float fnn_exp_f32(float x)
 {
-    x = x < -103.97f ? -103.97f : x;
+    x = x < -104.0f ? -104.0f : x;
     x = x > 88.72f ? 88.72f : x;
     float t = x * FNN_LOG2EF + FNN_SHIFT23;
     float kf = t - FNN_SHIFT23;

@@ -182,13 +182,13 @@ def _check_op(name, arr, int trans):
     return (c, r) if trans else (r, c)
 
 
-def gemm(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
+def gemm(const floating[:, :] a, const floating[:, :] b, floating[:, :] c,
          double alpha=1.0, double beta=0.0, bint trans_a=False,
          bint trans_b=False):
     """c := alpha op(a) op(b) + beta c, row-major, in place on c.
 
-    a, b, c: 2-D arrays of one dtype (float32/float64) with unit column
-    stride (row strides may be padded).  op(x) is x.T when trans_x.
+    a, b, c: 2-D arrays of one dtype (float32/float64) whose rows are
+    contiguous (row strides may be padded, e.g. big[:, :n]).  op(x) is x.T when trans_x.
     Runs on the BLAS chosen by use_blas() without the GIL; beta == 0 never
     reads c.
     """
@@ -198,12 +198,12 @@ def gemm(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
     if k != k2 or c.shape[0] != m or c.shape[1] != n:
         raise ValueError(f"gemm: shapes do not match: op(a) {(m, k)}, "
                          f"op(b) {(k2, n)}, c {(c.shape[0], c.shape[1])}")
-    cdef int64_t lda = max(1, a.strides[0] // a.itemsize)
-    cdef int64_t ldb = max(1, b.strides[0] // b.itemsize)
-    cdef int64_t ldc = max(1, c.strides[0] // c.itemsize)
-    lda = max(lda, a.shape[1])
-    ldb = max(ldb, b.shape[1])
-    ldc = max(ldc, c.shape[1])
+    from fastnn._kernels import row_stride
+    cdef int64_t lda = row_stride(a.shape[0], a.shape[1], a.strides[0], a.strides[1], a.itemsize)
+    cdef int64_t ldb = row_stride(b.shape[0], b.shape[1], b.strides[0], b.strides[1], b.itemsize)
+    cdef int64_t ldc = row_stride(c.shape[0], c.shape[1], c.strides[0], c.strides[1], c.itemsize)
+    if _handle.api in (FNN_BLAS_F77, FNN_BLAS_CBLAS32) and max(m, n, k, lda, ldb, ldc) >= 2 ** 31:
+        raise ValueError("gemm: sizes of 2**31 or more need a 64-bit-integer BLAS")
     if m == 0 or n == 0:
         return
     with nogil:

@@ -19,9 +19,25 @@ ELEMENTWISE = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu")
 
 
 cdef int64_t _ld(arr) except -1:
-    """Row stride in elements of a 2-D memoryview with unit column stride."""
-    cdef int64_t ld = arr.strides[0] // arr.itemsize
-    return max(ld, arr.shape[1], 1)
+    """Row stride in elements of a 2-D memoryview, which must have unit
+    column stride (rows contiguous); padded rows (ld > n) are fine."""
+    return row_stride(arr.shape[0], arr.shape[1], arr.strides[0], arr.strides[1],
+                      arr.itemsize)
+
+
+def row_stride(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t s0, Py_ssize_t s1,
+               Py_ssize_t item):
+    """The row stride in elements of a (rows, cols) array with byte strides
+    (s0, s1), or ValueError if its rows are not contiguous and ordered."""
+    if cols > 1 and s1 != item:
+        raise ValueError(f"each row must be contiguous (column stride {item} bytes), "
+                         f"got strides {(s0, s1)}")
+    if rows <= 1 or cols == 0:
+        return max(cols, 1)
+    if s0 % item or s0 < max(cols, 1) * item:
+        raise ValueError(f"row stride {s0} bytes does not fit rows of {cols} "
+                         f"elements of {item} bytes")
+    return s0 // item
 
 
 cdef int _act_code(str act, tuple allowed) except -1:
@@ -36,7 +52,7 @@ cdef _same_shape(name, x, int64_t m, int64_t n):
                          f"expected {(m, n)}")
 
 
-def bias_act_forward(floating[:, ::1] z, const floating[::1] b=None,
+def bias_act_forward(floating[:, :] z, const floating[::1] b=None,
                      str act="identity", double alpha=0.0):
     """z := act(z + b) in place (b None: no bias)."""
     cdef int code = _act_code(act, ELEMENTWISE)
@@ -53,8 +69,8 @@ def bias_act_forward(floating[:, ::1] z, const floating[::1] b=None,
             fnn_bias_act_forward_f64(m, n, code, alpha, bp, &z[0, 0], ldz)
 
 
-def bias_act_backward(const floating[:, ::1] y, const floating[:, ::1] dy,
-                      floating[:, ::1] dz, floating[::1] db=None,
+def bias_act_backward(const floating[:, :] y, const floating[:, :] dy,
+                      floating[:, :] dz, floating[::1] db=None,
                       str act="identity", double alpha=0.0):
     """dz := dy * act'(y) (from the forward output y); db := column sums of
     dz if given.  dz may be dy."""
@@ -81,7 +97,7 @@ def bias_act_backward(const floating[:, ::1] y, const floating[:, ::1] dy,
                                       &dy[0, 0], lddy, &dz[0, 0], lddz, dbp)
 
 
-def maxout_forward(const floating[:, ::1] z, floating[:, ::1] y,
+def maxout_forward(const floating[:, :] z, floating[:, :] y,
                    int32_t[:, ::1] argmax, const floating[::1] b=None,
                    int64_t pieces=2):
     """y[i,j] := max_p z[i, j*pieces+p] + b[j*pieces+p]; argmax := that p."""
@@ -108,8 +124,8 @@ def maxout_forward(const floating[:, ::1] z, floating[:, ::1] y,
                                    ldy, &argmax[0, 0])
 
 
-def maxout_backward(const int32_t[:, ::1] argmax, const floating[:, ::1] dy,
-                    floating[:, ::1] dz, floating[::1] db=None, int64_t pieces=2):
+def maxout_backward(const int32_t[:, ::1] argmax, const floating[:, :] dy,
+                    floating[:, :] dz, floating[::1] db=None, int64_t pieces=2):
     """dz[i, j*pieces+p] := dy[i,j] if p == argmax[i,j] else 0; db := column
     sums of dz if given."""
     cdef int64_t m = dy.shape[0], n = dy.shape[1], i, j
@@ -143,7 +159,7 @@ def maxout_backward(const int32_t[:, ::1] argmax, const floating[:, ::1] dy,
                                     lddy, &dz[0, 0], lddz, dbp)
 
 
-def softmax_forward(floating[:, ::1] z, const floating[::1] b=None):
+def softmax_forward(floating[:, :] z, const floating[::1] b=None):
     """z := softmax(z + b) row-wise, in place."""
     cdef int64_t m = z.shape[0], n = z.shape[1]
     if b is not None and b.shape[0] != n:
@@ -159,8 +175,8 @@ def softmax_forward(floating[:, ::1] z, const floating[::1] b=None):
             fnn_softmax_forward_f64(m, n, bp, &z[0, 0], ldz)
 
 
-def loss_grad(const floating[:, ::1] z, const floating[:, ::1] y,
-              floating[:, ::1] dz=None, floating[::1] db=None,
+def loss_grad(const floating[:, :] z, const floating[:, :] y,
+              floating[:, :] dz=None, floating[::1] db=None,
               const floating[::1] sw=None, str loss="mse", double scale=1.0):
     """Return scale * sum_i sw_i loss_i(z_i, y_i); fill dz with its gradient
     and db with the column sums of dz when given.  dz may be z's array."""
@@ -254,7 +270,7 @@ def adam_step(floating[::1] w, const floating[::1] g, floating[::1] m,
                               &m[0], &v[0])
 
 
-def all_finite(const floating[:, ::1] x):
+def all_finite(const floating[:, :] x):
     """True if every element of the 2-D array x is finite."""
     cdef int64_t m = x.shape[0], n = x.shape[1]
     if m == 0 or n == 0:

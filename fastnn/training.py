@@ -399,7 +399,8 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
         if hasattr(cb, "on_train_begin"):
             cb.on_train_begin(net)
     per_epoch = bool(cbs) or val is not None
-    chunk = 1 if per_epoch else max(1, _CHUNK_INDEX_ELEMS // n if use_order else 1 << 20)
+    chunk = 1 if per_epoch else max(1, min(_CHUNK_INDEX_ELEMS // n, 1 << 16)
+                                     if use_order else 1 << 20)
     steps_per_epoch = -(-n // batch)
     # Snapshots for divergence recovery: copying params costs about as much
     # as a few elementwise passes; keep it under ~1/16 of the work.
@@ -413,7 +414,8 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
         while e0 < epochs:
             ce = min(chunk, epochs - e0)
             lrs = _schedule_values(schedule, e0, ce, opt.lr, samples_seen, n)
-            order = (np.stack([rng.permutation(n) for _ in range(ce)]).astype(np.int64)
+            # rng.permuted row by row == rng.permutation(n) epoch after epoch
+            order = (rng.permuted(np.tile(np.arange(n, dtype=np.int64), (ce, 1)), axis=1)
                      if use_order else None)
             epoch_loss = np.full(ce, np.nan)
 
@@ -480,6 +482,10 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
                     break
             if progress is not None:
                 progress.update(e0, hist.loss[-1] if hist.loss else None, force=True)
+    except KeyboardInterrupt:
+        # between native chunks too: same outcome as inside the loop
+        hist.stop_reason = "interrupted"
+        raise
     finally:
         if progress is not None:
             progress.close()
