@@ -52,8 +52,12 @@ def cpu_model():
 
 def _pool_label(path):
     p = (path or "").replace("\\", "/")
-    for owner in ("numpy", "scipy", "torch", "sklearn", "jaxlib"):
-        if f"/{owner}.libs/" in p or f"/{owner}/" in p:
+    for owner, dirs in (("numpy", ("numpy.libs", "numpy")),
+                        ("scipy", ("scipy.libs", "scipy")),
+                        ("torch", ("torch.libs", "torch")),
+                        ("sklearn", ("scikit_learn.libs", "sklearn")),
+                        ("jax", ("jaxlib.libs", "jaxlib"))):
+        if any(f"/{d}/" in p for d in dirs):
             return owner
     return os.path.basename(p)
 
@@ -139,8 +143,9 @@ def limit_threads(n):
             fastnn.set_num_threads(n)
         except Exception:
             pass
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(n)
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "set_num_threads"):
+        torch.set_num_threads(n)
     return ctl
 
 
@@ -889,6 +894,11 @@ def main(argv=None):
     info = machine_info(args.threads)
     head = header_lines(args.threads, info)
     print("\n".join(head))
+    vers = [f"{p} {PEERS[p].available()[1]}" for p in peers
+            if p in ("torch", "sklearn", "jax") and PEERS[p].available()[0]]
+    if vers:
+        print("peers: " + ", ".join(vers) + " (JAX/XLA keeps its own thread pool, "
+              "one thread per core)" * ("jax" in peers and PEERS["jax"].available()[0]))
     print(f"budget {budget:g} s per workload and peer; steps/s = training "
           f"steps (minibatch updates) per second, median over calls")
     t0 = time.perf_counter()
