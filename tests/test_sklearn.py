@@ -412,6 +412,29 @@ def test_nonfinite_training_raises_sklearns_error():
     assert all(np.isfinite(c).all() for c in est.coefs_)
 
 
+@pytest.mark.parametrize("alpha", [1e-4, 0.0], ids=["per-batch", "per-epoch"])
+def test_ctrl_c_stops_like_sklearn(alpha):
+    """Ctrl-C during fit: scikit-learn's warning, a consistent model."""
+    import _thread
+    import threading
+    rs = np.random.RandomState(0)
+    X = rs.randn(4000, 20)
+    y = X @ rs.randn(20)
+    est = MLPRegressor(hidden_layer_sizes=(64,), max_iter=100_000, tol=0,
+                       alpha=alpha, random_state=0)
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.warns(UserWarning, match="Training interrupted by user"):
+            est.fit(X, y)
+    finally:
+        timer.cancel()
+    assert 0 < est.n_iter_ < 100_000
+    assert len(est.loss_curve_) == est.n_iter_
+    assert all(np.isfinite(c).all() for c in est.coefs_)
+    assert est.score(X, y) > 0.5
+
+
 def test_partial_fit_lbfgs_availability():
     """As in scikit-learn 1.9.1: the classifier hides partial_fit for lbfgs,
     the regressor keeps it (its guard tests the bound method, not its
