@@ -2,7 +2,37 @@
  * CBLAS_FN, F77_FN naming the BLAS entry point member of fnn_blas). */
 
 /* The tiniest products (a few hundred multiply-adds, e.g. a 2 -> 4 -> 1
- * network): plain dot products, no vector-loop set-up to pay for. */
+ * network), where loop set-up costs more than the arithmetic.  For n <= 8
+ * a row of C is accumulated in N registers (N a compile-time constant, so
+ * the j loops unroll); otherwise plain dot products.  Either way each
+ * element is sum_p in order of p, then alpha * s (+ beta * c). */
+#define FNN_TINY_ROWS(N)                                                    \
+    for (int64_t i = 0; i < m; i++) {                                       \
+        const REAL *ai = a + i * sai;                                       \
+        REAL *ci = c + i * ldc;                                             \
+        REAL acc[N];                                                        \
+        for (int j = 0; j < N; j++) {                                       \
+            acc[j] = 0;                                                     \
+        }                                                                   \
+        for (int64_t p = 0; p < k; p++) {                                   \
+            const REAL aip = ai[p * sap];                                   \
+            const REAL *bp = b + p * sbp;                                   \
+            for (int j = 0; j < N; j++) {                                   \
+                acc[j] += aip * bp[j * sbj];                                \
+            }                                                               \
+        }                                                                   \
+        if (beta == 0) {                                                    \
+            for (int j = 0; j < N; j++) {                                   \
+                ci[j] = alpha * acc[j];                                     \
+            }                                                               \
+        } else {                                                            \
+            for (int j = 0; j < N; j++) {                                   \
+                ci[j] = alpha * acc[j] + beta * ci[j];                      \
+            }                                                               \
+        }                                                                   \
+    }                                                                       \
+    return
+
 static void SUF(tiny_gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k,
                            REAL alpha, const REAL *a, int64_t lda,
                            const REAL *b, int64_t ldb, REAL beta, REAL *c,
@@ -11,6 +41,18 @@ static void SUF(tiny_gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k,
     /* op(A)[i,p] = a[i*sai + p*sap], op(B)[p,j] = b[p*sbp + j*sbj] */
     const int64_t sai = ta ? 1 : lda, sap = ta ? lda : 1;
     const int64_t sbp = tb ? 1 : ldb, sbj = tb ? ldb : 1;
+    switch (n) {
+    case 1: FNN_TINY_ROWS(1);
+    case 2: FNN_TINY_ROWS(2);
+    case 3: FNN_TINY_ROWS(3);
+    case 4: FNN_TINY_ROWS(4);
+    case 5: FNN_TINY_ROWS(5);
+    case 6: FNN_TINY_ROWS(6);
+    case 7: FNN_TINY_ROWS(7);
+    case 8: FNN_TINY_ROWS(8);
+    default:
+        break;
+    }
     for (int64_t i = 0; i < m; i++) {
         const REAL *ai = a + i * sai;
         REAL *ci = c + i * ldc;
@@ -24,6 +66,7 @@ static void SUF(tiny_gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k,
         }
     }
 }
+#undef FNN_TINY_ROWS
 
 /* Built-in product for small shapes, where a BLAS call costs more than the
  * arithmetic.  Row-major; the inner loop runs over contiguous columns of

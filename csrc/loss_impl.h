@@ -14,6 +14,52 @@ double SUF(fnn_loss_grad)(int64_t m, int64_t n, int loss, double scale,
             db[j] = 0;
         }
     }
+    /* Elementwise losses over contiguous arrays without weights: one flat
+     * pass over all m*n elements (no per-row loop set-up; tiny networks
+     * have one output per row). */
+    if (loss != FNN_SOFTMAX_CE && !sw && ldz == n && ldy == n
+        && (!dz || lddz == n)) {
+        const int64_t N = m * n;
+        if (loss == FNN_BCE) {
+#define FNN_BCE_LOOP(STORE)                                                 \
+            FNN_SIMD_SUM(total) for (int64_t i = 0; i < N; i++) {           \
+                double v = (double)z[i], t = (double)y[i];                  \
+                double e = fnn_exp_f64(v < 0 ? v : -v);      /* e^-|v| */   \
+                total += (v > 0 ? v : 0.0) - t * v + fnn_log1p01_f64(e);    \
+                STORE;                                                      \
+            }
+            if (dz) {
+                FNN_BCE_LOOP(double r = 1.0 / (1.0 + e);
+                             dz[i] = (REAL)(scale * ((v < 0 ? e * r : r) - t)))
+            } else {
+                FNN_BCE_LOOP((void)0)
+            }
+#undef FNN_BCE_LOOP
+        } else {
+            const double c = loss == FNN_SSE ? 1.0 : 0.5;
+            const double gd = loss == FNN_SSE ? 2.0 * scale : scale;
+            if (dz) {
+                FNN_SIMD_SUM(total) for (int64_t i = 0; i < N; i++) {
+                    double d = (double)z[i] - (double)y[i];
+                    total += c * d * d;
+                    dz[i] = (REAL)(gd * d);
+                }
+            } else {
+                FNN_SIMD_SUM(total) for (int64_t i = 0; i < N; i++) {
+                    double d = (double)z[i] - (double)y[i];
+                    total += c * d * d;
+                }
+            }
+        }
+        if (dz && db) {
+            for (int64_t i = 0; i < m; i++) {
+                FNN_SIMD for (int64_t j = 0; j < n; j++) {
+                    db[j] += dz[i * n + j];
+                }
+            }
+        }
+        return scale * total;
+    }
     for (int64_t i = 0; i < m; i++) {
         const REAL *zi = z + i * ldz;
         const REAL *yi = y + i * ldy;
@@ -29,29 +75,22 @@ double SUF(fnn_loss_grad)(int64_t m, int64_t n, int loss, double scale,
             FNN_SIMD_SUM(li) for (int64_t j = 0; j < n; j++) {
                 double d = (double)zi[j] - (double)yi[j];
                 li += c * d * d;
-            }
-            if (dzi) {
-                FNN_SIMD for (int64_t j = 0; j < n; j++) {
-                    double d = (double)zi[j] - (double)yi[j];
+                if (dzi) {
                     dzi[j] = (REAL)(gd * d);
                 }
             }
             break;
         }
         case FNN_BCE: {
-            /* softplus(z) - y z = max(z, 0) - y z + log1p(e^-|z|) */
+            /* softplus(z) - y z = max(z, 0) - y z + log1p(e^-|z|), and
+             * sigmoid(z) from the same e^-|z|; dz written after z is read */
             FNN_SIMD_SUM(li) for (int64_t j = 0; j < n; j++) {
-                double v = (double)zi[j];
-                double a = v < 0 ? -v : v;
-                double e = fnn_exp_f64(-a);
-                li += (v > 0 ? v : 0.0) - (double)yi[j] * v
-                      + fnn_log1p01_f64(e);
-            }
-            if (dzi) {
-                FNN_SIMD for (int64_t j = 0; j < n; j++) {
-                    double v = (double)zi[j];
-                    double p = fnn_sigmoid_f64(v);
-                    dzi[j] = (REAL)(g * (p - (double)yi[j]));
+                double v = (double)zi[j], t = (double)yi[j];
+                double e = fnn_exp_f64(v < 0 ? v : -v);
+                li += (v > 0 ? v : 0.0) - t * v + fnn_log1p01_f64(e);
+                if (dzi) {
+                    double r = 1.0 / (1.0 + e);
+                    dzi[j] = (REAL)(g * ((v < 0 ? e * r : r) - t));
                 }
             }
             break;

@@ -67,7 +67,7 @@ static inline int32_t fnn_f32_to_bits(float f)
 /* ---- double ------------------------------------------------------------
  * x = k ln2 + r, |r| <= ln2/2, with k rounded by the 1.5*2^52 trick (k
  * then sits in the low bits of t).  e^r - 1 = r + r^2 P(r), Taylor to r^13
- * (truncation < 2e-17 relative).  ln2 split fdlibm-style so k*LN2_HI is
+ * (truncation < 2e-17 relative), P evaluated by Estrin's scheme.  ln2 split fdlibm-style so k*LN2_HI is
  * exact. */
 #define FNN_LOG2E 1.4426950408889634
 #define FNN_LN2_HI 6.93147180369123816490e-01
@@ -76,19 +76,19 @@ static inline int32_t fnn_f32_to_bits(float f)
 
 static inline double fnn_expm1_poly_f64(double r)
 {
-    double p = 1.0 / 6227020800.0;        /* 1/13! */
-    p = p * r + 1.0 / 479001600.0;        /* 1/12! */
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    return r + (r * r) * p;
+    /* Estrin's scheme: the same polynomial as Horner's rule, but in four
+     * levels of independent multiply-adds instead of a chain of twelve, so
+     * a lone vector (tiny layers) is not latency-bound. */
+    const double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    const double p0 = 1.0 / 2.0 + r * (1.0 / 6.0);
+    const double p1 = 1.0 / 24.0 + r * (1.0 / 120.0);
+    const double p2 = 1.0 / 720.0 + r * (1.0 / 5040.0);
+    const double p3 = 1.0 / 40320.0 + r * (1.0 / 362880.0);
+    const double p4 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0);
+    const double p5 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0);
+    const double q0 = p0 + r2 * p1, q1 = p2 + r2 * p3, q2 = p4 + r2 * p5;
+    const double p = (q0 + r4 * q1) + r8 * q2;      /* sum_{i=0}^{11} r^i/(i+2)! */
+    return r + r2 * p;
 }
 
 /* e^x for all x: clamped to [-745.2, 709.78] (0 and the largest finite
@@ -161,13 +161,13 @@ static inline double fnn_log1p01_f64(double x)
 
 static inline float fnn_expm1_poly_f32(float r)
 {
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    return r + (r * r) * p;
+    /* Estrin's scheme, as for double */
+    const float r2 = r * r, r4 = r2 * r2;
+    const float p0 = 0.5f + r * (1.0f / 6.0f);
+    const float p1 = 1.0f / 24.0f + r * (1.0f / 120.0f);
+    const float p2 = 1.0f / 720.0f + r * (1.0f / 5040.0f);
+    const float p = (p0 + r2 * p1) + r4 * p2;       /* sum_{i=0}^{5} r^i/(i+2)! */
+    return r + r2 * p;
 }
 
 /* e^x, clamped to [-104, 88.72] (e^-104 rounds to 0 as float), gradual
