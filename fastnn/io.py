@@ -25,9 +25,20 @@ header.json holds:
     arrays                {name: {"shape", "dtype", "sha256"}} for each .npy
                           member (sha256 of the member's bytes)
     network               Network only: {"init", "seed", "backend"}
-    estimator             estimators only: constructor parameters and fitted
-                          attributes (see _estimator_header)
-    optimizer             training state to continue from, or null
+    estimator             estimators only: {"params": the constructor
+                          parameters (get_params), "fitted": n_iter_, t_,
+                          loss_, n_layers_, n_outputs_, out_activation_,
+                          n_features_in_, hidden_activations, stochastic, and
+                          for sgd/adam best_loss_, best_validation_score_,
+                          no_improvement_count, has_validation_scores, and for
+                          classifiers y_type, classes_object, sparse_input};
+                          arrays loss_curve, validation_scores, best_params
+                          (early stopping's best, params layout), classes,
+                          feature_names
+    optimizer             training state to continue from, or null: kind and
+                          step count t (plus, for estimators, the schedule's
+                          hyper-parameters and current learning rate); arrays
+                          optimizer_vel / optimizer_sq in the params layout
 
 params.npy is the network's flat parameter buffer: every layer's weight
 matrix W (n_in x units*pieces, row-major) in layer order, then every bias.

@@ -49,7 +49,6 @@ Differences from scikit-learn, all outside what its tests look at:
 """
 import numbers
 import warnings
-from itertools import chain
 
 import numpy as np
 import scipy.optimize

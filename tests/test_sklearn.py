@@ -30,8 +30,7 @@ from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import (make_classification,  # noqa: E402
                               make_multilabel_classification, make_regression)
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
-from sklearn.model_selection import (GridSearchCV, cross_val_score,  # noqa: E402
-                                     train_test_split)
+from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import (check_regressors_train,  # noqa: E402
@@ -420,8 +419,8 @@ def test_ctrl_c_stops_like_sklearn(alpha):
     rs = np.random.RandomState(0)
     X = rs.randn(4000, 20)
     y = X @ rs.randn(20)
-    est = MLPRegressor(hidden_layer_sizes=(64,), max_iter=100_000, tol=0,
-                       alpha=alpha, random_state=0)
+    est = MLPRegressor(hidden_layer_sizes=(64,), max_iter=100_000,
+                       n_iter_no_change=np.inf, alpha=alpha, random_state=0)
     timer = threading.Timer(0.5, _thread.interrupt_main)
     timer.start()
     try:
