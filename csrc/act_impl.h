@@ -19,8 +19,7 @@
         }                                                               \
     } while (0)
 
-FNN_CLONES
-void SUF(fnn_bias_act_forward)(int64_t m, int64_t n, int act, REAL alpha,
+FNN_VEC void KSUF(fnn_bias_act_forward)(int64_t m, int64_t n, int act, REAL alpha,
                                const REAL *b, REAL *z, int64_t ldz)
 {
     /* A contiguous array without bias is one long row. */
@@ -66,8 +65,7 @@ void SUF(fnn_bias_act_forward)(int64_t m, int64_t n, int act, REAL alpha,
         }                                                               \
     } while (0)
 
-FNN_CLONES
-void SUF(fnn_bias_act_backward)(int64_t m, int64_t n, int act, REAL alpha,
+FNN_VEC void KSUF(fnn_bias_act_backward)(int64_t m, int64_t n, int act, REAL alpha,
                                 const REAL *y, int64_t ldy, const REAL *dy,
                                 int64_t lddy, REAL *dz, int64_t lddz, REAL *db)
 {
@@ -113,7 +111,7 @@ void SUF(fnn_bias_act_backward)(int64_t m, int64_t n, int act, REAL alpha,
 }
 #undef FNN_BWD_ROW
 
-void SUF(fnn_maxout_forward)(int64_t m, int64_t n, int64_t k, const REAL *b,
+FNN_FN void KSUF(fnn_maxout_forward)(int64_t m, int64_t n, int64_t k, const REAL *b,
                              const REAL *z, int64_t ldz, REAL *y, int64_t ldy,
                              int32_t *argmax)
 {
@@ -140,7 +138,7 @@ void SUF(fnn_maxout_forward)(int64_t m, int64_t n, int64_t k, const REAL *b,
     }
 }
 
-void SUF(fnn_maxout_backward)(int64_t m, int64_t n, int64_t k,
+FNN_FN void KSUF(fnn_maxout_backward)(int64_t m, int64_t n, int64_t k,
                               const int32_t *argmax, const REAL *dy,
                               int64_t lddy, REAL *dz, int64_t lddz, REAL *db)
 {
@@ -166,8 +164,7 @@ void SUF(fnn_maxout_backward)(int64_t m, int64_t n, int64_t k,
     }
 }
 
-FNN_CLONES
-void SUF(fnn_softmax_forward)(int64_t m, int64_t n, const REAL *b, REAL *z,
+FNN_VEC void KSUF(fnn_softmax_forward)(int64_t m, int64_t n, const REAL *b, REAL *z,
                               int64_t ldz)
 {
     for (int64_t i = 0; i < m; i++) {

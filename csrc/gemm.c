@@ -6,23 +6,23 @@
 #include "fastnn.h"
 #include "vmath.h"
 
-enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
-
-/* m*n*k at or below which plain dot products beat vector loops. */
-#define FNN_TINY_MNK 512
 
 #define REAL double
 #define SUF(name) name##_f64
+#define KSUF SUF
 #define BLAS_MEMBER dgemm
 #include "gemm_impl.h"
 #undef REAL
 #undef SUF
+#undef KSUF
 #undef BLAS_MEMBER
 
 #define REAL float
 #define SUF(name) name##_f32
+#define KSUF SUF
 #define BLAS_MEMBER sgemm
 #include "gemm_impl.h"
 #undef REAL
 #undef SUF
+#undef KSUF
 #undef BLAS_MEMBER

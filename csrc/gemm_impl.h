@@ -1,5 +1,11 @@
-/* gemm_impl.h -- body of gemm.c, included once per dtype (REAL, SUF,
- * CBLAS_FN, F77_FN naming the BLAS entry point member of fnn_blas). */
+/* gemm_impl.h -- body of gemm.c, included once per dtype (REAL, SUF, KSUF,
+ * BLAS_MEMBER naming the gemm pointer of fnn_blas to call). */
+
+#ifndef FNN_TINY_MNK
+enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
+/* m*n*k at or below which plain dot products beat vector loops. */
+#define FNN_TINY_MNK 512
+#endif
 
 /* The tiniest products (a few hundred multiply-adds, e.g. a 2 -> 4 -> 1
  * network), where loop set-up costs more than the arithmetic.  For n <= 8
@@ -33,7 +39,7 @@
     }                                                                       \
     return
 
-static void SUF(tiny_gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k,
+FNN_FN_STATIC void KSUF(tiny_gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k,
                            REAL alpha, const REAL *a, int64_t lda,
                            const REAL *b, int64_t ldb, REAL beta, REAL *c,
                            int64_t ldc)
@@ -71,8 +77,7 @@ static void SUF(tiny_gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k,
 /* Built-in product for small shapes, where a BLAS call costs more than the
  * arithmetic.  Row-major; the inner loop runs over contiguous columns of
  * C when op(B) allows it and vectorizes. */
-FNN_CLONES
-static void SUF(small_gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k,
+FNN_VEC_STATIC void KSUF(small_gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k,
                             REAL alpha, const REAL *restrict a, int64_t lda,
                             const REAL *restrict b, int64_t ldb, REAL beta,
                             REAL *restrict c, int64_t ldc)
@@ -117,7 +122,7 @@ static void SUF(small_gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k,
     }
 }
 
-void SUF(fnn_gemm)(const fnn_blas *blas, int ta, int tb, int64_t m,
+FNN_FN void KSUF(fnn_gemm)(const fnn_blas *blas, int ta, int tb, int64_t m,
                    int64_t n, int64_t k, REAL alpha, const REAL *a,
                    int64_t lda, const REAL *b, int64_t ldb, REAL beta,
                    REAL *c, int64_t ldc)
@@ -138,12 +143,12 @@ void SUF(fnn_gemm)(const fnn_blas *blas, int ta, int tb, int64_t m,
     int api = blas ? blas->api : FNN_BLAS_NONE;
     double mnk = (double)m * (double)n * (double)k;
     if (mnk <= FNN_TINY_MNK) {
-        SUF(tiny_gemm)(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        KSUF(tiny_gemm)(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
     if (api == FNN_BLAS_NONE || !blas->BLAS_MEMBER
         || mnk <= (double)blas->small_mnk) {
-        SUF(small_gemm)(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        KSUF(small_gemm)(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
     if (api == FNN_BLAS_CBLAS64) {

@@ -8,12 +8,16 @@
 
 #define REAL double
 #define SUF(name) name##_f64
+#define KSUF SUF
 #include "loss_impl.h"
 #undef REAL
 #undef SUF
+#undef KSUF
 
 #define REAL float
 #define SUF(name) name##_f32
+#define KSUF SUF
 #include "loss_impl.h"
 #undef REAL
 #undef SUF
+#undef KSUF

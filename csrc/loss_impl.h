@@ -2,8 +2,7 @@
  * All loss arithmetic is double: the output layer is narrow, so the cost
  * is small, and the loss value and p - y keep full precision. */
 
-FNN_CLONES
-double SUF(fnn_loss_grad)(int64_t m, int64_t n, int loss, double scale,
+FNN_VEC double KSUF(fnn_loss_grad)(int64_t m, int64_t n, int loss, double scale,
                           const REAL *z, int64_t ldz, const REAL *y,
                           int64_t ldy, const REAL *sw, REAL *dz,
                           int64_t lddz, REAL *db)

@@ -1,6 +1,7 @@
 /* net.c -- a whole network's forward pass and its fused loss + backward
  * (+ SGD) step, composed only of the kernels in act.c, loss.c, optim.c and
  * gemm.c.  Caller-owned workspace (layout in net_impl.h); no allocation. */
+#include <math.h>
 #include <stddef.h>
 #include <string.h>
 #include "fastnn.h"
@@ -36,14 +37,45 @@ int fnn_net_init(fnn_net *net, fnn_layer *layers)
     return 0;
 }
 
+/* Every kernel body is included here again as an always-inline function
+ * (suffix _in), so each CPU clone of fnn_net_forward / fnn_net_loss_grad is
+ * one function with the kernels compiled for that CPU and no calls left:
+ * for a 2 -> 4 -> 1 network the calls cost more than the arithmetic. */
+#define FNN_INLINE static inline __attribute__((always_inline))
+#define FNN_VEC FNN_INLINE
+#define FNN_FN FNN_INLINE
+#define FNN_FN_STATIC FNN_INLINE
+#define FNN_VEC_STATIC FNN_INLINE
+#include "vmath.h"
+
 #define REAL double
 #define SUF(name) name##_f64
+#define KSUF(name) name##_f64_in
+#define BLAS_MEMBER dgemm
+#define SQRT sqrt
+#include "gemm_impl.h"
+#include "act_impl.h"
+#include "loss_impl.h"
+#include "optim_impl.h"
 #include "net_impl.h"
 #undef REAL
 #undef SUF
+#undef KSUF
+#undef BLAS_MEMBER
+#undef SQRT
 
 #define REAL float
 #define SUF(name) name##_f32
+#define KSUF(name) name##_f32_in
+#define BLAS_MEMBER sgemm
+#define SQRT sqrtf
+#include "gemm_impl.h"
+#include "act_impl.h"
+#include "loss_impl.h"
+#include "optim_impl.h"
 #include "net_impl.h"
 #undef REAL
 #undef SUF
+#undef KSUF
+#undef BLAS_MEMBER
+#undef SQRT

@@ -41,6 +41,7 @@ static int SUF(out_act)(const fnn_net *net, int predict)
     return act;
 }
 
+FNN_CLONES
 REAL *SUF(fnn_net_forward)(const fnn_net *net, int64_t m, const REAL *x,
                            int64_t ldx, const REAL *params, int predict,
                            REAL *ws, int32_t *iws)
@@ -56,9 +57,9 @@ REAL *SUF(fnn_net_forward)(const fnn_net *net, int64_t m, const REAL *x,
         out = SUF(layer_out)(net, l, m, ws);
         if (L->act == FNN_MAXOUT) {
             REAL *zl = out + m * L->n_out;
-            SUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_NOTRANS, m, cols,
+            KSUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_NOTRANS, m, cols,
                           L->n_in, 1, in, ldin, W, cols, 0, zl, cols);
-            SUF(fnn_maxout_forward)(m, L->n_out, L->pieces, b, zl, cols,
+            KSUF(fnn_maxout_forward)(m, L->n_out, L->pieces, b, zl, cols,
                                     out, L->n_out, iws + m * L->iws_col);
         } else {
             int act = l == net->n_layers - 1 ? SUF(out_act)(net, predict)
@@ -66,17 +67,17 @@ REAL *SUF(fnn_net_forward)(const fnn_net *net, int64_t m, const REAL *x,
             if (L->fwd_t) {
                 /* Z^T = W^T in^T into the (idle) delta buffers, then Z */
                 REAL *zt = ws + m * (net->ws_cols - 2 * net->max_width);
-                SUF(fnn_gemm)(net->blas, FNN_TRANS, FNN_TRANS, cols, m,
+                KSUF(fnn_gemm)(net->blas, FNN_TRANS, FNN_TRANS, cols, m,
                               L->n_in, 1, W, cols, in, ldin, 0, zt, m);
                 SUF(transpose)(cols, m, zt, m, out, cols);
             } else {
-                SUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_NOTRANS, m, cols,
+                KSUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_NOTRANS, m, cols,
                               L->n_in, 1, in, ldin, W, cols, 0, out, cols);
             }
             if (act == FNN_SOFTMAX) {
-                SUF(fnn_softmax_forward)(m, cols, b, out, cols);
+                KSUF(fnn_softmax_forward)(m, cols, b, out, cols);
             } else {
-                SUF(fnn_bias_act_forward)(m, cols, act, (REAL)L->alpha, b,
+                KSUF(fnn_bias_act_forward)(m, cols, act, (REAL)L->alpha, b,
                                           out, cols);
             }
         }
@@ -86,6 +87,7 @@ REAL *SUF(fnn_net_forward)(const fnn_net *net, int64_t m, const REAL *x,
     return out;
 }
 
+FNN_CLONES
 double SUF(fnn_net_loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
                               int64_t ldx, const REAL *y, int64_t ldy,
                               const REAL *sw, double scale, REAL lr, REAL wd,
@@ -103,7 +105,7 @@ double SUF(fnn_net_loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
      * other activations through their backward kernel. */
     int oact = SUF(out_act)(net, 0);
     int direct = oact == FNN_IDENTITY && last->act != FNN_MAXOUT;
-    double loss = SUF(fnn_loss_grad)(m, last->n_out, net->loss, scale, out,
+    double loss = KSUF(fnn_loss_grad)(m, last->n_out, net->loss, scale, out,
                                      last->n_out, y, ldy, sw, D, last->n_out,
                                      NULL);
     if (!(loss - loss == 0)) {
@@ -114,17 +116,17 @@ double SUF(fnn_net_loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
     }
     if (direct && dblast) {
         /* identity backward in place: only the column sums */
-        SUF(fnn_bias_act_backward)(m, last->n_out, FNN_IDENTITY, 0, out,
+        KSUF(fnn_bias_act_backward)(m, last->n_out, FNN_IDENTITY, 0, out,
                                    last->n_out, D, last->n_out, D,
                                    last->n_out, dblast);
     }
     if (last->act == FNN_MAXOUT) {
-        SUF(fnn_maxout_backward)(m, last->n_out, last->pieces,
+        KSUF(fnn_maxout_backward)(m, last->n_out, last->pieces,
                                  iws + m * last->iws_col, D, last->n_out, E,
                                  last->n_out * last->pieces, dblast);
         REAL *t = D; D = E; E = t;
     } else if (!direct) {
-        SUF(fnn_bias_act_backward)(m, last->n_out, oact, (REAL)last->alpha,
+        KSUF(fnn_bias_act_backward)(m, last->n_out, oact, (REAL)last->alpha,
                                    out, last->n_out, D, last->n_out, D,
                                    last->n_out, dblast);
     }
@@ -138,19 +140,19 @@ double SUF(fnn_net_loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
         int64_t ldin = l > 0 ? L->n_in : ldx;
         /* dA of the layer below, with W before its update */
         if (l > 0) {
-            SUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_TRANS, m, L->n_in, cols,
+            KSUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_TRANS, m, L->n_in, cols,
                           1, D, cols, W, cols, 0, E, L->n_in);
         }
         if (lr != 0) {
             /* fused SGD: W := (1 - lr wd) W - lr in^T dZ */
-            SUF(fnn_gemm)(net->blas, FNN_TRANS, FNN_NOTRANS, L->n_in, cols, m,
+            KSUF(fnn_gemm)(net->blas, FNN_TRANS, FNN_NOTRANS, L->n_in, cols, m,
                           -lr, in, ldin, D, cols, 1 - lr * wd, W, cols);
             if (L->b_off >= 0) {
-                SUF(fnn_sgd_step)(cols, lr, 0, grads + L->b_off,
+                KSUF(fnn_sgd_step)(cols, lr, 0, grads + L->b_off,
                                   params + L->b_off);
             }
         } else {
-            SUF(fnn_gemm)(net->blas, FNN_TRANS, FNN_NOTRANS, L->n_in, cols, m,
+            KSUF(fnn_gemm)(net->blas, FNN_TRANS, FNN_NOTRANS, L->n_in, cols, m,
                           1, in, ldin, D, cols, 0, grads + L->w_off, cols);
         }
         if (l == 0) {
@@ -160,11 +162,11 @@ double SUF(fnn_net_loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
         const fnn_layer *P = &net->layers[l - 1];
         REAL *db = P->b_off >= 0 ? grads + P->b_off : NULL;
         if (P->act == FNN_MAXOUT) {
-            SUF(fnn_maxout_backward)(m, P->n_out, P->pieces,
+            KSUF(fnn_maxout_backward)(m, P->n_out, P->pieces,
                                      iws + m * P->iws_col, E, P->n_out, D,
                                      P->n_out * P->pieces, db);
         } else {
-            SUF(fnn_bias_act_backward)(m, P->n_out, P->act, (REAL)P->alpha,
+            KSUF(fnn_bias_act_backward)(m, P->n_out, P->act, (REAL)P->alpha,
                                        in, P->n_out, E, P->n_out, E, P->n_out,
                                        db);
             REAL *t = D; D = E; E = t;

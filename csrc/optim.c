@@ -7,16 +7,20 @@
 
 #define REAL double
 #define SUF(name) name##_f64
+#define KSUF SUF
 #define SQRT sqrt
 #include "optim_impl.h"
 #undef REAL
 #undef SUF
+#undef KSUF
 #undef SQRT
 
 #define REAL float
 #define SUF(name) name##_f32
+#define KSUF SUF
 #define SQRT sqrtf
 #include "optim_impl.h"
 #undef REAL
 #undef SUF
+#undef KSUF
 #undef SQRT

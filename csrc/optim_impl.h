@@ -2,8 +2,7 @@
  * Each optimizer is one loop over flat buffers; scalars that do not depend
  * on the element (Adam's bias correction) are computed before it. */
 
-FNN_CLONES
-void SUF(fnn_sgd_step)(int64_t n, REAL lr, REAL wd, const REAL *g, REAL *w)
+FNN_VEC void KSUF(fnn_sgd_step)(int64_t n, REAL lr, REAL wd, const REAL *g, REAL *w)
 {
     if (wd == 0) {
         FNN_SIMD for (int64_t i = 0; i < n; i++) {
@@ -16,8 +15,7 @@ void SUF(fnn_sgd_step)(int64_t n, REAL lr, REAL wd, const REAL *g, REAL *w)
     }
 }
 
-FNN_CLONES
-void SUF(fnn_momentum_step)(int64_t n, REAL lr, REAL mu, REAL wd,
+FNN_VEC void KSUF(fnn_momentum_step)(int64_t n, REAL lr, REAL mu, REAL wd,
                             int nesterov, const REAL *g, REAL *w, REAL *v)
 {
     if (nesterov) {
@@ -37,8 +35,7 @@ void SUF(fnn_momentum_step)(int64_t n, REAL lr, REAL mu, REAL wd,
     }
 }
 
-FNN_CLONES
-void SUF(fnn_adam_step)(int64_t n, REAL lr, REAL b1, REAL b2, REAL eps,
+FNN_VEC void KSUF(fnn_adam_step)(int64_t n, REAL lr, REAL b1, REAL b2, REAL eps,
                         int64_t t, REAL wd, const REAL *g, REAL *w, REAL *m,
                         REAL *v)
 {
@@ -57,8 +54,7 @@ void SUF(fnn_adam_step)(int64_t n, REAL lr, REAL b1, REAL b2, REAL eps,
     }
 }
 
-FNN_CLONES
-int SUF(fnn_all_finite)(int64_t m, int64_t n, const REAL *x, int64_t ldx)
+FNN_VEC int KSUF(fnn_all_finite)(int64_t m, int64_t n, const REAL *x, int64_t ldx)
 {
     if (ldx == n) {
         n *= m;

@@ -24,6 +24,18 @@
 #define FNN_CLONES
 #endif
 
+/* How the kernel bodies (*_impl.h) are compiled.  In their own .c files:
+ * external functions with CPU dispatch (FNN_VEC) or plain (FNN_FN).  net.c
+ * defines these as always-inline before including the bodies, so a whole
+ * network step is one function per CPU target with no calls inside (what
+ * makes tiny networks fast). */
+#ifndef FNN_VEC
+#define FNN_VEC FNN_CLONES
+#define FNN_FN
+#define FNN_FN_STATIC static
+#define FNN_VEC_STATIC FNN_CLONES static
+#endif
+
 /* "omp simd" needs only -fopenmp-simd (no OpenMP runtime, no threads). */
 #if defined(_OPENMP) || defined(FNN_OMP_SIMD)
 #define FNN_PRAGMA(x) _Pragma(#x)

@@ -179,16 +179,44 @@ class History:
     'interrupted' or 'diverged'.
     """
 
+    _SERIES = ("epochs", "loss", "seconds", "samples_per_sec", "lr")
+
     def __init__(self):
-        self.epochs = []
-        self.loss = []
+        # Per-epoch series arrive from the native loop a chunk of epochs at a
+        # time; they are kept as arrays and turned into lists when read, so a
+        # 10,000-epoch fit of a tiny network does not pay for 50,000 Python
+        # appends.
+        self._chunks = {k: [] for k in self._SERIES}
+        self._lists = {}
         self.val_loss = []
         self.val_metric = []
-        self.seconds = []
-        self.samples_per_sec = []
-        self.lr = []
         self.stop_reason = None
         self.best_epoch = None
+
+    def _record(self, epochs, loss, seconds, samples_per_sec, lr):
+        """Append a chunk of epochs (arrays of equal length)."""
+        for k, v in zip(self._SERIES, (epochs, loss, seconds, samples_per_sec, lr)):
+            self._chunks[k].append(np.asarray(v, dtype=np.int64 if k == "epochs"
+                                              else np.float64))
+        self._lists = {}
+
+    def _series(self, key):
+        if key not in self._lists:
+            parts = self._chunks[key]
+            self._lists[key] = np.concatenate(parts).tolist() if parts else []
+        return self._lists[key]
+
+    epochs = property(lambda self: self._series("epochs"), doc="epoch numbers")
+    loss = property(lambda self: self._series("loss"), doc="training loss per epoch")
+    seconds = property(lambda self: self._series("seconds"), doc="seconds per epoch")
+    samples_per_sec = property(lambda self: self._series("samples_per_sec"),
+                               doc="training samples per second, per epoch")
+    lr = property(lambda self: self._series("lr"), doc="learning rate per epoch")
+
+    def last_loss(self):
+        """The last epoch's training loss, or None (without building lists)."""
+        parts = self._chunks["loss"]
+        return float(parts[-1][-1]) if parts and len(parts[-1]) else None
 
     @property
     def history(self):
@@ -201,7 +229,7 @@ class History:
         return d
 
     def __len__(self):
-        return len(self.loss)
+        return sum(len(c) for c in self._chunks["loss"])
 
     def __repr__(self):
         last = f", last loss {self.loss[-1]:.6g}" if self.loss else ""
@@ -423,7 +451,7 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
                 if progress is not None:
                     done = _e0 + e
                     progress.update(done, _el[e - 1] if e > 0 else
-                                    (hist.loss[-1] if hist.loss else None))
+                                    hist.last_loss())
                 return False
 
             t0 = time.perf_counter()
@@ -441,11 +469,10 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
             if r["snapshot_epoch"] >= 0:
                 snap_epoch = e0 + r["snapshot_epoch"]
             if done:
-                hist.epochs.extend(range(e0, e0 + done))
-                hist.loss.extend(epoch_loss[:done].tolist())
-                hist.seconds.extend([dt / done] * done)
-                hist.samples_per_sec.extend([n * done / dt if dt > 0 else math.inf] * done)
-                hist.lr.extend(lrs[:done].tolist())
+                hist._record(np.arange(e0, e0 + done), epoch_loss[:done],
+                             np.full(done, dt / done),
+                             np.full(done, n * done / dt if dt > 0 else math.inf),
+                             lrs[:done])
             samples_seen += done * n
             if r["exc"] is not None:
                 hist.stop_reason = ("interrupted" if isinstance(r["exc"], KeyboardInterrupt)
@@ -466,7 +493,7 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
                 break
             e0 += done
             if per_epoch and done:
-                logs = {"loss": hist.loss[-1]}
+                logs = {"loss": hist.last_loss()}
                 if val is not None:
                     vl, vm = _evaluate(net, *val)
                     logs["val_loss"], logs["val_metric"] = vl, vm
@@ -481,7 +508,7 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
                                         early_stopping.stopped else "callback")
                     break
             if progress is not None:
-                progress.update(e0, hist.loss[-1] if hist.loss else None, force=True)
+                progress.update(e0, hist.last_loss(), force=True)
     except KeyboardInterrupt:
         # between native chunks too: same outcome as inside the loop
         hist.stop_reason = "interrupted"
@@ -544,12 +571,8 @@ def _fit_reference(net, X, y, sw, epochs, batch, opt, schedule, rng, use_order,
                 break
             dt = time.perf_counter() - t0
             net.params[...] = p
-            hist.epochs.append(e)
-            hist.loss.append(float(losses[0]))
-            hist.seconds.append(dt)
-            hist.samples_per_sec.append(n / dt if dt > 0 else math.inf)
-            hist.lr.append(lr)
-            logs = {"loss": hist.loss[-1]}
+            hist._record([e], losses[:1], [dt], [n / dt if dt > 0 else math.inf], [lr])
+            logs = {"loss": hist.last_loss()}
             if val is not None:
                 vl, vm = _evaluate(net, *val)
                 logs["val_loss"], logs["val_metric"] = vl, vm
