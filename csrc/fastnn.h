@@ -184,6 +184,10 @@ void fnn_adam_step_f64(int64_t n, double lr, double b1, double b2, double eps,
 
 /* ---- utilities (optim.c) ---------------------------------------------- */
 
+/* sum_i x_i^2 of n elements, accumulated in double. */
+double fnn_sum_squares_f32(int64_t n, const float *x);
+double fnn_sum_squares_f64(int64_t n, const double *x);
+
 /* 1 if every element of the (m, n) array x (stride ldx) is finite. */
 int fnn_all_finite_f32(int64_t m, int64_t n, const float *x, int64_t ldx);
 int fnn_all_finite_f64(int64_t m, int64_t n, const double *x, int64_t ldx);
@@ -290,8 +294,9 @@ typedef int (*fnn_poll_fn)(void *ctx, int64_t epoch, int64_t step);
  * gathered into xb/yb/swb (batch rows each) when order is given.  lr[e]
  * is the learning rate of epoch e.  The loss of each step is scaled by 1
  * for sse and by 1/(rows) or 1/sum(sw) otherwise.  epoch_loss[e] receives
- * the epoch's loss: the sum of the step losses for sse, else their
- * row-weighted mean.  On return epochs_done / steps_done say how far it
+ * the epoch's loss: the sum of the step losses for sse, else their mean
+ * weighted by each batch's rows (or its sample-weight sum, unless
+ * mean_by_rows), i.e. the mean loss over the epoch's samples.  On return epochs_done / steps_done say how far it
  * went; on FNN_ERR_NONFINITE bad_epoch/bad_step name the step whose loss
  * was not finite (not applied). */
 typedef struct {
@@ -306,6 +311,11 @@ typedef struct {
     void *snapshot;             /* (n_params) or NULL, see below */
     int64_t snapshot_every;     /* epochs between snapshots (>= 1) */
     int64_t epoch0;             /* global number of epoch 0 of this run */
+    int32_t loss_l2;            /* add 1/2 wd |W|^2 (W before the step) to
+                                   each step's loss (scikit-learn reports
+                                   that) */
+    int32_t mean_by_rows;       /* epoch mean weighted by rows, not by the
+                                   batches' sample-weight sums */
     fnn_poll_fn poll; void *poll_ctx; double poll_ms;
     int64_t epochs_done, steps_done, bad_epoch, bad_step, snapshot_epoch;
 } fnn_fit_args;

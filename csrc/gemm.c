@@ -3,6 +3,7 @@
  * shapes.  Links no BLAS itself: the Python layer finds the one numpy
  * uses and passes its function pointers. */
 #include <stddef.h>
+#include <string.h>
 #include "fastnn.h"
 #include "vmath.h"
 

@@ -1,6 +1,9 @@
 /* gemm_impl.h -- body of gemm.c, included once per dtype (REAL, SUF, KSUF,
  * BLAS_MEMBER naming the gemm pointer of fnn_blas to call). */
 
+/* A 64-byte vector of REAL (GNU C vector extension). */
+typedef REAL KSUF(fnn_vec) __attribute__((vector_size(64)));
+
 #ifndef FNN_TINY_MNK
 enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
 /* m*n*k at or below which plain dot products beat vector loops. */
@@ -75,48 +78,116 @@ FNN_FN_STATIC void KSUF(tiny_gemm)(int ta, int tb, int64_t m, int64_t n, int64_t
 #undef FNN_TINY_ROWS
 
 /* Built-in product for small shapes, where a BLAS call costs more than the
- * arithmetic.  Row-major; the inner loop runs over contiguous columns of
- * C when op(B) allows it and vectorizes. */
-FNN_VEC_STATIC void KSUF(small_gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k,
-                            REAL alpha, const REAL *restrict a, int64_t lda,
-                            const REAL *restrict b, int64_t ldb, REAL beta,
-                            REAL *restrict c, int64_t ldc)
+ * arithmetic.  C is scaled by beta first (zeroed, unread, if beta == 0),
+ * then accumulated in whichever order vectorizes for the operands' layout:
+ *   R: rows of C += a(i,p) * rows of op(B)    (op(B) rows contiguous, n >= 8)
+ *   D: C(i,j) += dot(row of op(A), column of op(B))  (both contiguous in p)
+ *   K: column of C += b(p,j) * columns of op(A)  (op(A) columns and the
+ *      column of C contiguous: n == 1, as in a network's single output)
+ * else R or plain dot products.  Sums keep p in order within each form. */
+FNN_VEC_STATIC void KSUF(small_gemm)(int ta, int tb, int64_t m, int64_t n,
+                                     int64_t k, REAL alpha,
+                                     const REAL *restrict a, int64_t lda,
+                                     const REAL *restrict b, int64_t ldb,
+                                     REAL beta, REAL *restrict c, int64_t ldc)
 {
-    for (int64_t i = 0; i < m; i++) {
-        REAL *restrict ci = c + i * ldc;
-        if (tb == FNN_NOTRANS) {
+    /* op(A)[i,p] = a[i*sai + p*sap], op(B)[p,j] = b[p*sbp + j*sbj] */
+    const int64_t sai = ta ? 1 : lda, sap = ta ? lda : 1;
+    const int64_t sbp = tb ? 1 : ldb, sbj = tb ? ldb : 1;
+    const int dot = sap == 1 && sbp == 1;
+    const int col = sai == 1 && n == 1;
+    if (beta != 1) {
+        for (int64_t i = 0; i < m; i++) {
+            REAL *restrict ci = c + i * ldc;
             if (beta == 0) {
                 FNN_SIMD for (int64_t j = 0; j < n; j++) {
                     ci[j] = 0;
                 }
-            } else if (beta != 1) {
+            } else {
                 FNN_SIMD for (int64_t j = 0; j < n; j++) {
                     ci[j] *= beta;
                 }
             }
+        }
+    }
+    if (sbj == 1 && (n >= 8 || (!dot && !col))) {
+        /* 4 x NB blocks of C held in four vector registers over the whole
+         * p loop (NB = one 64-byte vector; GCC lowers the vector type to
+         * whatever the CPU clone has); the ragged edges row by row below. */
+        enum { MB = 4, NB = 64 / sizeof(REAL) };
+        const int64_t m4 = m - m % MB, n4 = n - n % NB;
+        for (int64_t i = 0; i < m4; i += MB) {
+            const REAL *a0 = a + i * sai, *a1 = a0 + sai, *a2 = a1 + sai,
+                       *a3 = a2 + sai;
+            for (int64_t j0 = 0; j0 < n4; j0 += NB) {
+                KSUF(fnn_vec) c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, bv, t;
+                for (int64_t p = 0; p < k; p++) {
+                    memcpy(&bv, b + p * sbp + j0, sizeof bv);
+                    const int64_t q = p * sap;
+                    c0 += a0[q] * bv;
+                    c1 += a1[q] * bv;
+                    c2 += a2[q] * bv;
+                    c3 += a3[q] * bv;
+                }
+                REAL *cr = c + i * ldc + j0;
+                memcpy(&t, cr, sizeof t);
+                t += alpha * c0;
+                memcpy(cr, &t, sizeof t);
+                memcpy(&t, cr + ldc, sizeof t);
+                t += alpha * c1;
+                memcpy(cr + ldc, &t, sizeof t);
+                memcpy(&t, cr + 2 * ldc, sizeof t);
+                t += alpha * c2;
+                memcpy(cr + 2 * ldc, &t, sizeof t);
+                memcpy(&t, cr + 3 * ldc, sizeof t);
+                t += alpha * c3;
+                memcpy(cr + 3 * ldc, &t, sizeof t);
+            }
+        }
+        for (int64_t i = 0; i < m; i++) {
+            REAL *restrict ci = c + i * ldc;
+            const int64_t jstart = i < m4 ? n4 : 0;
+            if (jstart == n) {
+                continue;
+            }
             for (int64_t p = 0; p < k; p++) {
-                REAL aip = alpha * (ta == FNN_NOTRANS ? a[i * lda + p]
-                                                      : a[p * lda + i]);
-                const REAL *bp = b + p * ldb;
-                FNN_SIMD for (int64_t j = 0; j < n; j++) {
+                const REAL aip = alpha * a[i * sai + p * sap];
+                const REAL *restrict bp = b + p * sbp;
+                FNN_SIMD for (int64_t j = jstart; j < n; j++) {
                     ci[j] += aip * bp[j];
                 }
             }
-        } else {
+        }
+    } else if (dot) {
+        for (int64_t i = 0; i < m; i++) {
+            const REAL *restrict ai = a + i * sai;
+            REAL *restrict ci = c + i * ldc;
             for (int64_t j = 0; j < n; j++) {
-                const REAL *bj = b + j * ldb;
+                const REAL *restrict bj = b + j * sbj;
                 REAL s = 0;
-                if (ta == FNN_NOTRANS) {
-                    const REAL *ai = a + i * lda;
-                    FNN_SIMD_SUM(s) for (int64_t p = 0; p < k; p++) {
-                        s += ai[p] * bj[p];
-                    }
-                } else {
-                    for (int64_t p = 0; p < k; p++) {
-                        s += a[p * lda + i] * bj[p];
-                    }
+                FNN_SIMD_SUM(s) for (int64_t p = 0; p < k; p++) {
+                    s += ai[p] * bj[p];
                 }
-                ci[j] = beta == 0 ? alpha * s : alpha * s + beta * ci[j];
+                ci[j] += alpha * s;
+            }
+        }
+    } else if (col) {
+        for (int64_t p = 0; p < k; p++) {
+            const REAL bp = alpha * b[p * sbp];
+            const REAL *restrict ap = a + p * sap;
+            FNN_SIMD for (int64_t i = 0; i < m; i++) {
+                c[i * ldc] += ap[i] * bp;
+            }
+        }
+    } else {
+        for (int64_t i = 0; i < m; i++) {
+            REAL *restrict ci = c + i * ldc;
+            for (int64_t j = 0; j < n; j++) {
+                REAL s = 0;
+                for (int64_t p = 0; p < k; p++) {
+                    s += a[i * sai + p * sap] * b[p * sbp + j * sbj];
+                }
+                ci[j] += alpha * s;
             }
         }
     }

@@ -54,6 +54,15 @@ FNN_VEC void KSUF(fnn_adam_step)(int64_t n, REAL lr, REAL b1, REAL b2, REAL eps,
     }
 }
 
+FNN_VEC double KSUF(fnn_sum_squares)(int64_t n, const REAL *x)
+{
+    double s = 0.0;
+    FNN_SIMD_SUM(s) for (int64_t i = 0; i < n; i++) {
+        s += (double)x[i] * (double)x[i];
+    }
+    return s;
+}
+
 FNN_VEC int KSUF(fnn_all_finite)(int64_t m, int64_t n, const REAL *x, int64_t ldx)
 {
     if (ldx == n) {

@@ -56,12 +56,16 @@ static int fnn_poller_due(fnn_poller *p)
 
 #define REAL double
 #define SUF(name) name##_f64
+#define KSUF SUF
 #include "train_impl.h"
 #undef REAL
 #undef SUF
+#undef KSUF
 
 #define REAL float
 #define SUF(name) name##_f32
+#define KSUF SUF
 #include "train_impl.h"
 #undef REAL
 #undef SUF
+#undef KSUF

@@ -68,6 +68,8 @@ int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
             const REAL wd = (REAL)(opt->l2_per_row ? opt->l2 / wtot : opt->l2);
             REAL *snap = (a->snapshot && s == 0 && (a->epoch0 + e) % every == 0)
                              ? (REAL *)a->snapshot : NULL;
+            const double l2term = a->loss_l2 && wd != 0
+                ? 0.5 * (double)wd * KSUF(fnn_sum_squares)(nw, params) : 0.0;
             double loss = SUF(fnn_net_loss_grad)(
                 net, mb, xb, ldx, yb, ldy, swb, scale, fused ? lr : 0,
                 fused ? wd : 0, params, grads, snap, ws, iws);
@@ -99,8 +101,12 @@ int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                 SUF(fnn_adam_step)(nb, lr, b1, b2, eps, opt->t, 0, grads + nw,
                                    params + nw, m1 + nw, m2 + nw);
             }
-            esum += sse ? loss : loss * wtot;
-            wsum += wtot;
+            loss += l2term;
+            {
+                const double wgt = a->mean_by_rows ? (double)mb : wtot;
+                esum += sse ? loss : loss * wgt;
+                wsum += wgt;
+            }
             a->steps_done += 1;
             if (a->poll && fnn_poller_due(&poller)
                 && a->poll(a->poll_ctx, e, s)) {

@@ -3,9 +3,11 @@
  * Written as straight-line scalar code (selects, integer bit tricks, no
  * libm calls, no table lookups) so that GCC vectorizes the loops that
  * inline them; each function's accuracy is a few ulp over its domain,
- * checked against numpy in tests/test_vmath.py.  Inputs are clamped so
- * no operation overflows: saturating inputs give the exact limit without
- * raising floating-point flags or taking a slow path.  NaN propagates.
+ * checked against numpy through the kernels (tests/test_act.py,
+ * test_loss.py).  Inputs are clamped so no operation overflows, and results
+ * that would be subnormal flush to 0: saturating inputs give the exact
+ * limit without raising floating-point flags or taking a slow path.  NaN
+ * propagates.
  */
 #ifndef FASTNN_VMATH_H
 #define FASTNN_VMATH_H
@@ -103,23 +105,23 @@ static inline double fnn_expm1_poly_f64(double r)
     return r + r2 * p;
 }
 
-/* e^x for all x: clamped to [-745.2, 709.78] (0 and the largest finite
- * value below/above are the correctly rounded limits there); gradual
- * underflow via a two-factor scale 2^k1 2^k2. */
+/* e^x for x <= 709 (larger x are clamped: the kernels only take e^x of
+ * x <= 0).  Results below the smallest normal double flush to exactly 0
+ * instead of going subnormal: no slow path on any CPU, and sigmoid /
+ * softmax / softplus of saturating inputs are exactly 0 or 1 there. */
 static inline double fnn_exp_f64(double x)
 {
-    x = x < -745.2 ? -745.2 : x;
-    x = x > 709.78 ? 709.78 : x;
+    const int tiny = x < -708.3964185322641;      /* ln(DBL_MIN) */
+    x = x < -708.3964185322641 ? -708.3964185322641 : x;
+    x = x > 709.0 ? 709.0 : x;
     double t = x * FNN_LOG2E + FNN_SHIFT52;
     double kf = t - FNN_SHIFT52;
     int64_t k = fnn_f64_to_bits(t) - fnn_f64_to_bits(FNN_SHIFT52);
     double r = (x - kf * FNN_LN2_HI) - kf * FNN_LN2_LO;
     double q = fnn_expm1_poly_f64(r);
-    int64_t k1 = k / 2;            /* k in [-1075, 1024]; garbage if NaN */
-    int64_t k2 = k - k1;
-    double s1 = fnn_bits_to_f64((int64_t)((uint64_t)(k1 + 1023) << 52));
-    double s2 = fnn_bits_to_f64((int64_t)((uint64_t)(k2 + 1023) << 52));
-    return ((1.0 + q) * s1) * s2;
+    double s = fnn_bits_to_f64((int64_t)((uint64_t)(k + 1023) << 52));
+    double y = s * q + s;                         /* k in [-1022, 1023] */
+    return tiny ? 0.0 : y;
 }
 
 /* e^x - 1 without cancellation near 0; clamped to [-40, 709] (below -40
@@ -182,22 +184,21 @@ static inline float fnn_expm1_poly_f32(float r)
     return r + r2 * p;
 }
 
-/* e^x, clamped to [-104, 88.72] (e^-104 rounds to 0 as float), gradual
- * underflow as for double. */
+/* e^x for x <= 88 (clamped above), flushing results below the smallest
+ * normal float to 0, as for double. */
 static inline float fnn_exp_f32(float x)
 {
-    x = x < -104.0f ? -104.0f : x;
-    x = x > 88.72f ? 88.72f : x;
+    const int tiny = x < -87.33654475f;           /* ln(FLT_MIN) */
+    x = x < -87.33654475f ? -87.33654475f : x;
+    x = x > 88.0f ? 88.0f : x;
     float t = x * FNN_LOG2EF + FNN_SHIFT23;
     float kf = t - FNN_SHIFT23;
     int32_t k = fnn_f32_to_bits(t) - fnn_f32_to_bits(FNN_SHIFT23);
     float r = (x - kf * FNN_LN2_HIF) - kf * FNN_LN2_LOF;
     float q = fnn_expm1_poly_f32(r);
-    int32_t k1 = k / 2;
-    int32_t k2 = k - k1;
-    float s1 = fnn_bits_to_f32((int32_t)((uint32_t)(k1 + 127) << 23));
-    float s2 = fnn_bits_to_f32((int32_t)((uint32_t)(k2 + 127) << 23));
-    return ((1.0f + q) * s1) * s2;
+    float s = fnn_bits_to_f32((int32_t)((uint32_t)(k + 127) << 23));
+    float y = s * q + s;                          /* k in [-126, 127] */
+    return tiny ? 0.0f : y;
 }
 
 /* e^x - 1, clamped to [-20, 88]. */

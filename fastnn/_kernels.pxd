@@ -100,6 +100,9 @@ cdef extern from "fastnn.h" nogil:
                            int64_t t, double wd, const double *g, double *w,
                            double *m, double *v)
 
+    double fnn_sum_squares_f32(int64_t n, const float *x)
+    double fnn_sum_squares_f64(int64_t n, const double *x)
+
     int fnn_all_finite_f32(int64_t m, int64_t n, const float *x, int64_t ldx)
     int fnn_all_finite_f64(int64_t m, int64_t n, const double *x, int64_t ldx)
 
@@ -174,6 +177,8 @@ cdef extern from "fastnn.h" nogil:
         void *snapshot
         int64_t snapshot_every
         int64_t epoch0
+        int32_t loss_l2
+        int32_t mean_by_rows
         fnn_poll_fn poll
         void *poll_ctx
         double poll_ms

@@ -270,6 +270,20 @@ def adam_step(floating[::1] w, const floating[::1] g, floating[::1] m,
                               &m[0], &v[0])
 
 
+def sum_squares(const floating[::1] x):
+    """sum_i x_i^2 (accumulated in double)."""
+    cdef int64_t n = x.shape[0]
+    cdef double r
+    if n == 0:
+        return 0.0
+    with nogil:
+        if floating is float:
+            r = fnn_sum_squares_f32(n, &x[0])
+        else:
+            r = fnn_sum_squares_f64(n, &x[0])
+    return r
+
+
 def all_finite(const floating[:, :] x):
     """True if every element of the 2-D array x is finite."""
     cdef int64_t m = x.shape[0], n = x.shape[1]

@@ -81,6 +81,21 @@ cdef double _c_step(const fnn_net *net, bint f32, int64_t m, const void *x,
         <double *>pp, <double *>gp, NULL, <double *>wsp, iwsp)
 
 
+cdef _check(object a, str name, object dtype, tuple shape):
+    """a is a C-contiguous ndarray of dtype and shape (None: any size).
+    NetCore trusts nothing it is handed: a wrong buffer would be read out of
+    bounds by the C code."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if a.ndim != len(shape) or any(want is not None and got != want
+                                   for got, want in zip(a.shape, shape)):
+        raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
+
+
 cdef class _Poll:
     """State shared with the poll callback that the C loop calls (holding
     the GIL only inside the callback)."""
@@ -276,6 +291,12 @@ cdef class NetCore:
         cdef int64_t b = BLOCK_ELEMS // max(1, self.net.ws_cols)
         return max(1, min(m, max(b, 64)))
 
+    cdef _check_data(self, X, Y, sw):
+        _check(X, "X", self.params.dtype, (None, self.n_in))
+        _check(Y, "Y", self.params.dtype, (X.shape[0], self.n_out))
+        if sw is not None:
+            _check(sw, "sw", self.params.dtype, (X.shape[0],))
+
     cdef _acquire(self):
         if self.busy or (self._holder is not None
                          and self._holder != threading.get_ident()):
@@ -300,6 +321,7 @@ cdef class NetCore:
 
     def forward(self, cnp.ndarray X, bint predict=True):
         """Network output for X (m, n_in), a new (m, n_out) array."""
+        _check(X, "X", self.params.dtype, (None, self.n_in))
         cdef int64_t m = X.shape[0], i0, mb, blk = self._block_rows(X.shape[0])
         out = np.empty((m, self.n_out), dtype=self.params.dtype)
         if m == 0:
@@ -331,6 +353,7 @@ cdef class NetCore:
 
     def loss(self, cnp.ndarray X, cnp.ndarray Y, object sw, double scale):
         """scale * sum_i sw_i loss_i over all rows (no gradient)."""
+        self._check_data(X, Y, sw)
         cdef int64_t m = X.shape[0], i0, mb, blk = self._block_rows(X.shape[0])
         if m == 0:
             return 0.0
@@ -380,6 +403,7 @@ cdef class NetCore:
         """Forward + loss + backward over all rows of X at once.  lr == 0:
         fill grads; lr != 0: fused SGD step.  Returns the loss; if it is not
         finite nothing was changed."""
+        self._check_data(X, Y, sw)
         cdef int64_t m = X.shape[0]
         cdef cnp.ndarray swa
         cdef void *swp = NULL
@@ -465,7 +489,8 @@ cdef class NetCore:
             double l2=0.0, bint l2_per_row=False, object vel=None,
             object sq=None, int64_t t=0, object snapshot=None,
             int64_t snapshot_every=1, int64_t epoch0=0, object progress=None,
-            double poll_ms=50.0, object epoch_loss=None):
+            double poll_ms=50.0, object epoch_loss=None, bint loss_l2=False,
+            bint mean_by_rows=False):
         """Run len(lrs) epochs natively (csrc/train.c) without the GIL.
 
         X (n, n_in), Y (n, n_out), sw (n) or None: validated arrays of the
@@ -473,7 +498,9 @@ cdef class NetCore:
         learning rate per epoch.  kind: FNN_OPT_*.  vel/sq: optimizer state
         buffers (n_params).  progress(epoch, step) -> stop? is called with
         the GIL about every poll_ms; it may read epoch_loss (float64
-        (n_epochs,), filled as epochs finish; allocated if None).  Returns a dict (status, epochs_done,
+        (n_epochs,), filled as epochs finish; allocated if None).  loss_l2:
+        add 1/2 wd |W|^2 to each step's loss; mean_by_rows: weight the epoch
+        mean by rows even with sample weights (scikit-learn's reporting).  Returns a dict (status, epochs_done,
         steps_done, bad_epoch, bad_step, snapshot_epoch, epoch_loss, t, exc).
         """
         cdef fnn_fit_args a
@@ -483,6 +510,25 @@ cdef class NetCore:
         cdef cnp.ndarray tmp
         cdef void *wsp
         cdef int32_t *iwsp
+        self._check_data(X, Y, sw)
+        _check(lrs, "lrs", np.float64, (None,))
+        if n == 0:
+            raise ValueError("fit needs at least one row")
+        if kind not in (FNN_OPT_SGD, FNN_OPT_MOMENTUM, FNN_OPT_NESTEROV, FNN_OPT_ADAM):
+            raise ValueError(f"unknown optimizer kind {kind}")
+        P = (self.params.shape[0],)
+        if kind != FNN_OPT_SGD:
+            _check(vel, "vel", self.params.dtype, P)
+        if kind == FNN_OPT_ADAM:
+            _check(sq, "sq", self.params.dtype, P)
+            if t < 0:
+                raise ValueError("t must be >= 0")
+        if snapshot is not None:
+            _check(snapshot, "snapshot", self.params.dtype, P)
+        if order is not None:
+            _check(order, "order", np.int64, (n_epochs, n))
+            if order.size and (order.min() < 0 or order.max() >= n):
+                raise ValueError(f"order holds row indices outside [0, {n})")
         batch = max(1, min(batch, n))
         if epoch_loss is None:
             epoch_loss = np.full(n_epochs, np.nan)
@@ -504,8 +550,6 @@ cdef class NetCore:
         xb = yb = swb = None
         if order is not None:
             tmp = order
-            if tmp.dtype != np.int64 or tmp.size != n_epochs * n or not tmp.flags.c_contiguous:
-                raise ValueError("order must be a C-contiguous int64 (n_epochs, n) array")
             a.order = <const int64_t *>cnp.PyArray_DATA(tmp)
             xb = np.empty((batch, self.n_in), dtype=self.params.dtype)
             yb = np.empty((batch, self.n_out), dtype=self.params.dtype)
@@ -523,6 +567,8 @@ cdef class NetCore:
             a.snapshot = cnp.PyArray_DATA(tmp)
         a.snapshot_every = max(1, snapshot_every)
         a.epoch0 = epoch0
+        a.loss_l2 = loss_l2
+        a.mean_by_rows = mean_by_rows
         a.snapshot_epoch = -1
         poll = _Poll(progress)
         a.poll = _poll

@@ -165,6 +165,12 @@ def adam_step(w, g, m, v, t, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, wd=0.0)
     return w - lr_t * m / (np.sqrt(v) + eps), m, v
 
 
+def sum_squares(x):
+    """sum_i x_i^2."""
+    x = _f64(x)
+    return float(np.dot(x, x))
+
+
 def all_finite(x):
     """True if every element is finite."""
     return bool(np.isfinite(x).all())
@@ -249,13 +255,17 @@ def net_train_step(specs, loss, params, x, y, lr, scale=None):
 
 def fit(specs, loss, params, n_weights, x, y, lrs, batch, order=None,
         optimizer="sgd", momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8,
-        l2=0.0, l2_per_row=False, sw=None, state=None):
+        l2=0.0, l2_per_row=False, sw=None, state=None, loss_l2=False,
+        mean_by_rows=False):
     """Replay of csrc/train.c: epochs of minibatches in the given row order.
 
     lrs: learning rate per epoch; order: (n_epochs, n) row indices or None.
     Weights params[:n_weights] get the L2 term (l2, or l2 / batch weight if
-    l2_per_row).  Returns (params, epoch_losses, state) where state holds the
-    optimizer buffers and Adam's step count (pass it back to continue).
+    l2_per_row); loss_l2 adds 1/2 wd |W|^2 to each step's reported loss;
+    the epoch loss is the mean of the step losses weighted by each batch's
+    sample-weight sum (rows if mean_by_rows), a plain sum for sse.  Returns
+    (params, epoch_losses, state) where state holds the optimizer buffers
+    and Adam's step count (pass it back to continue).
     """
     x, y = _f64(x), _f64(y)
     params = _f64(params).copy()
@@ -278,6 +288,8 @@ def fit(specs, loss, params, n_weights, x, y, lrs, batch, order=None,
             L, g = net_loss_grad(specs, loss, params, x[rows], y[rows], scale, swb)
             if not np.isfinite(L):
                 raise FloatingPointError(f"non-finite loss at epoch {e}")
+            if loss_l2 and wd != 0:
+                L += 0.5 * wd * sum_squares(params[:n_weights])
             # weights (with L2) and biases (without) as two flat runs
             parts = [slice(0, n_weights), slice(n_weights, P)]
             if optimizer == "sgd":
@@ -299,7 +311,8 @@ def fit(specs, loss, params, n_weights, x, y, lrs, batch, order=None,
                 sq = np.concatenate([r[2] for r in res])
             else:
                 raise ValueError(f"unknown optimizer {optimizer!r}")
-            total += L if loss == "sse" else L * wtot
-            wsum += wtot
+            wgt = len(rows) if mean_by_rows else wtot
+            total += L if loss == "sse" else L * wgt
+            wsum += wgt
         losses.append(total if loss == "sse" else total / wsum)
     return params, np.array(losses), {"vel": vel, "sq": sq, "t": t}

@@ -130,6 +130,15 @@ def ulp_error(got, ref_hi, dtype):
     return np.abs(np.asarray(got, dtype=np.longdouble) - ref_hi) / spacing
 
 
+def flush_hi(ref_hi, dtype):
+    """The true values as fastnn's kernels return them: results that would
+    be subnormal in dtype flush to exactly 0 (csrc/vmath.h: no subnormal
+    slow path)."""
+    ref_hi = np.asarray(ref_hi, dtype=np.longdouble)
+    tiny = np.longdouble(np.finfo(dtype).tiny)
+    return np.where(np.abs(ref_hi) < tiny, np.longdouble(0), ref_hi)
+
+
 def sigmoid_hi(x):
     """sigmoid in long double."""
     x = np.asarray(x, dtype=np.longdouble)

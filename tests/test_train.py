@@ -126,6 +126,49 @@ def test_sample_weight_matches_reference():
     assert rel(net.params, p) < 1e-10
 
 
+@pytest.mark.parametrize("mean_by_rows", [False, True])
+def test_reported_l2_term_and_row_weighted_epoch_mean(mean_by_rows):
+    """The options scikit-learn's reporting needs: 1/2 (alpha/rows) |W|^2 in
+    each step's loss, and the epoch mean weighted by rows."""
+    from fastnn._train import OPT_KINDS
+    X, Y = data("mse", n=30)
+    w = np.random.RandomState(4).rand(30) + 0.5
+    net = Network(layers("mse", "tanh", True), n_in=5, seed=0)
+    p0 = net.params.copy()
+    order = orders(2, 3, 30)
+    r = net._core.fit(X, Y, w, order, np.full(3, 0.05), 7, OPT_KINDS["sgd"], l2=0.3,
+                      l2_per_row=True, loss_l2=True, mean_by_rows=mean_by_rows)
+    p, losses, _ = ref.fit(net.specs(), "mse", p0, net.n_weights, X, Y, [0.05] * 3, 7,
+                           order, "sgd", l2=0.3, l2_per_row=True, sw=w, loss_l2=True,
+                           mean_by_rows=mean_by_rows)
+    np.testing.assert_allclose(r["epoch_loss"], losses, rtol=1e-12)
+    assert rel(net.params, p) < 1e-12
+    _, plain, _ = ref.fit(net.specs(), "mse", p0, net.n_weights, X, Y, [0.05] * 3, 7,
+                          order, "sgd", l2=0.3, l2_per_row=True, sw=w)
+    assert (losses > plain).all()          # the L2 term is there
+
+
+def test_native_core_refuses_bad_buffers():
+    """NetCore (what fit drives) checks everything it is handed: a wrong
+    buffer would otherwise be read out of bounds by the C loop."""
+    from fastnn._train import OPT_KINDS
+    core = Network([Dense(4, "tanh"), Dense(2)], n_in=3)._core
+    X, Y, lrs = np.zeros((5, 3)), np.zeros((5, 2)), np.full(2, 0.1)
+    bad = [lambda: core.fit(X, Y, None, None, lrs, 2, OPT_KINDS["momentum"]),
+           lambda: core.fit(X, Y, None, None, lrs, 2, OPT_KINDS["adam"], vel=np.zeros(26)),
+           lambda: core.fit(X, Y, None, np.full((2, 5), 7, np.int64), lrs, 2, 0),
+           lambda: core.fit(X, Y, None, np.zeros((3, 5), np.int64), lrs, 2, 0),
+           lambda: core.fit(X.astype(np.float32), Y, None, None, lrs, 2, 0),
+           lambda: core.fit(X, Y, np.ones(4), None, lrs, 2, 0),
+           lambda: core.forward(np.zeros((3, 5)).T),
+           lambda: core.forward(np.zeros((5, 4))),
+           lambda: core.loss(X, Y[:3], None, 1.0),
+           lambda: core.loss_grad(X, Y.astype(np.float32), None, 1.0)]
+    for f in bad:
+        with pytest.raises((TypeError, ValueError)):
+            f()
+
+
 def test_same_seed_bit_identical_and_other_seed_differs():
     X, Y = data("mse", n=64)
     runs = []
