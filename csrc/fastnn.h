@@ -251,17 +251,21 @@ double *fnn_net_forward_f64(const fnn_net *net, int64_t m, const double *x,
  * grads); wd applies to W only.  If the loss is not finite, nothing after
  * the forward pass runs: grads and params are untouched.  Otherwise, if
  * snapshot is not NULL, params are copied to it (n_params) before any
- * update: a state whose loss is known to be finite. */
+ * update: a state whose loss is known to be finite.  check_x != 0 also
+ * returns NaN, touching nothing, if x holds NaN or inf (seen through the
+ * first layer's product x W, all non-finite then; cheaper than reading x
+ * again when n_in is large). */
 double fnn_net_loss_grad_f32(const fnn_net *net, int64_t m, const float *x,
                              int64_t ldx, const float *y, int64_t ldy,
                              const float *sw, double scale, float lr, float wd,
                              float *params, float *grads, float *snapshot,
-                             float *ws, int32_t *iws);
+                             float *ws, int32_t *iws, int check_x);
 double fnn_net_loss_grad_f64(const fnn_net *net, int64_t m, const double *x,
                              int64_t ldx, const double *y, int64_t ldy,
                              const double *sw, double scale, double lr,
                              double wd, double *params, double *grads,
-                             double *snapshot, double *ws, int32_t *iws);
+                             double *snapshot, double *ws, int32_t *iws,
+                             int check_x);
 
 /* ---- the training loop (train.c) -------------------------------------- */
 

@@ -41,10 +41,13 @@ static int SUF(out_act)(const fnn_net *net, int predict)
     return act;
 }
 
-FNN_CLONES
-REAL *SUF(fnn_net_forward)(const fnn_net *net, int64_t m, const REAL *x,
+/* The forward pass; with check, NULL if the first layer's product x W is
+ * not finite, which NaN or inf anywhere in x makes it (inf * w and NaN
+ * propagate through every sum they enter; W is finite).  Checking that
+ * (m, n_1) product instead of x (m, n_in) is cheaper for wide inputs. */
+FNN_INLINE REAL *KSUF(forward)(const fnn_net *net, int64_t m, const REAL *x,
                            int64_t ldx, const REAL *params, int predict,
-                           REAL *ws, int32_t *iws)
+                           REAL *ws, int32_t *iws, int check)
 {
     const REAL *in = x;
     int64_t ldin = ldx;
@@ -59,6 +62,9 @@ REAL *SUF(fnn_net_forward)(const fnn_net *net, int64_t m, const REAL *x,
             REAL *zl = out + m * L->n_out;
             KSUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_NOTRANS, m, cols,
                           L->n_in, 1, in, ldin, W, cols, 0, zl, cols);
+            if (check && l == 0 && !KSUF(fnn_all_finite)(m, cols, zl, cols)) {
+                return NULL;
+            }
             KSUF(fnn_maxout_forward)(m, L->n_out, L->pieces, b, zl, cols,
                                     out, L->n_out, iws + m * L->iws_col);
         } else {
@@ -74,6 +80,9 @@ REAL *SUF(fnn_net_forward)(const fnn_net *net, int64_t m, const REAL *x,
                 KSUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_NOTRANS, m, cols,
                               L->n_in, 1, in, ldin, W, cols, 0, out, cols);
             }
+            if (check && l == 0 && !KSUF(fnn_all_finite)(m, cols, out, cols)) {
+                return NULL;
+            }
             if (act == FNN_SOFTMAX) {
                 KSUF(fnn_softmax_forward)(m, cols, b, out, cols);
             } else {
@@ -88,15 +97,26 @@ REAL *SUF(fnn_net_forward)(const fnn_net *net, int64_t m, const REAL *x,
 }
 
 FNN_CLONES
+REAL *SUF(fnn_net_forward)(const fnn_net *net, int64_t m, const REAL *x,
+                           int64_t ldx, const REAL *params, int predict,
+                           REAL *ws, int32_t *iws)
+{
+    return KSUF(forward)(net, m, x, ldx, params, predict, ws, iws, 0);
+}
+
+FNN_CLONES
 double SUF(fnn_net_loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
                               int64_t ldx, const REAL *y, int64_t ldy,
                               const REAL *sw, double scale, REAL lr, REAL wd,
                               REAL *params, REAL *grads, REAL *snapshot,
-                              REAL *ws, int32_t *iws)
+                              REAL *ws, int32_t *iws, int check_x)
 {
     int64_t nl = net->n_layers;
     const fnn_layer *last = &net->layers[nl - 1];
-    REAL *out = SUF(fnn_net_forward)(net, m, x, ldx, params, 0, ws, iws);
+    REAL *out = KSUF(forward)(net, m, x, ldx, params, 0, ws, iws, check_x);
+    if (!out) {
+        return NAN;                     /* x not finite: touch nothing */
+    }
     REAL *D = ws + m * net->ws_cols - 2 * m * net->max_width;
     REAL *E = D + m * net->max_width;
     REAL *dblast = last->b_off >= 0 ? grads + last->b_off : NULL;

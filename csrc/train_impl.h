@@ -72,7 +72,7 @@ int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                 ? 0.5 * (double)wd * KSUF(fnn_sum_squares)(nw, params) : 0.0;
             double loss = SUF(fnn_net_loss_grad)(
                 net, mb, xb, ldx, yb, ldy, swb, scale, fused ? lr : 0,
-                fused ? wd : 0, params, grads, snap, ws, iws);
+                fused ? wd : 0, params, grads, snap, ws, iws, 0);
             if (!(loss - loss == 0)) {
                 a->bad_epoch = e;
                 a->bad_step = s;

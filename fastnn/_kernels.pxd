@@ -138,12 +138,13 @@ cdef extern from "fastnn.h" nogil:
                                  int64_t ldx, const float *y, int64_t ldy,
                                  const float *sw, double scale, float lr, float wd,
                                  float *params, float *grads, float *snapshot,
-                                 float *ws, int32_t *iws)
+                                 float *ws, int32_t *iws, int check_x)
     double fnn_net_loss_grad_f64(const fnn_net *net, int64_t m, const double *x,
                                  int64_t ldx, const double *y, int64_t ldy,
                                  const double *sw, double scale, double lr,
                                  double wd, double *params, double *grads,
-                                 double *snapshot, double *ws, int32_t *iws)
+                                 double *snapshot, double *ws, int32_t *iws,
+                                 int check_x)
 
     enum:
         FNN_OPT_SGD
