@@ -101,16 +101,36 @@ FNN_VEC double KSUF(fnn_loss_grad)(int64_t m, int64_t n, int loss, double scale,
                 mx = v > mx ? v : mx;
             }
             double s = 0.0, ys = 0.0, yz = 0.0;
-            FNN_SIMD_SUM3(s, ys, yz) for (int64_t j = 0; j < n; j++) {
-                double v = (double)zi[j];
-                s += fnn_exp_f64(v - mx);
-                ys += (double)yi[j];
-                yz += (double)yi[j] * v;
+            /* double dz apart from z: keep e^(z - max) there and scale it
+             * (one exp per element); otherwise (float dz, whose rounding
+             * would spoil p - y near 1, or dz == z) recompute p in double */
+            const int keep = sizeof(REAL) == sizeof(double) && dzi && dzi != zi;
+            if (keep) {
+                FNN_SIMD_SUM3(s, ys, yz) for (int64_t j = 0; j < n; j++) {
+                    double v = (double)zi[j];
+                    double e = fnn_exp_f64(v - mx);
+                    dzi[j] = (REAL)e;
+                    s += e;
+                    ys += (double)yi[j];
+                    yz += (double)yi[j] * v;
+                }
+            } else {
+                FNN_SIMD_SUM3(s, ys, yz) for (int64_t j = 0; j < n; j++) {
+                    double v = (double)zi[j];
+                    s += fnn_exp_f64(v - mx);
+                    ys += (double)yi[j];
+                    yz += (double)yi[j] * v;
+                }
             }
-            double lse = mx + log(s);   /* one libm call per row */
+            double lse = mx + fnn_log_f64(s);
             li = lse * ys - yz;
-            if (dzi) {
-                double gy = g * ys;
+            if (keep) {
+                const double gys = g * ys / s;
+                FNN_SIMD for (int64_t j = 0; j < n; j++) {
+                    dzi[j] = (REAL)(gys * (double)dzi[j] - g * (double)yi[j]);
+                }
+            } else if (dzi) {
+                const double gy = g * ys;
                 FNN_SIMD for (int64_t j = 0; j < n; j++) {
                     double p = fnn_exp_f64((double)zi[j] - lse);
                     dzi[j] = (REAL)(gy * p - g * (double)yi[j]);
