@@ -167,7 +167,8 @@ static inline double fnn_log1p01_f64(double x)
 }
 
 /* log x for a positive normal x (softmax's row sums, >= 1): x = 2^k f with
- * f in [1, 2), log x = k ln2 + log1p(f - 1), f - 1 exact.  No libm call. */
+ * f in [1, 2), log x = k ln2 + log1p(f - 1), f - 1 exact; NaN and +inf are
+ * returned as they are.  No libm call. */
 static inline double fnn_log_f64(double x)
 {
     const int64_t bits = fnn_f64_to_bits(x);
@@ -175,7 +176,8 @@ static inline double fnn_log_f64(double x)
     const double f = fnn_bits_to_f64((bits & 0x000FFFFFFFFFFFFFLL)
                                      | 0x3FF0000000000000LL);
     const double kd = (double)k;
-    return (kd * FNN_LN2_HI + fnn_log1p01_f64(f - 1.0)) + kd * FNN_LN2_LO;
+    const double r = (kd * FNN_LN2_HI + fnn_log1p01_f64(f - 1.0)) + kd * FNN_LN2_LO;
+    return x - x == 0 ? r : x;                 /* NaN and +inf pass through */
 }
 
 /* ---- float -------------------------------------------------------------
