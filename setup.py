@@ -4,6 +4,7 @@ FASTNN_DEBUG=1 builds the debug variant: -O0 -g and Cython bounds checks.
 CFLAGS/LDFLAGS from the environment are honoured (sanitizer builds, see
 .ci/run).  No -march=native: CPU-specific code goes through target_clones.
 """
+import glob
 import os
 
 import numpy as np
@@ -20,9 +21,13 @@ CFLAGS += ["-O0", "-g"] if DEBUG else ["-O3"]
 MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
 
 
+HEADERS = sorted(glob.glob("csrc/*.h"))     # kernel bodies live in headers
+
+
 def ext(name, sources):
     return Extension(name, sources, include_dirs=["csrc", np.get_include()],
-                     extra_compile_args=CFLAGS, define_macros=MACROS)
+                     extra_compile_args=CFLAGS, define_macros=MACROS,
+                     depends=HEADERS)
 
 
 extensions = [
