@@ -25,12 +25,16 @@ anything else becomes float64), np.float32 or np.float64.
 
 How it runs: the per-epoch logic (shuffling, stopping, schedules, early
 stopping) is this file's Python, the minibatches run in fastnn's native loop
-(NetCore.fit, csrc/train.c) without the GIL.  When alpha == 0 and there are no
-sample weights, one native call runs a whole epoch; otherwise one call runs
-each minibatch, because scikit-learn's reported loss needs the weight norm
-before every step (the L2 term) and weighs batches by rows, not by sample
-weight, and the native epoch loss carries neither.  lbfgs is
-scipy.optimize's L-BFGS-B with loss and gradient from one native call.
+(NetCore.fit, csrc/train.c) without the GIL, one native call per epoch: the
+core adds scikit-learn's L2 term 0.5 alpha ||W||^2 / sw_sum (weights before
+each step) to every batch loss and weighs the epoch mean by rows, as
+scikit-learn reports it.  The learning rate is constant within an epoch in
+every scikit-learn schedule (invscaling and adaptive change it between
+epochs), and Adam's bias correction is applied per step by the core.  Two
+cases still run one native call per minibatch (_EpochRunner says why):
+loss='poisson', and squared error with several outputs and alpha != 0.
+lbfgs is scipy.optimize's L-BFGS-B with loss and gradient from one native
+call.
 
 Differences from scikit-learn, all outside what its tests look at:
 - Sparse X is accepted and densified (the native core is dense).
@@ -125,6 +129,47 @@ def _binary_log_loss(y_true, y_prob, sample_weight=None):
     y_prob = np.clip(y_prob, eps, 1 - eps)
     return -np.average(xlogy(y_true, y_prob) + xlogy(1 - y_true, 1 - y_prob),
                        weights=sample_weight, axis=0).sum()
+
+
+def _sklearn_shuffle(idx, random_state):
+    """scikit-learn's shuffle(idx, random_state=random_state), to the bit."""
+    return shuffle(idx, random_state=random_state)
+
+
+def _permute(idx, random_state):
+    """What sklearn.utils.shuffle(idx, random_state=random_state) computes
+    for a 1-D index array and a RandomState (resample without replacement:
+    a permutation of arange(n) by random_state.shuffle, then idx taken in
+    that order), without its input validation, which costs ~0.13 ms per
+    call -- once per epoch, as much as a whole small epoch's Python work.
+    The same draws from random_state, so the same array and the same state
+    afterwards."""
+    perm = np.arange(idx.shape[0])
+    random_state.shuffle(perm)
+    return idx[perm]
+
+
+_EPOCH_SHUFFLE = None
+
+
+def _epoch_shuffle():
+    """_permute if it reproduces this scikit-learn's shuffle (array and
+    random state after it; checked once per process), else scikit-learn's
+    shuffle itself."""
+    global _EPOCH_SHUFFLE
+    if _EPOCH_SHUFFLE is None:
+        ok = True
+        for n in (1, 2, 7, 200):
+            idx = np.arange(n, dtype=int)[::-1].copy()
+            ra, rb = np.random.RandomState(n), np.random.RandomState(n)
+            a = shuffle(idx, random_state=ra)
+            b = _permute(idx, rb)
+            sa, sb = ra.get_state(), rb.get_state()
+            ok = ok and (a.dtype == b.dtype and np.array_equal(a, b)
+                         and np.array_equal(sa[1], sb[1])
+                         and sa[2:] == sb[2:])
+        _EPOCH_SHUFFLE = _permute if ok else _sklearn_shuffle
+    return _EPOCH_SHUFFLE
 
 
 class _Optimizer:
@@ -573,11 +618,12 @@ class _BaseMLP(BaseEstimator):
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
 
         runner = _EpochRunner(self, net, X_train, Y_train, sw_train, batch_size)
+        permute = _epoch_shuffle()
         try:
             self.n_iter_ = 0
             for it in range(self.max_iter):
                 if self.shuffle:
-                    sample_idx = shuffle(sample_idx, random_state=self._random_state)
+                    sample_idx = permute(sample_idx, self._random_state)
                 self.loss_ = runner.epoch(sample_idx if self.shuffle else None,
                                           self._optimizer.epoch_lr)
                 self.n_iter_ += 1
@@ -689,10 +735,30 @@ class _BaseMLP(BaseEstimator):
 
 
 class _EpochRunner:
-    """Runs one epoch of minibatches through the native loop and returns
-    scikit-learn's epoch loss: the mean over batches, weighted by rows, of
-    (data loss + 0.5 alpha ||W||^2 / batch weight), ||W|| taken before each
-    step."""
+    """Runs one epoch of minibatches and returns scikit-learn's epoch loss:
+    the mean over batches, weighted by rows, of (data loss + 0.5 alpha
+    ||W||^2 / batch weight), ||W|| taken before each step, batch weight the
+    batch's rows or sample-weight sum (scikit-learn's sw_sum).
+
+    One native call (NetCore.fit, csrc/train.c) runs the whole epoch: it
+    gathers the rows of `order`, takes the steps, and with loss_l2 /
+    mean_by_rows reports exactly that mean, L2 term included.  Two cases
+    still take one native call per minibatch, because the native loop cannot
+    produce scikit-learn's numbers for them:
+
+    - loss='poisson': scikit-learn's output is exp(z), its loss the half
+      Poisson deviance and its gradient e^z - y; the core has neither an exp
+      output nor that loss, so each batch needs a forward pass here (z and
+      the deviance) before the squared-error step on targets z - (e^z - y)
+      that follows the same gradient.
+    - squared error with several outputs and alpha != 0: scikit-learn
+      reports the data loss as a mean over outputs (the core's mse / n_out)
+      but the L2 term undivided; the native epoch loss is only their sum,
+      so the two cannot be told apart afterwards.  (With one output, or
+      alpha == 0, there is nothing to tell apart and the epoch runs
+      natively.)  Removing this needs a report-only scale for the data loss
+      in fnn_fit_args.
+    """
 
     def __init__(self, est, net, X, Y, sw, batch_size):
         from fastnn._train import OPT_KINDS, STATUS
@@ -702,41 +768,55 @@ class _EpochRunner:
         self.alpha = float(est.alpha)
         self.out_scale = est._n_out_scale()
         self.poisson = est.out_activation_ == "exp"
-        self.STATUS = STATUS
-        self.OPT_KINDS = OPT_KINDS
+        self.nonfinite = STATUS["nonfinite"]
+        self.kind = OPT_KINDS[est._optimizer.kind]
         self.loss_buf = np.zeros(1)
         self.lr_buf = np.zeros(1)
-        # One native call per epoch is exact only when the batch loss needs
-        # neither the weight norm nor sample weights (see module docstring).
-        self.per_batch = self.alpha != 0 or sw is not None or self.poisson
+        self.per_batch = self.poisson or (self.alpha != 0 and self.out_scale != 1.0)
         if self.per_batch:
             n_in, n_out = X.shape[1], Y.shape[1]
             self.xb = np.empty((batch_size, n_in), net.dtype)
             self.yb = np.empty((batch_size, n_out), net.dtype)
             self.swb = None if sw is None else np.empty(batch_size, net.dtype)
 
-    def _call(self, X, Y, sw, order, batch):
+    def _call(self, X, Y, sw, order, batch, loss_l2):
+        """NetCore.fit over the rows of X (in `order`, if given) in batches
+        of `batch`; the epoch loss as the core reports it: the mean over
+        batches, weighted by rows, of the core's loss (plus the L2 term if
+        loss_l2)."""
         opt = self.est._optimizer
-        r = self.core.fit(X, Y, sw, order, self.lr_buf, batch,
-                          self.OPT_KINDS[opt.kind], momentum=opt.momentum,
-                          beta1=opt.beta_1, beta2=opt.beta_2, eps=opt.epsilon,
-                          l2=self.alpha, l2_per_row=True, vel=opt.vel, sq=opt.sq,
-                          t=opt.t, epoch_loss=self.loss_buf)
+        r = self.core.fit(X, Y, sw, order, self.lr_buf, batch, self.kind,
+                          momentum=opt.momentum, beta1=opt.beta_1,
+                          beta2=opt.beta_2, eps=opt.epsilon, l2=self.alpha,
+                          l2_per_row=True, vel=opt.vel, sq=opt.sq, t=opt.t,
+                          epoch_loss=self.loss_buf, loss_l2=loss_l2,
+                          mean_by_rows=True)
         opt.t = r["t"]
         if r["exc"] is not None:
             raise r["exc"]
-        if r["status"] == self.STATUS["nonfinite"]:
+        if r["status"] == self.nonfinite:
             raise ValueError(_NONFINITE_MSG + " (the loss became non-finite; the "
                              "last finite parameters are kept)")
         return float(self.loss_buf[0])
 
     def epoch(self, idx, lr):
+        """One epoch over the rows in order idx (None: in order) at
+        learning rate lr; returns scikit-learn's epoch loss."""
         self.lr_buf[0] = lr
+        if not self.per_batch:
+            # out_scale != 1 (several squared-error outputs) only with alpha
+            # == 0 here: the whole loss is data loss, scaled as scikit-learn's
+            order = None if idx is None else np.ascontiguousarray(idx, np.int64)[None]
+            return self._call(self.X, self.Y, self.sw, order, self.batch,
+                              True) * self.out_scale
+        return self._epoch_per_batch(idx)
+
+    def _epoch_per_batch(self, idx):
+        """The two cases the native epoch cannot report (see the class
+        docstring): one native step per minibatch, the reported batch loss
+        and L2 term computed here."""
         X, Y, sw = self.X, self.Y, self.sw
         n = X.shape[0]
-        if not self.per_batch:
-            order = None if idx is None else np.ascontiguousarray(idx, np.int64)[None]
-            return self._call(X, Y, None, order, self.batch) * self.out_scale
         accumulated = 0.0
         coefs = self.est.coefs_
         for sl in gen_batches(n, self.batch):
@@ -761,9 +841,9 @@ class _EpochRunner:
                 p = np.exp(z)
                 data = _poisson_loss(yb, p, swb)
                 target = np.ascontiguousarray(z - (p - yb), dtype=self.net.dtype)
-                self._call(xb, target, swb, None, mb)
+                self._call(xb, target, swb, None, mb, False)
             else:
-                data = self._call(xb, yb, swb, None, mb) * self.out_scale
+                data = self._call(xb, yb, swb, None, mb, False) * self.out_scale
             accumulated += (data + (0.5 * self.alpha) * values / sw_sum) * mb
         return accumulated / n
 

@@ -246,6 +246,29 @@ SCENARIOS = {
     "poisson": ("regression", {}, dict(loss="poisson", max_iter=10)),
     "poisson-sw": ("regression", dict(sample_weight=SW),
                    dict(loss="poisson", solver="sgd", max_iter=10)),
+    # one native call per epoch with the L2 term and sample weights (see
+    # test_native_calls_per_epoch): every optimizer, schedule and output
+    "sample_weight-1out-adam": ("regression-1out", dict(sample_weight=SW),
+                                dict(max_iter=10)),
+    "sample_weight-no-shuffle": ("binary", dict(sample_weight=SW),
+                                 dict(shuffle=False, max_iter=10)),
+    "sample_weight-multilabel-invscaling": (
+        "multilabel", dict(sample_weight=SW),
+        dict(solver="sgd", learning_rate="invscaling", learning_rate_init=0.5,
+             max_iter=10)),
+    "sample_weight-momentum-partial-batch": (
+        "multiclass", dict(sample_weight=SW),
+        dict(solver="sgd", nesterovs_momentum=False, alpha=0.5, batch_size=40,
+             max_iter=10)),
+    "sample_weight-adaptive": ("multiclass", dict(sample_weight=SW),
+                               dict(solver="sgd", learning_rate="adaptive",
+                                    learning_rate_init=0.1, max_iter=150,
+                                    n_iter_no_change=2, tol=1e-3)),
+    "sample_weight-early_stopping-1out": ("regression-1out", dict(sample_weight=SW),
+                                          dict(early_stopping=True, max_iter=40,
+                                               validation_fraction=0.2)),
+    "alpha0-multioutput-sw": ("regression", dict(sample_weight=SW),
+                              dict(alpha=0.0, max_iter=10)),
 }
 
 
@@ -260,6 +283,72 @@ def test_parity_scenarios(name):
     (a, wa), (b, wb) = fit_both(cls, X, y, fit_kw, **params)
     assert_same(a, b)
     assert wa == wb
+
+
+class _CountingCore:
+    """Stands in for a network's NetCore and records the rows of every
+    native fit call."""
+
+    def __init__(self, core):
+        self._core = core
+        self.rows = []
+
+    def fit(self, X, *args, **kw):
+        self.rows.append(X.shape[0])
+        return self._core.fit(X, *args, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._core, name)
+
+
+@pytest.mark.parametrize("task, fit_kw, params, per_batch", [
+    ("multiclass", {}, {}, False),
+    ("binary", dict(sample_weight=SW), dict(shuffle=False), False),
+    ("multilabel", dict(sample_weight=SW), dict(solver="sgd",
+                                                learning_rate="invscaling"), False),
+    ("regression-1out", dict(sample_weight=SW), dict(alpha=1.0), False),
+    ("regression", dict(sample_weight=SW), dict(alpha=0.0), False),
+    # the two cases the native epoch cannot report (sklearn._EpochRunner)
+    ("regression", {}, {}, True),
+    ("regression", {}, dict(loss="poisson", solver="sgd"), True),
+], ids=["default", "sw-no-shuffle", "sw-invscaling", "sw-1out", "multioutput-alpha0",
+        "multioutput-alpha", "poisson"])
+def test_native_calls_per_epoch(task, fit_kw, params, per_batch):
+    """One native fit call per epoch, L2 term and sample weights included;
+    per minibatch only where _EpochRunner says why."""
+    X, y, cls = DATA[task]
+    if params.get("loss") == "poisson":
+        y = np.abs(y) * 10
+    kw = dict(hidden_layer_sizes=(8,), random_state=0, batch_size=32, max_iter=3,
+              n_iter_no_change=100, **params)
+    est, ref = getattr(fk, cls)(**kw), getattr(sk, cls)(**kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for e in (est, ref):        # the first fit builds the network
+            e.fit(X, y, **fit_kw)
+            e.set_params(warm_start=True)
+        counter = _CountingCore(est._net._core)
+        est._net._core = counter
+        est.fit(X, y, **fit_kw)
+        ref.fit(X, y, **fit_kw)
+    assert counter.rows == (([32] * 4 + [22]) * 3 if per_batch else [150] * 3)
+    assert_same(ref, est)
+
+
+def test_epoch_shuffle_is_sklearns():
+    """The epoch order: scikit-learn's shuffle, the same array and the same
+    random state after it (fastnn skips only its input validation)."""
+    f = fk._epoch_shuffle()
+    assert f is fk._permute
+    for n in (1, 5, 150, 1347):
+        ra, rb = np.random.RandomState(n), np.random.RandomState(n)
+        a = b = np.arange(n)
+        for _ in range(3):
+            a = sklearn.utils.shuffle(a, random_state=ra)
+            b = f(b, rb)
+            np.testing.assert_array_equal(a, b)
+            assert a.dtype == b.dtype
+        assert ra.randint(1 << 30) == rb.randint(1 << 30)
 
 
 @pytest.mark.parametrize("task", ["regression", "multiclass", "binary", "multilabel"])
