@@ -23,11 +23,21 @@ enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
         for (int j = 0; j < N; j++) {                                       \
             acc[j] = 0;                                                     \
         }                                                                   \
-        for (int64_t p = 0; p < k; p++) {                                   \
-            const REAL aip = ai[p * sap];                                   \
-            const REAL *bp = b + p * sbp;                                   \
-            for (int j = 0; j < N; j++) {                                   \
-                acc[j] += aip * bp[j * sbj];                                \
+        if (sbj == 1) {         /* contiguous rows of op(B): one vector */  \
+            for (int64_t p = 0; p < k; p++) {                               \
+                const REAL aip = ai[p * sap];                               \
+                const REAL *bp = b + p * sbp;                               \
+                for (int j = 0; j < N; j++) {                               \
+                    acc[j] += aip * bp[j];                                  \
+                }                                                           \
+            }                                                               \
+        } else {                                                            \
+            for (int64_t p = 0; p < k; p++) {                               \
+                const REAL aip = ai[p * sap];                               \
+                const REAL *bp = b + p * sbp;                               \
+                for (int j = 0; j < N; j++) {                               \
+                    acc[j] += aip * bp[j * sbj];                            \
+                }                                                           \
             }                                                               \
         }                                                                   \
         if (beta == 0) {                                                    \

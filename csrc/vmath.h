@@ -109,10 +109,9 @@ static inline double fnn_expm1_poly_f64(double r)
  * x <= 0).  Results below the smallest normal double flush to exactly 0
  * instead of going subnormal: no slow path on any CPU, and sigmoid /
  * softmax / softplus of saturating inputs are exactly 0 or 1 there. */
-static inline double fnn_exp_f64(double x)
+static inline double fnn_exp_f64(double x0)
 {
-    const int tiny = x < -708.3964185322641;      /* ln(DBL_MIN) */
-    x = x < -708.3964185322641 ? -708.3964185322641 : x;
+    double x = x0 < -708.3964185322641 ? -708.3964185322641 : x0; /* ln DBL_MIN */
     x = x > 709.0 ? 709.0 : x;
     double t = x * FNN_LOG2E + FNN_SHIFT52;
     double kf = t - FNN_SHIFT52;
@@ -121,7 +120,7 @@ static inline double fnn_exp_f64(double x)
     double q = fnn_expm1_poly_f64(r);
     double s = fnn_bits_to_f64((int64_t)((uint64_t)(k + 1023) << 52));
     double y = s * q + s;                         /* k in [-1022, 1023] */
-    return tiny ? 0.0 : y;
+    return x0 < -708.3964185322641 ? 0.0 : y;
 }
 
 /* e^x - 1 without cancellation near 0; clamped to [-40, 709] (below -40
@@ -200,10 +199,9 @@ static inline float fnn_expm1_poly_f32(float r)
 
 /* e^x for x <= 88 (clamped above), flushing results below the smallest
  * normal float to 0, as for double. */
-static inline float fnn_exp_f32(float x)
+static inline float fnn_exp_f32(float x0)
 {
-    const int tiny = x < -87.33654475f;           /* ln(FLT_MIN) */
-    x = x < -87.33654475f ? -87.33654475f : x;
+    float x = x0 < -87.33654475f ? -87.33654475f : x0;     /* ln FLT_MIN */
     x = x > 88.0f ? 88.0f : x;
     float t = x * FNN_LOG2EF + FNN_SHIFT23;
     float kf = t - FNN_SHIFT23;
@@ -212,7 +210,7 @@ static inline float fnn_exp_f32(float x)
     float q = fnn_expm1_poly_f32(r);
     float s = fnn_bits_to_f32((int32_t)((uint32_t)(k + 127) << 23));
     float y = s * q + s;                          /* k in [-126, 127] */
-    return tiny ? 0.0f : y;
+    return x0 < -87.33654475f ? 0.0f : y;
 }
 
 /* e^x - 1, clamped to [-20, 88]. */
