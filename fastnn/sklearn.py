@@ -38,10 +38,14 @@ call.
 
 Differences from scikit-learn, all outside what its tests look at:
 - Sparse X is accepted and densified (the native core is dense).
-- The reported log loss is computed from the logits in its stable form;
-  scikit-learn clips probabilities at machine epsilon, so the two differ only
-  when a predicted probability of a true class is below 2.2e-16.  The
-  gradients are the same (p - y).
+- sgd / adam report the log loss computed from the logits in its stable
+  form (inside the native epoch); scikit-learn clips probabilities to
+  [eps, 1 - eps] (eps = 2.2e-16), so the two differ where a predicted
+  probability is within eps of 0 or 1: by at most about eps per row and
+  output when the true class is predicted that confidently, by more only
+  when a true class's probability is below eps.  The gradients are the same
+  (p - y).  (lbfgs sees scikit-learn's clipped loss: its line search
+  compares loss values.)
 - loss='poisson' (MLPRegressor) runs the exp output outside the core: a
   forward pass gives z, and the squared-error step on targets z - (e^z - y)
   yields the gradient e^z - y (to rounding), so it costs two forward passes
