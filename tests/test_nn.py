@@ -177,9 +177,10 @@ def _targets(rs, loss, m):
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("loss", ["mse", "sse", "bce", "softmax_ce"])
 @pytest.mark.parametrize("kind", ACTS + ["maxout", "identity"])
-def test_backends_agree_step_by_step(kind, loss, bias, dtype):
+@pytest.mark.parametrize("m", [13, 5], ids=["m13", "m5"])   # m5: the batch-in-lanes step
+def test_backends_agree_step_by_step(m, kind, loss, bias, dtype):
     rs = np.random.RandomState(7)
-    m, n_in = 13, 9
+    n_in = 9
     X, Y = rs.randn(m, n_in), _targets(rs, loss, m)
     nets = [Network(_stack(kind, loss, bias), loss=loss, n_in=n_in, dtype=dtype, seed=3,
                     backend=b) for b in ("native", "reference")]
@@ -197,6 +198,22 @@ def test_backends_agree_step_by_step(kind, loss, bias, dtype):
     np.testing.assert_allclose(nets[0].grads, nets[1].grads,
                                rtol=tol * 10, atol=tol * 10 * np.abs(nets[1].grads).max())
     np.testing.assert_array_equal(nets[0].params, p0)
+
+
+@pytest.mark.parametrize("m", [1, 3, 8, 9])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_weighted_loss_and_grad_small_batches(m, dtype):
+    """Sample weights and the L2-free gradient on batches that fit the
+    vector lanes (m <= 8 doubles / 16 floats) and one that does not."""
+    rs = np.random.RandomState(15)
+    X, Y, w = rs.randn(m, 4), rs.randn(m, 3), rs.rand(m) + 0.1
+    nets = [Network([Dense(6, "elu"), Dense(5, "leaky_relu"), Dense(3, "tanh")], n_in=4,
+                    dtype=dtype, seed=2, backend=b) for b in ("native", "reference")]
+    la, lb = (n.loss_and_grad(X, Y, sample_weight=w) for n in nets)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    assert la == pytest.approx(lb, rel=tol)
+    np.testing.assert_allclose(nets[0].grads, nets[1].grads, rtol=tol * 10,
+                               atol=tol * 10 * np.abs(nets[1].grads).max())
 
 
 def test_loss_and_grad_then_step_equals_train_step():
