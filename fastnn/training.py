@@ -492,21 +492,10 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)
                 break
             e0 += done
-            if per_epoch and done:
-                logs = {"loss": hist.last_loss()}
-                if val is not None:
-                    vl, vm = _evaluate(net, *val)
-                    logs["val_loss"], logs["val_metric"] = vl, vm
-                    hist.val_loss.append(vl)
-                    hist.val_metric.append(vm)
-                stop = False
-                for cb in cbs:
-                    f = cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb
-                    stop = bool(f(e0 - 1, dict(logs))) or stop
-                if stop:
-                    hist.stop_reason = ("early_stopping" if early_stopping and
-                                        early_stopping.stopped else "callback")
-                    break
+            if per_epoch and done and _epoch_end(net, hist, e0 - 1, val, cbs):
+                hist.stop_reason = ("early_stopping" if early_stopping and
+                                    early_stopping.stopped else "callback")
+                break
             if progress is not None:
                 progress.update(e0, hist.last_loss(), force=True)
     except KeyboardInterrupt:
@@ -522,6 +511,23 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
         if early_stopping:
             hist.best_epoch = early_stopping.best_epoch
     return hist
+
+
+def _epoch_end(net, hist, epoch, val, cbs):
+    """Per-epoch Python work after epoch `epoch`: validation loss and metric
+    into hist, then the callbacks with the logs.  True if one asks to stop
+    (all callbacks still see the epoch)."""
+    logs = {"loss": hist.last_loss()}
+    if val is not None:
+        vl, vm = _evaluate(net, *val)
+        logs["val_loss"], logs["val_metric"] = vl, vm
+        hist.val_loss.append(vl)
+        hist.val_metric.append(vm)
+    stop = False
+    for cb in cbs:
+        f = cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb
+        stop = bool(f(epoch, dict(logs))) or stop
+    return stop
 
 
 def _evaluate(net, Xv, yv):
@@ -572,17 +578,7 @@ def _fit_reference(net, X, y, sw, epochs, batch, opt, schedule, rng, use_order,
             dt = time.perf_counter() - t0
             net.params[...] = p
             hist._record([e], losses[:1], [dt], [n / dt if dt > 0 else math.inf], [lr])
-            logs = {"loss": hist.last_loss()}
-            if val is not None:
-                vl, vm = _evaluate(net, *val)
-                logs["val_loss"], logs["val_metric"] = vl, vm
-                hist.val_loss.append(vl)
-                hist.val_metric.append(vm)
-            stop = False
-            for cb in cbs:
-                f = cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb
-                stop = bool(f(e, dict(logs))) or stop
-            if stop:
+            if _epoch_end(net, hist, e, val, cbs):
                 hist.stop_reason = "callback"
                 break
     finally:
