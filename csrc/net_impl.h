@@ -41,8 +41,6 @@ static int SUF(out_act)(const fnn_net *net, int predict)
     return act;
 }
 
-#include "tiny_impl.h"
-
 /* The forward pass; with check, NULL if the first layer's product x W is
  * not finite, which NaN or inf anywhere in x makes it (inf * w and NaN
  * propagate through every sum they enter; W is finite).  Checking that
@@ -113,10 +111,6 @@ double SUF(fnn_net_loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
                               REAL *params, REAL *grads, REAL *snapshot,
                               REAL *ws, int32_t *iws, int check_x)
 {
-    if (KSUF(tiny_ok)(net, m)) {        /* batch in the vector lanes */
-        return KSUF(tiny_step)(net, m, x, ldx, y, ldy, sw, scale, lr, wd,
-                               params, grads, snapshot, check_x);
-    }
     int64_t nl = net->n_layers;
     const fnn_layer *last = &net->layers[nl - 1];
     REAL *out = KSUF(forward)(net, m, x, ldx, params, 0, ws, iws, check_x);

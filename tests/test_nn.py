@@ -177,7 +177,7 @@ def _targets(rs, loss, m):
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("loss", ["mse", "sse", "bce", "softmax_ce"])
 @pytest.mark.parametrize("kind", ACTS + ["maxout", "identity"])
-@pytest.mark.parametrize("m", [13, 5], ids=["m13", "m5"])   # m5: the batch-in-lanes step
+@pytest.mark.parametrize("m", [13, 5], ids=["m13", "m5"])
 def test_backends_agree_step_by_step(m, kind, loss, bias, dtype):
     rs = np.random.RandomState(7)
     n_in = 9
@@ -203,8 +203,8 @@ def test_backends_agree_step_by_step(m, kind, loss, bias, dtype):
 @pytest.mark.parametrize("m", [1, 3, 8, 9])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 def test_weighted_loss_and_grad_small_batches(m, dtype):
-    """Sample weights and the L2-free gradient on batches that fit the
-    vector lanes (m <= 8 doubles / 16 floats) and one that does not."""
+    """Sample weights and the gradient on small batches (the tiny-GEMM and
+    row-register paths of csrc/gemm_impl.h)."""
     rs = np.random.RandomState(15)
     X, Y, w = rs.randn(m, 4), rs.randn(m, 3), rs.rand(m) + 0.1
     nets = [Network([Dense(6, "elu"), Dense(5, "leaky_relu"), Dense(3, "tanh")], n_in=4,
