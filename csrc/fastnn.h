@@ -300,8 +300,9 @@ typedef int (*fnn_poll_fn)(void *ctx, int64_t epoch, int64_t step);
  * for sse and by 1/(rows) or 1/sum(sw) otherwise.  epoch_loss[e] receives
  * the epoch's loss: the sum of the step losses for sse, else their mean
  * weighted by each batch's rows (or its sample-weight sum, unless
- * mean_by_rows), i.e. the mean loss over the epoch's samples.  On return epochs_done / steps_done say how far it
- * went; on FNN_ERR_NONFINITE bad_epoch/bad_step name the step whose loss
+ * mean_by_rows), i.e. the mean loss over the epoch's samples, each step's
+ * loss reported as loss_scale * loss (+ the L2 term if loss_l2).  On
+ * return epochs_done / steps_done say how far it went; on FNN_ERR_NONFINITE bad_epoch/bad_step name the step whose loss
  * was not finite (not applied). */
 typedef struct {
     int64_t n, n_epochs, batch;
@@ -320,6 +321,12 @@ typedef struct {
                                    that) */
     int32_t mean_by_rows;       /* epoch mean weighted by rows, not by the
                                    batches' sample-weight sums */
+    double loss_scale;          /* each step's loss (before the L2 term) is
+                                   multiplied by this in what epoch_loss
+                                   reports; the gradient is not: 1 for the
+                                   loss as computed (scikit-learn reports
+                                   squared error as a mean over outputs:
+                                   1 / n_out) */
     fnn_poll_fn poll; void *poll_ctx; double poll_ms;
     int64_t epochs_done, steps_done, bad_epoch, bad_step, snapshot_epoch;
 } fnn_fit_args;

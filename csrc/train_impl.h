@@ -101,7 +101,7 @@ int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                 SUF(fnn_adam_step)(nb, lr, b1, b2, eps, opt->t, 0, grads + nw,
                                    params + nw, m1 + nw, m2 + nw);
             }
-            loss += l2term;
+            loss = loss * a->loss_scale + l2term;
             {
                 const double wgt = a->mean_by_rows ? (double)mb : wtot;
                 esum += sse ? loss : loss * wgt;

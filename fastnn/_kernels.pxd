@@ -180,6 +180,7 @@ cdef extern from "fastnn.h" nogil:
         int64_t epoch0
         int32_t loss_l2
         int32_t mean_by_rows
+        double loss_scale
         fnn_poll_fn poll
         void *poll_ctx
         double poll_ms

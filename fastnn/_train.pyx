@@ -494,7 +494,7 @@ cdef class NetCore:
             object sq=None, int64_t t=0, object snapshot=None,
             int64_t snapshot_every=1, int64_t epoch0=0, object progress=None,
             double poll_ms=50.0, object epoch_loss=None, bint loss_l2=False,
-            bint mean_by_rows=False):
+            bint mean_by_rows=False, double loss_scale=1.0):
         """Run len(lrs) epochs natively (csrc/train.c) without the GIL.
 
         X (n, n_in), Y (n, n_out), sw (n) or None: validated arrays of the
@@ -504,7 +504,9 @@ cdef class NetCore:
         the GIL about every poll_ms; it may read epoch_loss (float64
         (n_epochs,), filled as epochs finish; allocated if None).  loss_l2:
         add 1/2 wd |W|^2 to each step's loss; mean_by_rows: weight the epoch
-        mean by rows even with sample weights (scikit-learn's reporting).  Returns a dict (status, epochs_done,
+        mean by rows even with sample weights (scikit-learn's reporting);
+        loss_scale: multiplies each step's loss before the L2 term in
+        epoch_loss (not the gradient).  Returns a dict (status, epochs_done,
         steps_done, bad_epoch, bad_step, snapshot_epoch, epoch_loss, t, exc).
         """
         cdef fnn_fit_args a
@@ -573,6 +575,7 @@ cdef class NetCore:
         a.epoch0 = epoch0
         a.loss_l2 = loss_l2
         a.mean_by_rows = mean_by_rows
+        a.loss_scale = loss_scale
         a.snapshot_epoch = -1
         poll = _Poll(progress)
         a.poll = _poll

@@ -256,14 +256,15 @@ def net_train_step(specs, loss, params, x, y, lr, scale=None):
 def fit(specs, loss, params, n_weights, x, y, lrs, batch, order=None,
         optimizer="sgd", momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8,
         l2=0.0, l2_per_row=False, sw=None, state=None, loss_l2=False,
-        mean_by_rows=False):
+        mean_by_rows=False, loss_scale=1.0):
     """Replay of csrc/train.c: epochs of minibatches in the given row order.
 
     lrs: learning rate per epoch; order: (n_epochs, n) row indices or None.
     Weights params[:n_weights] get the L2 term (l2, or l2 / batch weight if
-    l2_per_row); loss_l2 adds 1/2 wd |W|^2 to each step's reported loss;
-    the epoch loss is the mean of the step losses weighted by each batch's
-    sample-weight sum (rows if mean_by_rows), a plain sum for sse.  Returns
+    l2_per_row); each step's reported loss is loss_scale times its loss,
+    plus 1/2 wd |W|^2 if loss_l2; the epoch loss is the mean of the step
+    losses weighted by each batch's sample-weight sum (rows if
+    mean_by_rows), a plain sum for sse.  Returns
     (params, epoch_losses, state) where state holds the optimizer buffers
     and Adam's step count (pass it back to continue).
     """
@@ -288,6 +289,7 @@ def fit(specs, loss, params, n_weights, x, y, lrs, batch, order=None,
             L, g = net_loss_grad(specs, loss, params, x[rows], y[rows], scale, swb)
             if not np.isfinite(L):
                 raise FloatingPointError(f"non-finite loss at epoch {e}")
+            L *= loss_scale
             if loss_l2 and wd != 0:
                 L += 0.5 * wd * sum_squares(params[:n_weights])
             # weights (with L2) and biases (without) as two flat runs

@@ -30,10 +30,10 @@ core adds scikit-learn's L2 term 0.5 alpha ||W||^2 / sw_sum (weights before
 each step) to every batch loss and weighs the epoch mean by rows, as
 scikit-learn reports it.  The learning rate is constant within an epoch in
 every scikit-learn schedule (invscaling and adaptive change it between
-epochs), and Adam's bias correction is applied per step by the core.  Two
-cases still run one native call per minibatch (_EpochRunner says why):
-loss='poisson', and squared error with several outputs and alpha != 0.
-lbfgs is scipy.optimize's L-BFGS-B with loss and gradient from one native
+epochs), and Adam's bias correction is applied per step by the core;
+squared error is reported as a mean over outputs (the core's loss times
+1 / n_outputs, loss_scale), the L2 term undivided.  loss='poisson' still runs
+one native call per minibatch (_EpochRunner says why).  lbfgs is scipy.optimize's L-BFGS-B with loss and gradient from one native
 call.
 
 Differences from scikit-learn, all outside what its tests look at:
@@ -746,22 +746,18 @@ class _EpochRunner:
 
     One native call (NetCore.fit, csrc/train.c) runs the whole epoch: it
     gathers the rows of `order`, takes the steps, and with loss_l2 /
-    mean_by_rows reports exactly that mean, L2 term included.  Two cases
-    still take one native call per minibatch, because the native loop cannot
-    produce scikit-learn's numbers for them:
+    mean_by_rows reports exactly that mean, L2 term included; loss_scale
+    turns the core's squared error (1/2 sum over outputs, the gradient
+    scikit-learn follows) into the mean over outputs scikit-learn reports,
+    leaving the L2 term undivided.
 
-    - loss='poisson': scikit-learn's output is exp(z), its loss the half
-      Poisson deviance and its gradient e^z - y; the core has neither an exp
-      output nor that loss, so each batch needs a forward pass here (z and
-      the deviance) before the squared-error step on targets z - (e^z - y)
-      that follows the same gradient.
-    - squared error with several outputs and alpha != 0: scikit-learn
-      reports the data loss as a mean over outputs (the core's mse / n_out)
-      but the L2 term undivided; the native epoch loss is only their sum,
-      so the two cannot be told apart afterwards.  (With one output, or
-      alpha == 0, there is nothing to tell apart and the epoch runs
-      natively.)  Removing this needs a report-only scale for the data loss
-      in fnn_fit_args.
+    One case still takes one native call per minibatch, because the native
+    loop cannot produce scikit-learn's numbers for it: loss='poisson'.
+    scikit-learn's output is exp(z), its loss the half Poisson deviance and
+    its gradient e^z - y; the core has neither an exp output nor that loss,
+    so each batch needs a forward pass here (z and the deviance) before the
+    squared-error step on targets z - (e^z - y) that follows the same
+    gradient.
     """
 
     def __init__(self, est, net, X, Y, sw, batch_size):
@@ -776,7 +772,7 @@ class _EpochRunner:
         self.kind = OPT_KINDS[est._optimizer.kind]
         self.loss_buf = np.zeros(1)
         self.lr_buf = np.zeros(1)
-        self.per_batch = self.poisson or (self.alpha != 0 and self.out_scale != 1.0)
+        self.per_batch = self.poisson
         if self.per_batch:
             n_in, n_out = X.shape[1], Y.shape[1]
             self.xb = np.empty((batch_size, n_in), net.dtype)
@@ -785,16 +781,17 @@ class _EpochRunner:
 
     def _call(self, X, Y, sw, order, batch, loss_l2):
         """NetCore.fit over the rows of X (in `order`, if given) in batches
-        of `batch`; the epoch loss as the core reports it: the mean over
-        batches, weighted by rows, of the core's loss (plus the L2 term if
-        loss_l2)."""
+        of `batch`; the epoch loss as scikit-learn reports it if loss_l2
+        (the mean over batches, weighted by rows, of the data loss plus the
+        L2 term), else the core's plain data loss."""
         opt = self.est._optimizer
         r = self.core.fit(X, Y, sw, order, self.lr_buf, batch, self.kind,
                           momentum=opt.momentum, beta1=opt.beta_1,
                           beta2=opt.beta_2, eps=opt.epsilon, l2=self.alpha,
                           l2_per_row=True, vel=opt.vel, sq=opt.sq, t=opt.t,
                           epoch_loss=self.loss_buf, loss_l2=loss_l2,
-                          mean_by_rows=True)
+                          mean_by_rows=True,
+                          loss_scale=self.out_scale if loss_l2 else 1.0)
         opt.t = r["t"]
         if r["exc"] is not None:
             raise r["exc"]
@@ -808,17 +805,13 @@ class _EpochRunner:
         learning rate lr; returns scikit-learn's epoch loss."""
         self.lr_buf[0] = lr
         if not self.per_batch:
-            # out_scale != 1 (several squared-error outputs) only with alpha
-            # == 0 here: the whole loss is data loss, scaled as scikit-learn's
             order = None if idx is None else np.ascontiguousarray(idx, np.int64)[None]
-            return self._call(self.X, self.Y, self.sw, order, self.batch,
-                              True) * self.out_scale
+            return self._call(self.X, self.Y, self.sw, order, self.batch, True)
         return self._epoch_per_batch(idx)
 
     def _epoch_per_batch(self, idx):
-        """The two cases the native epoch cannot report (see the class
-        docstring): one native step per minibatch, the reported batch loss
-        and L2 term computed here."""
+        """loss='poisson' (see the class docstring): one native step per
+        minibatch, the reported batch loss and L2 term computed here."""
         X, Y, sw = self.X, self.Y, self.sw
         n = X.shape[0]
         accumulated = 0.0
@@ -840,14 +833,11 @@ class _EpochRunner:
                 for W in coefs:
                     s = W.ravel()
                     values += np.dot(s, s)
-            if self.poisson:
-                z = self.core.forward(xb, False)
-                p = np.exp(z)
-                data = _poisson_loss(yb, p, swb)
-                target = np.ascontiguousarray(z - (p - yb), dtype=self.net.dtype)
-                self._call(xb, target, swb, None, mb, False)
-            else:
-                data = self._call(xb, yb, swb, None, mb, False) * self.out_scale
+            z = self.core.forward(xb, False)
+            p = np.exp(z)
+            data = _poisson_loss(yb, p, swb)
+            target = np.ascontiguousarray(z - (p - yb), dtype=self.net.dtype)
+            self._call(xb, target, swb, None, mb, False)
             accumulated += (data + (0.5 * self.alpha) * values / sw_sum) * mb
         return accumulated / n
 

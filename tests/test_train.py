@@ -148,6 +148,34 @@ def test_reported_l2_term_and_row_weighted_epoch_mean(mean_by_rows):
     assert (losses > plain).all()          # the L2 term is there
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_loss_scale_scales_the_reported_data_loss_only(optimizer):
+    """loss_scale multiplies each step's loss, not the L2 term, in what is
+    reported, and leaves the steps alone (scikit-learn's squared error: a
+    mean over outputs, the L2 term undivided)."""
+    from fastnn._train import OPT_KINDS
+    X, Y = data("mse", n=30)
+    w = np.random.RandomState(5).rand(30) + 0.5
+    order = orders(3, 3, 30)
+    runs = []
+    for scale in (1.0, 0.5):
+        net = Network(layers("mse", "tanh", True), n_in=5, seed=0)
+        p0 = net.params.copy()
+        P = len(p0)
+        r = net._core.fit(X, Y, w, order, np.full(3, 0.05), 7, OPT_KINDS[optimizer],
+                          vel=np.zeros(P), sq=np.zeros(P), l2=0.3, l2_per_row=True,
+                          loss_l2=True, mean_by_rows=True, loss_scale=scale)
+        p, losses, _ = ref.fit(net.specs(), "mse", p0, net.n_weights, X, Y, [0.05] * 3,
+                               7, order, optimizer, l2=0.3, l2_per_row=True, sw=w,
+                               loss_l2=True, mean_by_rows=True, loss_scale=scale)
+        np.testing.assert_allclose(r["epoch_loss"], losses, rtol=1e-12)
+        assert rel(net.params, p) < 1e-12
+        runs.append((net.params.copy(), r["epoch_loss"].copy()))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])   # same steps
+    assert (runs[1][1] > 0.5 * runs[0][1]).all()           # L2 term not halved
+    assert (runs[1][1] < runs[0][1]).all()
+
+
 def test_native_core_refuses_bad_buffers():
     """NetCore (what fit drives) checks everything it is handed: a wrong
     buffer would otherwise be read out of bounds by the C loop."""
