@@ -165,12 +165,16 @@ def _est_cases():
         ("regression", MLPRegressor(hidden_layer_sizes=(6,), max_iter=3,
                                     random_state=0, n_iter_no_change=np.inf),
          rs.randn(60)),
+        # random_state given: with None, scikit-learn shuffles from numpy's
+        # global RNG, so the two partial_fits below would see different orders
         ("regression-2out-f32", MLPRegressor(hidden_layer_sizes=(6,), max_iter=3,
                                              dtype=np.float32, solver="sgd",
-                                             learning_rate="invscaling"),
+                                             learning_rate="invscaling",
+                                             random_state=0),
          rs.randn(60, 2)),
         ("poisson", MLPRegressor(loss="poisson", hidden_layer_sizes=(4,),
-                                 max_iter=3, activation="elu"), rs.poisson(2.0, 60)),
+                                 max_iter=3, activation="elu", random_state=0),
+         rs.poisson(2.0, 60)),
     ]
 
 
