@@ -8,6 +8,24 @@ static void SUF(gather)(int64_t rows, int64_t cols, const int64_t *idx,
     }
 }
 
+/* Ask for the rows the next minibatch will gather, so that their cache
+ * misses (random rows of a large X) overlap this step's arithmetic. */
+static void SUF(prefetch_rows)(int64_t rows, int64_t cols, const int64_t *idx,
+                               const REAL *src, int64_t lds)
+{
+#if defined(__GNUC__)
+    const int64_t line = 64 / (int64_t)sizeof(REAL);
+    for (int64_t i = 0; i < rows; i++) {
+        const REAL *r = src + idx[i] * lds;
+        for (int64_t j = 0; j < cols; j += line) {
+            __builtin_prefetch(r + j, 0, 3);
+        }
+    }
+#else
+    (void)rows; (void)cols; (void)idx; (void)src; (void)lds;
+#endif
+}
+
 int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                  REAL *params, REAL *grads, REAL *ws, int32_t *iws)
 {
@@ -41,6 +59,10 @@ int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
             if (order) {
                 SUF(gather)(mb, nin, order + i0, X, a->ldx, (REAL *)a->xb);
                 SUF(gather)(mb, nout, order + i0, Y, a->ldy, (REAL *)a->yb);
+                if (i0 + mb < n) {          /* the next batch of this epoch */
+                    const int64_t nb2 = B < n - i0 - mb ? B : n - i0 - mb;
+                    SUF(prefetch_rows)(nb2, nin, order + i0 + mb, X, a->ldx);
+                }
                 if (SW) {
                     REAL *dst = (REAL *)a->swb;
                     for (int64_t i = 0; i < mb; i++) {
