@@ -222,7 +222,9 @@ FNN_FN void KSUF(fnn_gemm)(const fnn_blas *blas, int ta, int tb, int64_t m,
         return;
     }
     int api = blas ? blas->api : FNN_BLAS_NONE;
-    double mnk = (double)m * (double)n * (double)k;
+    /* m*n*k without overflow: in double unless every size is small */
+    const double mnk = (m | n | k) < (1 << 20) ? (double)(m * n * k)
+                                               : (double)m * (double)n * (double)k;
     if (mnk <= FNN_TINY_MNK) {
         KSUF(tiny_gemm)(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;

@@ -39,7 +39,9 @@ int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
     const int sse = net->loss == FNN_SSE;
     const int fused = opt->kind == FNN_OPT_SGD;
     const int64_t nw = net->n_weights, nb = net->n_params - net->n_weights;
-    int64_t every = a->snapshot_every < 1 ? 1 : a->snapshot_every;
+    const int64_t every = a->snapshot_every < 1 ? 1 : a->snapshot_every;
+    /* epochs until the next snapshot epoch (no division per step) */
+    int64_t to_snap = (every - (a->epoch0 % every)) % every;
     fnn_poller poller;
     fnn_poller_init(&poller, a->poll_ms);
     a->epochs_done = 0;
@@ -88,7 +90,7 @@ int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
             }
             const double scale = sse ? 1.0 : 1.0 / wtot;
             const REAL wd = (REAL)(opt->l2_per_row ? opt->l2 / wtot : opt->l2);
-            REAL *snap = (a->snapshot && s == 0 && (a->epoch0 + e) % every == 0)
+            REAL *snap = (a->snapshot && s == 0 && to_snap == 0)
                              ? (REAL *)a->snapshot : NULL;
             const double l2term = a->loss_l2 && wd != 0
                 ? 0.5 * (double)wd * KSUF(fnn_sum_squares)(nw, params) : 0.0;
@@ -138,6 +140,7 @@ int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
         }
         a->epoch_loss[e] = sse ? esum : (wsum > 0 ? esum / wsum : 0.0);
         a->epochs_done = e + 1;
+        to_snap = to_snap == 0 ? every - 1 : to_snap - 1;
     }
     return FNN_OK;
 }
