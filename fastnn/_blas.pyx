@@ -177,7 +177,8 @@ def set_small_gemm_threshold(int64_t mnk):
     return old
 
 
-def _check_op(name, arr, int trans):
+def _op_shape(arr, int trans):
+    """Shape of op(arr): arr.T if trans."""
     r, c = arr.shape[0], arr.shape[1]
     return (c, r) if trans else (r, c)
 
@@ -193,8 +194,8 @@ def gemm(const floating[:, :] a, const floating[:, :] b, floating[:, :] c,
     reads c.
     """
     cdef int64_t m, n, k, k2
-    m, k = _check_op("a", a, trans_a)
-    k2, n = _check_op("b", b, trans_b)
+    m, k = _op_shape(a, trans_a)
+    k2, n = _op_shape(b, trans_b)
     if k != k2 or c.shape[0] != m or c.shape[1] != n:
         raise ValueError(f"gemm: shapes do not match: op(a) {(m, k)}, "
                          f"op(b) {(k2, n)}, c {(c.shape[0], c.shape[1])}")

@@ -96,6 +96,26 @@ cdef _check(object a, str name, object dtype, tuple shape):
         raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
 
 
+cdef void _forward_gemm(const fnn_blas *blas, bint f32, int trans, int64_t m,
+                        int64_t n, int64_t k, const void *x, const void *W,
+                        void *z) noexcept nogil:
+    """Z = X W for the orientation tuner, as net_impl.h computes it: plainly
+    (Z (m, n)) or transposed (Z^T = W^T X^T, (n, m))."""
+    if f32:
+        if trans:
+            fnn_gemm_f32(blas, 1, 1, n, m, k, 1, <const float *>W, n,
+                         <const float *>x, k, 0, <float *>z, m)
+        else:
+            fnn_gemm_f32(blas, 0, 0, m, n, k, 1, <const float *>x, k,
+                         <const float *>W, n, 0, <float *>z, n)
+    elif trans:
+        fnn_gemm_f64(blas, 1, 1, n, m, k, 1, <const double *>W, n,
+                     <const double *>x, k, 0, <double *>z, m)
+    else:
+        fnn_gemm_f64(blas, 0, 0, m, n, k, 1, <const double *>x, k,
+                     <const double *>W, n, 0, <double *>z, n)
+
+
 cdef class _Poll:
     """State shared with the poll callback that the C loop calls (holding
     the GIL only inside the callback)."""
@@ -260,20 +280,7 @@ cdef class NetCore:
                 t0 = time.perf_counter()
                 with nogil:
                     for _ in range(reps):
-                        if f32:
-                            if trans:
-                                fnn_gemm_f32(blas, 1, 1, n, m, k, 1, <float *>W, n,
-                                             <float *>xp, k, 0, <float *>zp, m)
-                            else:
-                                fnn_gemm_f32(blas, 0, 0, m, n, k, 1, <float *>xp, k,
-                                             <float *>W, n, 0, <float *>zp, n)
-                        else:
-                            if trans:
-                                fnn_gemm_f64(blas, 1, 1, n, m, k, 1, <double *>W, n,
-                                             <double *>xp, k, 0, <double *>zp, m)
-                            else:
-                                fnn_gemm_f64(blas, 0, 0, m, n, k, 1, <double *>xp, k,
-                                             <double *>W, n, 0, <double *>zp, n)
+                        _forward_gemm(blas, f32, trans, m, n, k, xp, W, zp)
                 dt = (time.perf_counter() - t0) / reps
                 if r == 0 and dt > 0.02:    # big GEMMs: any orientation runs well
                     break

@@ -7,6 +7,7 @@ fan_out, so ``Z = X @ W + b`` as in the seed) and ``b`` are views into it;
 ``net.grads`` has the same layout.  Keeping the weights in one prefix lets
 L2 decay run as one loop over that prefix.
 """
+import contextlib
 import math
 import threading
 
@@ -391,18 +392,15 @@ class Network:
             self.params[...] = p
         return L
 
+    @contextlib.contextmanager
     def _reference_lock(self):
+        """Hold the reference backend's lock, refusing a second thread."""
         if not self._ref_lock.acquire(blocking=False):
             raise RuntimeError("this network is already training in another thread")
-        lock = self._ref_lock
-
-        class _Release:
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                lock.release()
-        return _Release()
+        try:
+            yield
+        finally:
+            self._ref_lock.release()
 
     @staticmethod
     def _check_loss(L):

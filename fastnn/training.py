@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 from fastnn._validation import (check_matrix, check_positive_int, check_real,
-                                check_targets)
+                                check_sample_weight, check_targets)
 
 __all__ = ["SGD", "Adam", "Constant", "InverseScaling", "StepDecay",
            "History", "Callback", "EarlyStopping", "fit"]
@@ -369,7 +369,6 @@ def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
     net._ensure_built(X)
     X = check_matrix(X, net.dtype, "X", net.n_in)
     y = check_targets(y, X.shape[0], net.n_out, net.loss_name, net.dtype)
-    from fastnn._validation import check_sample_weight
     sw = check_sample_weight(sample_weight, X.shape[0], net.dtype)
     n = X.shape[0]
     epochs = check_positive_int(epochs, "epochs", 0)
