@@ -14,7 +14,7 @@ from setuptools import Extension, setup
 DEBUG = os.environ.get("FASTNN_DEBUG", "") not in ("", "0")
 
 CSRC = ["csrc/act.c", "csrc/loss.c", "csrc/optim.c", "csrc/gemm.c",
-        "csrc/net.c", "csrc/train.c"]
+        "csrc/net.c", "csrc/train.c", "csrc/pool.c"]
 # -fno-math-errno: sqrt and friends need not set errno (so they vectorize).
 # -fno-trapping-math: FP operations may be computed speculatively, which lets
 #   GCC turn the kernels' selects (z < 0 ? e*s : s) into blends and vectorize
@@ -32,7 +32,8 @@ HEADERS = sorted(glob.glob("csrc/*.h"))     # kernel bodies live in headers
 
 def ext(name, sources):
     return Extension(name, sources, include_dirs=["csrc", np.get_include()],
-                     extra_compile_args=CFLAGS, define_macros=MACROS,
+                     extra_compile_args=CFLAGS + ["-pthread"],
+                     extra_link_args=["-pthread"], define_macros=MACROS,
                      depends=HEADERS)
 
 

@@ -6,8 +6,9 @@
  * keep no global state, never touch Python, and exist for float (_f32)
  * and double (_f64).  An output is overwritten unless the name ends in
  * _acc; an overwritten output is never read first, so NaN garbage in it
- * cannot leak into results.  No kernel starts threads of its own: the only
- * thread pool in the process is the BLAS one (see DESIGN notes in README).
+ * cannot leak into results.  No kernel starts threads of its own; the
+ * training loop (fnn_fit) may hand half of a minibatch to the one helper
+ * thread of pool.c (see fnn_fit_args.par_rows).
  */
 #ifndef FASTNN_H
 #define FASTNN_H
@@ -328,6 +329,16 @@ typedef struct {
                                    squared error as a mean over outputs:
                                    1 / n_out) */
     fnn_poll_fn poll; void *poll_ctx; double poll_ms;
+    /* Data-parallel steps: a minibatch of at least par_rows (>= 2) rows is
+     * split in two, the second half's forward/backward pass running on the
+     * pool's helper thread with its own workspace ws2/iws2 (for
+     * ceil(batch / 2) rows) and gradient buffer grads2 (n_params); the
+     * halves' gradients are then summed (always in the same order, so
+     * results are reproducible) and the optimizer applied.  par_rows 0, or
+     * the helper held by another fit, runs every step on the calling
+     * thread. */
+    int64_t par_rows;
+    void *ws2, *grads2; int32_t *iws2;
     int64_t epochs_done, steps_done, bad_epoch, bad_step, snapshot_epoch;
 } fnn_fit_args;
 
@@ -342,6 +353,20 @@ int fnn_fit_f32(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                 float *params, float *grads, float *ws, int32_t *iws);
 int fnn_fit_f64(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                 double *params, double *grads, double *ws, int32_t *iws);
+
+/* ---- the helper thread (pool.c) ---------------------------------------- */
+
+typedef void (*fnn_task_fn)(void *arg);
+
+/* Take the helper for this thread (starting it on first use): 1, or 0 if
+ * another fit holds it or it cannot be started.  While held it spins
+ * between tasks; fnn_pool_release lets it sleep. */
+int fnn_pool_acquire(void);
+void fnn_pool_release(void);
+/* Run fn(arg) on the helper (held by the caller, no task in flight);
+ * fnn_pool_wait returns once it has finished, its writes visible. */
+void fnn_pool_submit(fnn_task_fn fn, void *arg);
+void fnn_pool_wait(void);
 
 #ifdef __cplusplus
 }

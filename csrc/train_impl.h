@@ -26,19 +26,207 @@ static void SUF(prefetch_rows)(int64_t rows, int64_t cols, const int64_t *idx,
 #endif
 }
 
-int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
-                 REAL *params, REAL *grads, REAL *ws, int32_t *iws)
+/* Rows [r0, r1) of the minibatch whose first row is i0 in this epoch's
+ * order: with an order, gathered into a->xb/yb/swb at rows [r0, r1), else
+ * views of x/y/sw.  Threads may fetch disjoint row ranges of one
+ * minibatch. */
+typedef struct {
+    const REAL *x, *y, *sw;
+    int64_t ldx, ldy;
+} SUF(rows);
+
+static SUF(rows) SUF(fetch_rows)(const fnn_fit_args *a, int64_t nin,
+                                 int64_t nout, const int64_t *order,
+                                 int64_t i0, int64_t r0, int64_t r1)
+{
+    const REAL *X = (const REAL *)a->x, *Y = (const REAL *)a->y;
+    const REAL *SW = (const REAL *)a->sw;
+    SUF(rows) r;
+    if (!order) {
+        r.x = X + (i0 + r0) * a->ldx;
+        r.y = Y + (i0 + r0) * a->ldy;
+        r.sw = SW ? SW + i0 + r0 : NULL;
+        r.ldx = a->ldx;
+        r.ldy = a->ldy;
+        return r;
+    }
+    const int64_t *idx = order + i0 + r0, m = r1 - r0;
+    REAL *xb = (REAL *)a->xb + r0 * nin, *yb = (REAL *)a->yb + r0 * nout;
+    SUF(gather)(m, nin, idx, X, a->ldx, xb);
+    SUF(gather)(m, nout, idx, Y, a->ldy, yb);
+    r.sw = NULL;
+    if (SW) {
+        REAL *swb = (REAL *)a->swb + r0;
+        for (int64_t i = 0; i < m; i++) {
+            swb[i] = SW[idx[i]];
+        }
+        r.sw = swb;
+    }
+    r.x = xb;
+    r.y = yb;
+    r.ldx = nin;
+    r.ldy = nout;
+    return r;
+}
+
+/* The optimizer update of params[lo, hi): grads[lo, hi) first gains g2
+ * (the other half's gradient) if g2 is set, and params[lo, hi) are copied to
+ * snap if it is set; then the step of opt (plain SGD too, when sgd is set:
+ * the unfused form).  Weights (below net->n_weights) decay by wd, biases
+ * not.  Every optimizer is elementwise, so ranges can run on different
+ * threads and give the same numbers as one call over everything. */
+typedef struct {
+    const fnn_net *net;
+    const fnn_optim *opt;
+    REAL lr, wd;
+    int sgd;
+    REAL *params, *grads, *snap;
+    const REAL *g2;
+    int64_t lo, hi;
+} SUF(update_job);
+
+static void SUF(update_piece)(const SUF(update_job) *u, int64_t lo,
+                              int64_t hi, REAL wd)
+{
+    const fnn_optim *opt = u->opt;
+    const int64_t n = hi - lo;
+    REAL *w = u->params + lo, *g = u->grads + lo;
+    if (n <= 0) {
+        return;
+    }
+    if (u->g2) {
+        const REAL *g2 = u->g2 + lo;
+        for (int64_t i = 0; i < n; i++) {
+            g[i] += g2[i];
+        }
+    }
+    if (u->snap) {
+        memcpy(u->snap + lo, w, (size_t)n * sizeof(REAL));
+    }
+    if (opt->kind == FNN_OPT_MOMENTUM || opt->kind == FNN_OPT_NESTEROV) {
+        SUF(fnn_momentum_step)(n, u->lr, (REAL)opt->momentum, wd,
+                               opt->kind == FNN_OPT_NESTEROV, g, w,
+                               (REAL *)opt->vel + lo);
+    } else if (opt->kind == FNN_OPT_ADAM) {
+        SUF(fnn_adam_step)(n, u->lr, (REAL)opt->beta1, (REAL)opt->beta2,
+                           (REAL)opt->eps, opt->t, wd, g, w,
+                           (REAL *)opt->vel + lo, (REAL *)opt->sq + lo);
+    } else if (u->sgd) {
+        SUF(fnn_sgd_step)(n, u->lr, wd, g, w);
+    }
+}
+
+static void SUF(update_run)(void *arg)
+{
+    const SUF(update_job) *u = arg;
+    const int64_t nw = u->net->n_weights;
+    SUF(update_piece)(u, u->lo, u->hi < nw ? u->hi : nw, u->wd);
+    SUF(update_piece)(u, u->lo > nw ? u->lo : nw, u->hi, 0);
+}
+
+/* The second half of a split minibatch, run by the pool's helper: it
+ * gathers its own rows [h, mb) (and prefetches its share of the next
+ * minibatch), so they arrive in its own core's cache. */
+typedef struct {
+    const fnn_net *net;
+    const fnn_fit_args *a;
+    const int64_t *order;
+    int64_t i0, h, mb, pf0, pf1;        /* prefetch order[pf0, pf1) */
+    double scale;
+    const REAL *params;
+    REAL *grads, *ws;
+    int32_t *iws;
+    double loss;                        /* out */
+} SUF(half_job);
+
+static void SUF(half_run)(void *arg)
+{
+    SUF(half_job) *j = arg;
+    const fnn_net *net = j->net;
+    SUF(rows) r = SUF(fetch_rows)(j->a, net->layers[0].n_in,
+                                  net->layers[net->n_layers - 1].n_out,
+                                  j->order, j->i0, j->h, j->mb);
+    if (j->order && j->pf1 > j->pf0) {
+        SUF(prefetch_rows)(j->pf1 - j->pf0, net->layers[0].n_in,
+                           j->order + j->pf0, (const REAL *)j->a->x,
+                           j->a->ldx);
+    }
+    /* lr 0: params are only read, so both halves may share them */
+    j->loss = SUF(fnn_net_loss_grad)(net, j->mb - j->h, r.x, r.ldx, r.y,
+                                     r.ldy, r.sw, j->scale, 0, 0,
+                                     (REAL *)j->params, j->grads, NULL, j->ws,
+                                     j->iws, 0);
+}
+
+/* One step over the mb rows from i0 split in two halves, the second on
+ * the helper: the loss (NaN or inf: nothing else done), then, on both
+ * threads, each over half of the parameters: gradient sum, snapshot,
+ * optimizer step.  next: rows of the next minibatch (0 if none). */
+static double SUF(split_step)(const fnn_net *net, fnn_optim *opt,
+                              const fnn_fit_args *a, const int64_t *order,
+                              int64_t i0, int64_t mb, int64_t next,
+                              double scale, REAL lr, REAL wd, REAL *params,
+                              REAL *grads, REAL *snap, REAL *ws, int32_t *iws)
+{
+    const int64_t h = (mb + 1) / 2, np = net->n_params;
+    const int64_t hn = (next + 1) / 2;
+    REAL *g2 = (REAL *)a->grads2;
+    /* each thread prefetches its half of the next minibatch */
+    SUF(half_job) job = {net, a, order, i0, h, mb, i0 + mb + hn,
+                         i0 + mb + next, scale, params, g2, (REAL *)a->ws2,
+                         a->iws2, 0.0};
+    fnn_pool_submit(SUF(half_run), &job);
+    SUF(rows) r = SUF(fetch_rows)(a, net->layers[0].n_in,
+                                  net->layers[net->n_layers - 1].n_out,
+                                  order, i0, 0, h);
+    if (order && hn > 0) {
+        SUF(prefetch_rows)(hn, net->layers[0].n_in, order + i0 + mb,
+                           (const REAL *)a->x, a->ldx);
+    }
+    double loss = SUF(fnn_net_loss_grad)(net, h, r.x, r.ldx, r.y, r.ldy, r.sw,
+                                         scale, 0, 0, params, grads, NULL, ws,
+                                         iws, 0);
+    fnn_pool_wait();
+    loss += job.loss;
+    if (!(loss - loss == 0)) {
+        return loss;                    /* NaN or inf: touch nothing */
+    }
+    if (opt->kind == FNN_OPT_SGD && lr == 0 && !snap) {
+        for (int64_t i = 0; i < np; i++) {
+            grads[i] += g2[i];
+        }
+        return loss;
+    }
+    if (opt->kind == FNN_OPT_ADAM) {
+        opt->t += 1;
+    }
+    /* split at a multiple of 16 elements: no cache line shared */
+    const int64_t cut = (np / 2) & ~(int64_t)15;
+    SUF(update_job) mine = {net, opt, lr, wd, lr != 0, params, grads, snap,
+                            g2, 0, cut};
+    SUF(update_job) theirs = mine;
+    theirs.lo = cut;
+    theirs.hi = np;
+    fnn_pool_submit(SUF(update_run), &theirs);
+    SUF(update_run)(&mine);
+    fnn_pool_wait();
+    return loss;
+}
+
+static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
+                         REAL *params, REAL *grads, REAL *ws, int32_t *iws,
+                         int par)
 {
     const fnn_layer *first = &net->layers[0];
     const fnn_layer *last = &net->layers[net->n_layers - 1];
     const int64_t n = a->n, nin = first->n_in, nout = last->n_out;
     const int64_t B = a->batch < 1 ? 1 : (a->batch > n ? n : a->batch);
     const int64_t steps = n > 0 ? (n + B - 1) / B : 0;
-    const REAL *X = (const REAL *)a->x, *Y = (const REAL *)a->y;
+    const REAL *X = (const REAL *)a->x;
     const REAL *SW = (const REAL *)a->sw;
     const int sse = net->loss == FNN_SSE;
     const int fused = opt->kind == FNN_OPT_SGD;
-    const int64_t nw = net->n_weights, nb = net->n_params - net->n_weights;
+    const int64_t nw = net->n_weights;
     const int64_t every = a->snapshot_every < 1 ? 1 : a->snapshot_every;
     /* epochs until the next snapshot epoch (no division per step) */
     int64_t to_snap = (every - (a->epoch0 % every)) % every;
@@ -56,36 +244,14 @@ int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
         for (int64_t s = 0; s < steps; s++) {
             const int64_t i0 = s * B;
             const int64_t mb = B < n - i0 ? B : n - i0;
-            const REAL *xb, *yb, *swb = NULL;
-            int64_t ldx = a->ldx, ldy = a->ldy;
-            if (order) {
-                SUF(gather)(mb, nin, order + i0, X, a->ldx, (REAL *)a->xb);
-                SUF(gather)(mb, nout, order + i0, Y, a->ldy, (REAL *)a->yb);
-                if (i0 + mb < n) {          /* the next batch of this epoch */
-                    const int64_t nb2 = B < n - i0 - mb ? B : n - i0 - mb;
-                    SUF(prefetch_rows)(nb2, nin, order + i0 + mb, X, a->ldx);
-                }
-                if (SW) {
-                    REAL *dst = (REAL *)a->swb;
-                    for (int64_t i = 0; i < mb; i++) {
-                        dst[i] = SW[order[i0 + i]];
-                    }
-                    swb = dst;
-                }
-                xb = (const REAL *)a->xb;
-                yb = (const REAL *)a->yb;
-                ldx = nin;
-                ldy = nout;
-            } else {
-                xb = X + i0 * a->ldx;
-                yb = Y + i0 * a->ldy;
-                swb = SW ? SW + i0 : NULL;
-            }
+            const int64_t next = i0 + mb < n
+                ? (B < n - i0 - mb ? B : n - i0 - mb) : 0;
+            const int split = par && mb >= a->par_rows;
             double wtot = (double)mb;
-            if (swb) {
+            if (SW) {
                 wtot = 0.0;
                 for (int64_t i = 0; i < mb; i++) {
-                    wtot += (double)swb[i];
+                    wtot += (double)SW[order ? order[i0 + i] : i0 + i];
                 }
             }
             const double scale = sse ? 1.0 : 1.0 / wtot;
@@ -94,9 +260,20 @@ int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                              ? (REAL *)a->snapshot : NULL;
             const double l2term = a->loss_l2 && wd != 0
                 ? 0.5 * (double)wd * KSUF(fnn_sum_squares)(nw, params) : 0.0;
-            double loss = SUF(fnn_net_loss_grad)(
-                net, mb, xb, ldx, yb, ldy, swb, scale, fused ? lr : 0,
-                fused ? wd : 0, params, grads, snap, ws, iws, 0);
+            double loss;
+            if (split) {
+                loss = SUF(split_step)(net, opt, a, order, i0, mb, next, scale,
+                                       lr, wd, params, grads, snap, ws, iws);
+            } else {
+                SUF(rows) r = SUF(fetch_rows)(a, nin, nout, order, i0, 0, mb);
+                if (order && next > 0) {
+                    SUF(prefetch_rows)(next, nin, order + i0 + mb, X, a->ldx);
+                }
+                loss = SUF(fnn_net_loss_grad)(net, mb, r.x, r.ldx, r.y, r.ldy,
+                                              r.sw, scale, fused ? lr : 0,
+                                              fused ? wd : 0, params, grads,
+                                              snap, ws, iws, 0);
+            }
             if (!(loss - loss == 0)) {
                 a->bad_epoch = e;
                 a->bad_step = s;
@@ -105,25 +282,13 @@ int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
             if (snap) {
                 a->snapshot_epoch = e;
             }
-            if (fused && lr == 0) {
-                /* lr 0 took the unfused path: nothing to apply */
-            } else if (opt->kind == FNN_OPT_MOMENTUM
-                       || opt->kind == FNN_OPT_NESTEROV) {
-                int nest = opt->kind == FNN_OPT_NESTEROV;
-                REAL *v = (REAL *)opt->vel;
-                REAL mu = (REAL)opt->momentum;
-                SUF(fnn_momentum_step)(nw, lr, mu, wd, nest, grads, params, v);
-                SUF(fnn_momentum_step)(nb, lr, mu, 0, nest, grads + nw,
-                                       params + nw, v + nw);
-            } else if (opt->kind == FNN_OPT_ADAM) {
-                REAL *m1 = (REAL *)opt->vel, *m2 = (REAL *)opt->sq;
-                REAL b1 = (REAL)opt->beta1, b2 = (REAL)opt->beta2;
-                REAL eps = (REAL)opt->eps;
-                opt->t += 1;
-                SUF(fnn_adam_step)(nw, lr, b1, b2, eps, opt->t, wd, grads,
-                                   params, m1, m2);
-                SUF(fnn_adam_step)(nb, lr, b1, b2, eps, opt->t, 0, grads + nw,
-                                   params + nw, m1 + nw, m2 + nw);
+            if (!split && !fused) {     /* fused SGD is already applied */
+                if (opt->kind == FNN_OPT_ADAM) {
+                    opt->t += 1;
+                }
+                SUF(update_job) u = {net, opt, lr, wd, 0, params, grads,
+                                     NULL, NULL, 0, net->n_params};
+                SUF(update_run)(&u);
             }
             loss = loss * a->loss_scale + l2term;
             {
@@ -143,4 +308,16 @@ int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
         to_snap = to_snap == 0 ? every - 1 : to_snap - 1;
     }
     return FNN_OK;
+}
+
+int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
+                 REAL *params, REAL *grads, REAL *ws, int32_t *iws)
+{
+    int par = a->par_rows >= 2 && a->ws2 && a->grads2
+              && (a->iws2 || net->iws_cols == 0) && fnn_pool_acquire();
+    int status = SUF(fit_loop)(net, opt, a, params, grads, ws, iws, par);
+    if (par) {
+        fnn_pool_release();
+    }
+    return status;
 }

@@ -30,6 +30,49 @@ _TUNED = {}          # (dtype, m, k, n, blas source, threads) -> transposed?
 TUNE_LOG = []        # (key, repetitions, {orientation: seconds per call})
 
 
+# Data-parallel minibatches (csrc/pool.c, fnn_fit_args.par_rows): a fit
+# step is split between the calling thread and fastnn's one helper thread
+# when it is big enough to pay for the hand-off (min_macs multiply-adds per
+# step, min_rows rows per half) and its GEMMs are small enough that the BLAS
+# would not thread them itself (max_half_mnk per half-batch GEMM; OpenBLAS
+# runs products up to about 2**20 multiply-adds on one thread and threads
+# larger ones well, and two threaded GEMMs at once would contend for its
+# pool).  Tests lower the limits to force splitting.
+SPLIT = {"min_macs": 1 << 17, "min_rows": 16, "max_half_mnk": 1 << 20}
+_TRAIN_THREADS = [None]
+
+
+def set_train_threads(n):
+    """Threads one native fit may use for its minibatches: 1 or 2, or
+    None (the default) to follow the BLAS's thread count (2 if it runs 2
+    or more threads).  With 2, big enough minibatches are split between
+    the calling thread and a helper thread, each running the forward and
+    backward pass of half the rows; the gradients are summed in a fixed
+    order, so results stay reproducible run to run (they differ from the
+    1-thread results by rounding only).  Returns the previous setting."""
+    if n is not None and (isinstance(n, bool) or n not in (1, 2)):
+        raise ValueError(f"set_train_threads: n must be 1, 2 or None, got {n!r}")
+    old = _TRAIN_THREADS[0]
+    _TRAIN_THREADS[0] = n
+    return old
+
+
+def train_threads():
+    """The thread count a native fit uses now (see set_train_threads)."""
+    n = _TRAIN_THREADS[0]
+    if n is not None:
+        return n
+    from fastnn._blas import blas_info
+    blas_n = blas_info()["num_threads"]
+    if blas_n is None:
+        blas_n = os.cpu_count() or 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return 2 if min(blas_n, cpus) >= 2 else 1
+
+
 cdef extern from "string.h" nogil:
     void *memcpy(void *dst, const void *src, size_t n)
 
@@ -157,8 +200,10 @@ cdef class NetCore:
     cdef object _ws
     cdef object _iws
     cdef int64_t _ws_m
+    cdef int64_t _tuned_m
     cdef readonly bint busy
     cdef object _holder
+    cdef object _split_bufs
 
     def __cinit__(self, list specs, int loss, cnp.ndarray params,
                   cnp.ndarray grads, int64_t n_weights):
@@ -199,8 +244,10 @@ cdef class NetCore:
         self.n_in = self.layers[0].n_in
         self.n_out = self.layers[n - 1].n_out
         self._ws_m = -1
+        self._tuned_m = -1
         self.busy = False
         self._holder = None
+        self._split_bufs = None
 
     def __dealloc__(self):
         free(self.layers)
@@ -213,16 +260,48 @@ cdef class NetCore:
         """(elements of the dtype, int32 elements) of the workspace for m rows."""
         return (m * self.net.ws_cols, m * self.net.iws_cols)
 
-    cdef _workspace(self, int64_t m):
+    cdef _workspace(self, int64_t m, int64_t tune_m=-1):
         """The cached training workspace for batches of m rows (made, and
-        the forward GEMMs tuned for m rows, when m changes)."""
+        the forward GEMMs tuned for tune_m rows (default m), when m
+        changes)."""
+        if tune_m < 0:
+            tune_m = m
         if m != self._ws_m:
             self._ws = np.empty(max(1, m * self.net.ws_cols), dtype=self.params.dtype)
             self._iws = np.empty(max(1, m * self.net.iws_cols), dtype=np.int32)
             self._ws_m = m
-            if AUTOTUNE:
-                self._tune_forward(m)
+            self._tuned_m = -1
+        if AUTOTUNE and tune_m != self._tuned_m:
+            self._tune_forward(tune_m)
+            self._tuned_m = tune_m
         return self._ws, self._iws
+
+    def split_rows(self, int64_t batch):
+        """The fewest rows a minibatch of a fit with this batch size needs
+        to be split between two threads (see SPLIT and set_train_threads),
+        or 0 if none is split."""
+        cdef int64_t l, per_row = 0, widest = 0, w
+        if batch < 2 * SPLIT["min_rows"] or train_threads() < 2:
+            return 0
+        for l in range(self.net.n_layers):
+            w = self.layers[l].n_in * self.layers[l].n_out * self.layers[l].pieces
+            per_row += w
+            widest = max(widest, w)
+        if 3 * per_row * batch < SPLIT["min_macs"]:
+            return 0
+        if widest * ((batch + 1) // 2) > SPLIT["max_half_mnk"]:
+            return 0
+        return max(2, 2 * SPLIT["min_rows"])
+
+    cdef _split_buffers(self, int64_t h):
+        """Workspace, int32 workspace and gradients of the helper thread's
+        half (h rows), cached."""
+        if self._split_bufs is None or self._split_bufs[0] != h:
+            self._split_bufs = (
+                h, np.empty(max(1, h * self.net.ws_cols), dtype=self.params.dtype),
+                np.empty(max(1, h * self.net.iws_cols), dtype=np.int32),
+                np.empty(self.params.shape[0], dtype=self.params.dtype))
+        return self._split_bufs[1:]
 
     def forward_orientation(self):
         """Per layer, whether its forward GEMM runs transposed."""
@@ -606,11 +685,20 @@ cdef class NetCore:
             opt.sq = cnp.PyArray_DATA(tmp)
         cdef void *pp = cnp.PyArray_DATA(self.params)
         cdef void *gp = cnp.PyArray_DATA(self.grads)
+        cdef int64_t half = (batch + 1) // 2
+        a.par_rows = self.split_rows(batch)
+        a.ws2 = a.grads2 = NULL
+        a.iws2 = NULL
         self._acquire()
         try:
-            ws, iws = self._workspace(batch)
+            ws, iws = self._workspace(batch, half if a.par_rows else batch)
             wsp = cnp.PyArray_DATA(<cnp.ndarray>ws)
             iwsp = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>iws)
+            if a.par_rows:
+                ws2, iws2, g2 = self._split_buffers(half)
+                a.ws2 = cnp.PyArray_DATA(<cnp.ndarray>ws2)
+                a.iws2 = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>iws2)
+                a.grads2 = cnp.PyArray_DATA(<cnp.ndarray>g2)
             with nogil:
                 if self.is_f32:
                     status = fnn_fit_f32(&self.net, &opt, &a, <float *>pp,
