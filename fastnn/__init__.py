@@ -10,6 +10,7 @@ against.
     >>> loss = net.train_step(np.zeros((8, 2)), np.zeros((8, 1)), lr=0.1)
 """
 from fastnn._blas import blas_info, set_num_threads, use_blas
+from fastnn._train import set_train_threads, train_threads
 from fastnn.io import FormatError, load, save
 from fastnn.nn import Dense, Maxout, Network
 from fastnn.training import (Adam, Callback, Constant, EarlyStopping, History,
@@ -19,5 +20,5 @@ __version__ = "0.1.0"
 
 __all__ = ["Network", "Dense", "Maxout", "SGD", "Adam", "Constant",
            "InverseScaling", "StepDecay", "History", "Callback", "EarlyStopping",
-           "blas_info", "use_blas", "set_num_threads", "save", "load", "FormatError",
+           "blas_info", "use_blas", "set_num_threads", "set_train_threads", "train_threads", "save", "load", "FormatError",
            "__version__"]
