@@ -20,6 +20,10 @@
 #include "fastnn.h"
 
 #define SPIN_LIMIT (1L << 16)   /* idle polls before sleeping: ~ms */
+/* After a fit lets go, polls before sleeping (~0.1 ms): a caller that
+ * runs one fit per epoch (fastnn.sklearn) finds the helper awake instead of
+ * paying a futex wake-up (several microseconds) at every epoch. */
+#define LINGER (1L << 12)
 
 static pthread_mutex_t owner = PTHREAD_MUTEX_INITIALIZER; /* held by a fit */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;    /* for sleeping */
@@ -53,8 +57,9 @@ static void *helper_main(void *unused)
     for (;;) {
         long spins = 0;
         while (atomic_load_explicit(&posted, memory_order_acquire) == seen) {
-            if (atomic_load_explicit(&active, memory_order_relaxed)
-                && spins++ < SPIN_LIMIT) {
+            long limit = atomic_load_explicit(&active, memory_order_relaxed)
+                ? SPIN_LIMIT : LINGER;
+            if (spins++ < limit) {
                 cpu_relax();
                 if ((spins & 255) == 0) {
                     sched_yield();      /* let a waiting thread have the core */
