@@ -339,6 +339,13 @@ typedef struct {
      * thread. */
     int64_t par_rows;
     void *ws2, *grads2; int32_t *iws2;
+    /* In/out, kept by the caller between runs (start at 0): a split step
+     * whose helper half takes over twice as long as the caller's (the
+     * helper's core busy elsewhere) counts as starved; after 4 in a row
+     * the next split_hold steps run unsplit, split_backoff (64, doubling
+     * up to 65536 while it recurs, reset by 256 good steps) of them.
+     * split_backoff < 0: never back off. */
+    int64_t split_hold, split_backoff;
     int64_t epochs_done, steps_done, bad_epoch, bad_step, snapshot_epoch;
 } fnn_fit_args;
 
@@ -367,6 +374,9 @@ void fnn_pool_release(void);
  * fnn_pool_wait returns once it has finished, its writes visible. */
 void fnn_pool_submit(fnn_task_fn fn, void *arg);
 void fnn_pool_wait(void);
+/* Tests only: the helper sleeps us microseconds before each task (0: off),
+ * standing in for a helper whose core is busy. */
+void fnn_pool_test_stall(int us);
 
 #ifdef __cplusplus
 }

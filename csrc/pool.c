@@ -17,6 +17,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 #include "fastnn.h"
 
 #define SPIN_LIMIT (1L << 16)   /* idle polls before sleeping: ~ms */
@@ -32,6 +33,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int started;                     /* under owner */
 static atomic_int active;               /* a fit holds the helper: spin */
 static atomic_uint_fast64_t posted, done;
+static atomic_int stall_us;             /* tests: helper delay per task */
 static fnn_task_fn task_fn;             /* published by posted (release) */
 static void *task_arg;
 
@@ -73,6 +75,11 @@ static void *helper_main(void *unused)
             pthread_mutex_unlock(&mu);
         }
         seen += 1;
+        int stall = atomic_load_explicit(&stall_us, memory_order_relaxed);
+        if (stall > 0) {                /* tests: a helper whose core is busy */
+            struct timespec ts = {stall / 1000000, (stall % 1000000) * 1000L};
+            nanosleep(&ts, NULL);
+        }
         task_fn(task_arg);
         atomic_store_explicit(&done, seen, memory_order_release);
     }
@@ -150,4 +157,9 @@ void fnn_pool_wait(void)
             sched_yield();              /* the helper lost its core */
         }
     }
+}
+
+void fnn_pool_test_stall(int us)
+{
+    atomic_store(&stall_us, us);
 }

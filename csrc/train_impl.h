@@ -166,7 +166,8 @@ static double SUF(split_step)(const fnn_net *net, fnn_optim *opt,
                               const fnn_fit_args *a, const int64_t *order,
                               int64_t i0, int64_t mb, int64_t next,
                               double scale, REAL lr, REAL wd, REAL *params,
-                              REAL *grads, REAL *snap, REAL *ws, int32_t *iws)
+                              REAL *grads, REAL *snap, REAL *ws, int32_t *iws,
+                              int *starved)
 {
     const int64_t h = (mb + 1) / 2, np = net->n_params;
     const int64_t hn = (next + 1) / 2;
@@ -175,6 +176,7 @@ static double SUF(split_step)(const fnn_net *net, fnn_optim *opt,
     SUF(half_job) job = {net, a, order, i0, h, mb, i0 + mb + hn,
                          i0 + mb + next, scale, params, g2, (REAL *)a->ws2,
                          a->iws2, 0.0};
+    const double t0 = now_ms();
     fnn_pool_submit(SUF(half_run), &job);
     SUF(rows) r = SUF(fetch_rows)(a, net->layers[0].n_in,
                                   net->layers[net->n_layers - 1].n_out,
@@ -186,7 +188,11 @@ static double SUF(split_step)(const fnn_net *net, fnn_optim *opt,
     double loss = SUF(fnn_net_loss_grad)(net, h, r.x, r.ldx, r.y, r.ldy, r.sw,
                                          scale, 0, 0, params, grads, NULL, ws,
                                          iws, 0);
+    const double t1 = now_ms();
     fnn_pool_wait();
+    /* the helper took over twice as long as this thread: its core is busy
+     * with something else (another process, a spinning BLAS pool) */
+    *starved = now_ms() - t1 > t1 - t0;
     loss += job.loss;
     if (!(loss - loss == 0)) {
         return loss;                    /* NaN or inf: touch nothing */
@@ -232,6 +238,9 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
     int64_t to_snap = (every - (a->epoch0 % every)) % every;
     fnn_poller poller;
     fnn_poller_init(&poller, a->poll_ms);
+    /* split-step back-off state, carried between calls in a */
+    int64_t *hold = &a->split_hold, *backoff = &a->split_backoff;
+    int n_starved = 0, n_good = 0;
     a->epochs_done = 0;
     a->steps_done = 0;
     a->bad_epoch = -1;
@@ -246,7 +255,10 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
             const int64_t mb = B < n - i0 ? B : n - i0;
             const int64_t next = i0 + mb < n
                 ? (B < n - i0 - mb ? B : n - i0 - mb) : 0;
-            const int split = par && mb >= a->par_rows;
+            const int split = par && mb >= a->par_rows && *hold == 0;
+            if (par && *hold > 0) {
+                *hold -= 1;
+            }
             double wtot = (double)mb;
             if (SW) {
                 wtot = 0.0;
@@ -262,8 +274,25 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                 ? 0.5 * (double)wd * KSUF(fnn_sum_squares)(nw, params) : 0.0;
             double loss;
             if (split) {
+                int starved = 0;
                 loss = SUF(split_step)(net, opt, a, order, i0, mb, next, scale,
-                                       lr, wd, params, grads, snap, ws, iws);
+                                       lr, wd, params, grads, snap, ws, iws,
+                                       &starved);
+                /* A starved helper makes split steps slower than one thread
+                 * (seen: 2.3x slower with the other core compiling).  After
+                 * 4 such steps in a row run unsplit for `backoff` steps,
+                 * doubling each time it recurs, reset by 256 good steps. */
+                if (!starved) {
+                    n_starved = 0;
+                    if (++n_good >= 256 && *backoff > 0) {
+                        *backoff = 0;
+                    }
+                } else if (*backoff >= 0 && ++n_starved >= 4) {
+                    n_starved = n_good = 0;
+                    *backoff = *backoff == 0 ? 64
+                             : *backoff < (1 << 16) ? 2 * *backoff : *backoff;
+                    *hold = *backoff;
+                }
             } else {
                 SUF(rows) r = SUF(fetch_rows)(a, nin, nout, order, i0, 0, mb);
                 if (order && next > 0) {

@@ -188,10 +188,12 @@ cdef extern from "fastnn.h" nogil:
         void *ws2
         void *grads2
         int32_t *iws2
+        int64_t split_hold, split_backoff
         int64_t epochs_done, steps_done, bad_epoch, bad_step, snapshot_epoch
 
     int fnn_pool_acquire()
     void fnn_pool_release()
+    void fnn_pool_test_stall(int us)
 
     int fnn_fit_f32(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                     float *params, float *grads, float *ws, int32_t *iws)

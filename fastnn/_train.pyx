@@ -38,7 +38,14 @@ TUNE_LOG = []        # (key, repetitions, {orientation: seconds per call})
 # runs products up to about 2**20 multiply-adds on one thread and threads
 # larger ones well, and two threaded GEMMs at once would contend for its
 # pool).  Tests lower the limits to force splitting.
-SPLIT = {"min_macs": 1 << 17, "min_rows": 16, "max_half_mnk": 1 << 20}
+SPLIT = {"min_macs": 1 << 17, "min_rows": 16, "max_half_mnk": 1 << 20,
+         "backoff": True}
+
+
+def _test_stall_helper(int us):
+    """Tests only: make the helper sleep `us` microseconds before each
+    task, as if its core were busy (0 turns it off)."""
+    fnn_pool_test_stall(us)
 _TRAIN_THREADS = [None]
 
 
@@ -204,6 +211,7 @@ cdef class NetCore:
     cdef readonly bint busy
     cdef object _holder
     cdef object _split_bufs
+    cdef readonly int64_t split_hold, split_backoff
 
     def __cinit__(self, list specs, int loss, cnp.ndarray params,
                   cnp.ndarray grads, int64_t n_weights):
@@ -689,6 +697,8 @@ cdef class NetCore:
         a.par_rows = self.split_rows(batch)
         a.ws2 = a.grads2 = NULL
         a.iws2 = NULL
+        a.split_hold = self.split_hold if SPLIT["backoff"] else 0
+        a.split_backoff = self.split_backoff if SPLIT["backoff"] else -1
         self._acquire()
         try:
             ws, iws = self._workspace(batch, half if a.par_rows else batch)
@@ -708,6 +718,9 @@ cdef class NetCore:
                                          <double *>gp, <double *>wsp, iwsp)
         finally:
             self.busy = False
+        if SPLIT["backoff"]:
+            self.split_hold = a.split_hold
+            self.split_backoff = a.split_backoff
         return {"status": status, "epochs_done": a.epochs_done,
                 "steps_done": a.steps_done, "bad_epoch": a.bad_epoch,
                 "bad_step": a.bad_step, "snapshot_epoch": a.snapshot_epoch,

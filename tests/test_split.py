@@ -27,6 +27,7 @@ def split(monkeypatch):
     monkeypatch.setitem(_train.SPLIT, "min_macs", 0)
     monkeypatch.setitem(_train.SPLIT, "min_rows", 1)
     monkeypatch.setitem(_train.SPLIT, "max_half_mnk", 1 << 62)
+    monkeypatch.setitem(_train.SPLIT, "backoff", False)   # split even if slow
     old = _train.set_train_threads(2)
     yield
     _train.set_train_threads(old)
@@ -200,6 +201,34 @@ def test_concurrent_fits_share_one_helper(split):
     assert not errors
     for s in range(4):
         assert rel(nets[s].params, alone[s]) < 1e-12
+
+
+@pytest.fixture
+def stalled_helper():
+    _train._test_stall_helper(3000)
+    yield
+    _train._test_stall_helper(0)
+
+
+def test_starved_helper_backs_off_to_one_thread(split, monkeypatch, stalled_helper):
+    """A helper 3 ms late at every task (its core busy elsewhere): after 4
+    such steps the fit runs unsplit for 64 steps, then tries again and backs
+    off for 128; the numbers are the same either way."""
+    monkeypatch.setitem(_train.SPLIT, "backoff", True)
+    X, Y = data("mse", n=64)
+    net = Network([Dense(16, "tanh"), Dense(2)], n_in=5, seed=0)
+    net.fit(X, Y, epochs=2, batch_size=16, seed=0)        # 8 steps: 4 starved
+    core = net._core
+    assert core.split_backoff == 64 and core.split_hold == 64 - 4
+    net.fit(X, Y, epochs=16, batch_size=16, seed=1)       # 64 steps: 60 held, 4 starved
+    assert core.split_backoff == 128 and core.split_hold == 128
+    _train._test_stall_helper(0)
+    ref_net = Network([Dense(16, "tanh"), Dense(2)], n_in=5, seed=0)
+    _train.set_train_threads(1)
+    ref_net.fit(X, Y, epochs=2, batch_size=16, seed=0)
+    ref_net.fit(X, Y, epochs=16, batch_size=16, seed=1)
+    _train.set_train_threads(2)
+    assert rel(net.params, ref_net.params) < 1e-12
 
 
 def _child_fit(q):
