@@ -14,6 +14,7 @@ judged on the scale of the computation that produced them.  Accuracy of
 the vectorized math (vmath.h) is measured separately in ulps.
 """
 import ctypes
+import signal
 import zlib
 
 import numpy as np
@@ -190,3 +191,14 @@ def ld_of(a):
 @pytest.fixture(scope="session")
 def capi():
     return CApi()
+
+
+@pytest.fixture
+def sigint_handler():
+    """Python's own SIGINT handler (KeyboardInterrupt) for the test: a
+    process started in the background by a non-interactive shell
+    (`nohup cmd &`) inherits SIGINT ignored, Python then installs no handler,
+    and both os.kill(SIGINT) and _thread.interrupt_main() do nothing."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)

@@ -501,7 +501,7 @@ def test_nonfinite_training_raises_sklearns_error():
 
 
 @pytest.mark.parametrize("alpha", [1e-4, 0.0], ids=["per-batch", "per-epoch"])
-def test_ctrl_c_stops_like_sklearn(alpha):
+def test_ctrl_c_stops_like_sklearn(alpha, sigint_handler):
     """Ctrl-C during fit (sent once two epochs are done, so mid-epoch):
     scikit-learn's warning, and a consistent model of whole epochs."""
     import _thread

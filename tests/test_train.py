@@ -342,7 +342,7 @@ def test_progress_plain_text_fallback_is_rate_limited(monkeypatch, capsys):
 # ---- robustness: Ctrl-C, divergence, threads, allocation --------------------
 
 @pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
-def test_ctrl_c_stops_at_a_step_boundary_quickly():
+def test_ctrl_c_stops_at_a_step_boundary_quickly(sigint_handler):
     X, Y = data("mse", n=200)
     net = Network([Dense(64, "tanh"), Dense(2)], n_in=5, seed=0)
     net.fit(X, Y, epochs=2, optimizer="adam", lr=1e-4)    # workspace made, GEMMs tuned
