@@ -15,6 +15,12 @@ Before timing, each case checks that claim: after 10 epochs both give the
 same coefs_ (1e-8 relative), and the full fits end with the same n_iter_.
 Target (issue 4): fit >= 4x faster, with the same accuracy / R^2.
 
+Both sides get the machine's two cores: scikit-learn through numpy's
+OpenBLAS (2 threads; it threads none of these GEMMs, all below ~2^20
+multiply-adds), fastnn through its split step (half of each minibatch on
+its helper thread, see README "Training").  fastnn.set_train_threads(1)
+before the run gives fastnn's one-thread numbers (2.6x / 3.8x).
+
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest bench/bench_sklearn.py --benchmark-only
 """
 import warnings
