@@ -197,12 +197,6 @@ static double SUF(split_step)(const fnn_net *net, fnn_optim *opt,
     if (!(loss - loss == 0)) {
         return loss;                    /* NaN or inf: touch nothing */
     }
-    if (opt->kind == FNN_OPT_SGD && lr == 0 && !snap) {
-        for (int64_t i = 0; i < np; i++) {
-            grads[i] += g2[i];
-        }
-        return loss;
-    }
     if (opt->kind == FNN_OPT_ADAM) {
         opt->t += 1;
     }

@@ -41,12 +41,13 @@ TUNE_LOG = []        # (key, repetitions, {orientation: seconds per call})
 SPLIT = {"min_macs": 1 << 17, "min_rows": 16, "max_half_mnk": 1 << 20,
          "backoff": True}
 
+_TRAIN_THREADS = [None]
+
 
 def _test_stall_helper(int us):
     """Tests only: make the helper sleep `us` microseconds before each
     task, as if its core were busy (0 turns it off)."""
     fnn_pool_test_stall(us)
-_TRAIN_THREADS = [None]
 
 
 def set_train_threads(n):
