@@ -66,6 +66,8 @@ typedef struct {
     void *sgemm;           /* function pointers in that convention */
     void *dgemm;
     int64_t small_mnk;     /* m*n*k at or below this: built-in loops */
+    int64_t chunk_mnk;     /* > 0: BLAS calls in pieces of at most this
+                              m*n*k (see fnn_gemm); 0: whole */
 } fnn_blas;
 
 /* C := alpha op(A) op(B) + beta C, row-major.  op(A): (m, k), op(B): (k, n),
@@ -73,7 +75,12 @@ typedef struct {
  * beta == 0 overwrites C without reading it.  Products of at most 512
  * multiply-adds, those with m*n*k <= blas->small_mnk, and all of them when
  * there is no BLAS run built-in loops; others go to the BLAS, which may use
- * its own threads.  C must not overlap A or B. */
+ * its own threads.  With blas->chunk_mnk > 0 a larger product goes to the
+ * BLAS in pieces of at most chunk_mnk multiply-adds along its largest
+ * dimension (along k the pieces accumulate: rounding differs from one
+ * call), which OpenBLAS runs on the calling thread: the split fit step
+ * keeps its two threads from contending for the BLAS's pool that way.
+ * C must not overlap A or B. */
 void fnn_gemm_f32(const fnn_blas *blas, int ta, int tb, int64_t m, int64_t n,
                   int64_t k, float alpha, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c,
@@ -336,8 +343,10 @@ typedef struct {
      * halves' gradients are then summed (always in the same order, so
      * results are reproducible) and the optimizer applied.  par_rows 0, or
      * the helper held by another fit, runs every step on the calling
-     * thread. */
-    int64_t par_rows;
+     * thread.  chunk_mnk (> 0) is the fnn_blas.chunk_mnk of the halves'
+     * GEMMs: pieces small enough that the BLAS leaves them on the thread
+     * that calls it (0: whole calls). */
+    int64_t par_rows, chunk_mnk;
     void *ws2, *grads2; int32_t *iws2;
     /* In/out, kept by the caller between runs (start at 0): a split step
      * whose helper half takes over twice as long as the caller's (the

@@ -203,37 +203,13 @@ FNN_VEC_STATIC void KSUF(small_gemm)(int ta, int tb, int64_t m, int64_t n,
     }
 }
 
-FNN_FN void KSUF(fnn_gemm)(const fnn_blas *blas, int ta, int tb, int64_t m,
-                   int64_t n, int64_t k, REAL alpha, const REAL *a,
-                   int64_t lda, const REAL *b, int64_t ldb, REAL beta,
-                   REAL *c, int64_t ldc)
+/* One call of the BLAS in blas->api's convention (sizes > 0). */
+FNN_FN_STATIC void KSUF(blas_gemm)(const fnn_blas *blas, int api, int ta,
+                                   int tb, int64_t m, int64_t n, int64_t k,
+                                   REAL alpha, const REAL *a, int64_t lda,
+                                   const REAL *b, int64_t ldb, REAL beta,
+                                   REAL *c, int64_t ldc)
 {
-    if (m <= 0 || n <= 0) {
-        return;
-    }
-    if (k <= 0 || alpha == 0) {
-        /* C := beta C, without reading C when beta == 0 */
-        for (int64_t i = 0; i < m; i++) {
-            REAL *ci = c + i * ldc;
-            for (int64_t j = 0; j < n; j++) {
-                ci[j] = beta == 0 ? (REAL)0 : beta * ci[j];
-            }
-        }
-        return;
-    }
-    int api = blas ? blas->api : FNN_BLAS_NONE;
-    /* m*n*k without overflow: in double unless every size is small */
-    const double mnk = (m | n | k) < (1 << 20) ? (double)(m * n * k)
-                                               : (double)m * (double)n * (double)k;
-    if (mnk <= FNN_TINY_MNK) {
-        KSUF(tiny_gemm)(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        return;
-    }
-    if (api == FNN_BLAS_NONE || !blas->BLAS_MEMBER
-        || mnk <= (double)blas->small_mnk) {
-        KSUF(small_gemm)(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        return;
-    }
     if (api == FNN_BLAS_CBLAS64) {
         typedef void (*fn_t)(int, int, int, int64_t, int64_t, int64_t, REAL,
                              const REAL *, int64_t, const REAL *, int64_t,
@@ -267,4 +243,94 @@ FNN_FN void KSUF(fnn_gemm)(const fnn_blas *blas, int ta, int tb, int64_t m,
         ((fn_t)blas->BLAS_MEMBER)(&tra, &trb, &M, &N, &K, &alpha, b, &LDA,
                                   a, &LDB, &beta, c, &LDC);
     }
+}
+
+/* Pieces of a size-d dimension so that each, times the product o of the
+ * other two sizes, is at most chunk multiply-adds: as few as that allows,
+ * of even size (1 if even one row of the dimension is over chunk). */
+static inline int64_t KSUF(chunk_size)(int64_t d, double o, int64_t chunk)
+{
+    double fit = (double)chunk / o;
+    int64_t size = fit < 1 ? 1 : fit >= (double)d ? d : (int64_t)fit;
+    int64_t pieces = (d + size - 1) / size;
+    return (d + pieces - 1) / pieces;
+}
+
+/* The product in pieces of at most blas->chunk_mnk multiply-adds, cut
+ * along its largest dimension: along k the pieces accumulate into C (beta
+ * on the first only), along m or n each writes its own block of C.  Each
+ * piece is small enough that the BLAS runs it on the calling thread. */
+FNN_FN_STATIC void KSUF(chunked_gemm)(const fnn_blas *blas, int api, int ta,
+                                      int tb, int64_t m, int64_t n, int64_t k,
+                                      REAL alpha, const REAL *a, int64_t lda,
+                                      const REAL *b, int64_t ldb, REAL beta,
+                                      REAL *c, int64_t ldc)
+{
+    const int64_t chunk = blas->chunk_mnk;
+    if (k >= m && k >= n) {
+        const int64_t kc = KSUF(chunk_size)(k, (double)m * (double)n, chunk);
+        for (int64_t p = 0; p < k; p += kc) {
+            const int64_t kp = kc < k - p ? kc : k - p;
+            /* op(A)[:, p:], op(B)[p:, :] */
+            KSUF(blas_gemm)(blas, api, ta, tb, m, n, kp, alpha,
+                            a + (ta ? p * lda : p), lda,
+                            b + (tb ? p : p * ldb), ldb, p == 0 ? beta : 1,
+                            c, ldc);
+        }
+    } else if (m >= n) {
+        const int64_t mc = KSUF(chunk_size)(m, (double)n * (double)k, chunk);
+        for (int64_t i = 0; i < m; i += mc) {
+            const int64_t mp = mc < m - i ? mc : m - i;
+            KSUF(blas_gemm)(blas, api, ta, tb, mp, n, k, alpha,
+                            a + (ta ? i : i * lda), lda, b, ldb, beta,
+                            c + i * ldc, ldc);
+        }
+    } else {
+        const int64_t nc = KSUF(chunk_size)(n, (double)m * (double)k, chunk);
+        for (int64_t j = 0; j < n; j += nc) {
+            const int64_t np = nc < n - j ? nc : n - j;
+            KSUF(blas_gemm)(blas, api, ta, tb, m, np, k, alpha, a, lda,
+                            b + (tb ? j * ldb : j), ldb, beta, c + j, ldc);
+        }
+    }
+}
+
+FNN_FN void KSUF(fnn_gemm)(const fnn_blas *blas, int ta, int tb, int64_t m,
+                   int64_t n, int64_t k, REAL alpha, const REAL *a,
+                   int64_t lda, const REAL *b, int64_t ldb, REAL beta,
+                   REAL *c, int64_t ldc)
+{
+    if (m <= 0 || n <= 0) {
+        return;
+    }
+    if (k <= 0 || alpha == 0) {
+        /* C := beta C, without reading C when beta == 0 */
+        for (int64_t i = 0; i < m; i++) {
+            REAL *ci = c + i * ldc;
+            for (int64_t j = 0; j < n; j++) {
+                ci[j] = beta == 0 ? (REAL)0 : beta * ci[j];
+            }
+        }
+        return;
+    }
+    int api = blas ? blas->api : FNN_BLAS_NONE;
+    /* m*n*k without overflow: in double unless every size is small */
+    const double mnk = (m | n | k) < (1 << 20) ? (double)(m * n * k)
+                                               : (double)m * (double)n * (double)k;
+    if (mnk <= FNN_TINY_MNK) {
+        KSUF(tiny_gemm)(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    if (api == FNN_BLAS_NONE || !blas->BLAS_MEMBER
+        || mnk <= (double)blas->small_mnk) {
+        KSUF(small_gemm)(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    if (blas->chunk_mnk > 0 && mnk > (double)blas->chunk_mnk) {
+        KSUF(chunked_gemm)(blas, api, ta, tb, m, n, k, alpha, a, lda, b, ldb,
+                           beta, c, ldc);
+        return;
+    }
+    KSUF(blas_gemm)(blas, api, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta,
+                    c, ldc);
 }

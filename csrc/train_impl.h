@@ -172,6 +172,16 @@ static double SUF(split_step)(const fnn_net *net, fnn_optim *opt,
     const int64_t h = (mb + 1) / 2, np = net->n_params;
     const int64_t hn = (next + 1) / 2;
     REAL *g2 = (REAL *)a->grads2;
+    /* the halves' GEMMs in pieces the BLAS runs on the calling thread: two
+     * threads here, none borrowed from the BLAS's pool */
+    fnn_blas blas;
+    fnn_net half_net = *net;
+    if (net->blas && a->chunk_mnk > 0) {
+        blas = *net->blas;
+        blas.chunk_mnk = a->chunk_mnk;
+        half_net.blas = &blas;
+    }
+    net = &half_net;
     /* each thread prefetches its half of the next minibatch */
     SUF(half_job) job = {net, a, order, i0, h, mb, i0 + mb + hn,
                          i0 + mb + next, scale, params, g2, (REAL *)a->ws2,

@@ -30,6 +30,7 @@ _handle.api = FNN_BLAS_NONE
 _handle.sgemm = NULL
 _handle.dgemm = NULL
 _handle.small_mnk = DEFAULT_SMALL_MNK
+_handle.chunk_mnk = 0
 
 _info = {}
 

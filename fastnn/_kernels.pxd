@@ -35,6 +35,7 @@ cdef extern from "fastnn.h" nogil:
         void *sgemm
         void *dgemm
         int64_t small_mnk
+        int64_t chunk_mnk
 
     void fnn_gemm_f32(const fnn_blas *blas, int ta, int tb, int64_t m, int64_t n,
                       int64_t k, float alpha, const float *a, int64_t lda,
@@ -184,7 +185,7 @@ cdef extern from "fastnn.h" nogil:
         fnn_poll_fn poll
         void *poll_ctx
         double poll_ms
-        int64_t par_rows
+        int64_t par_rows, chunk_mnk
         void *ws2
         void *grads2
         int32_t *iws2

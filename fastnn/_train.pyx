@@ -33,13 +33,16 @@ TUNE_LOG = []        # (key, repetitions, {orientation: seconds per call})
 # Data-parallel minibatches (csrc/pool.c, fnn_fit_args.par_rows): a fit
 # step is split between the calling thread and fastnn's one helper thread
 # when it is big enough to pay for the hand-off (min_macs multiply-adds per
-# step, min_rows rows per half) and its GEMMs are small enough that the BLAS
-# would not thread them itself (max_half_mnk per half-batch GEMM; OpenBLAS
-# runs products up to about 2**20 multiply-adds on one thread and threads
-# larger ones well, and two threaded GEMMs at once would contend for its
-# pool).  Tests lower the limits to force splitting.
-SPLIT = {"min_macs": 1 << 17, "min_rows": 16, "max_half_mnk": 1 << 20,
-         "backoff": True}
+# step, min_rows rows per half) and its half-batch GEMMs are at most
+# max_half_mnk multiply-adds.  Each half's GEMMs go to the BLAS in pieces
+# of at most chunk_mnk (fnn_blas.chunk_mnk): OpenBLAS runs products up to
+# 10**6 multiply-adds on the calling thread, with its small-matrix kernels
+# (faster per flop than its packed ones at these sizes), and two threads
+# calling it with larger ones would contend for its pool.  Above
+# max_half_mnk the BLAS's own threading of whole GEMMs wins.  Tests lower
+# the limits to force splitting.
+SPLIT = {"min_macs": 1 << 17, "min_rows": 16, "max_half_mnk": 1 << 23,
+         "chunk_mnk": 1_000_000, "backoff": True}
 
 _TRAIN_THREADS = [None]
 
@@ -696,6 +699,7 @@ cdef class NetCore:
         cdef void *gp = cnp.PyArray_DATA(self.grads)
         cdef int64_t half = (batch + 1) // 2
         a.par_rows = self.split_rows(batch)
+        a.chunk_mnk = SPLIT["chunk_mnk"]
         a.ws2 = a.grads2 = NULL
         a.iws2 = NULL
         a.split_hold = self.split_hold if SPLIT["backoff"] else 0

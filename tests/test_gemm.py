@@ -259,7 +259,8 @@ def test_gemm_padded(dtype, which, small, ta, tb, rng):
 
 class FnnBlas(ctypes.Structure):
     _fields_ = [("api", ctypes.c_int32), ("sgemm", ctypes.c_void_p),
-                ("dgemm", ctypes.c_void_p), ("small_mnk", ctypes.c_int64)]
+                ("dgemm", ctypes.c_void_p), ("small_mnk", ctypes.c_int64),
+                ("chunk_mnk", ctypes.c_int64)]
 
 
 def _capsule_pointer(capsule):
@@ -321,3 +322,75 @@ def test_gemm_read_only_operands(dtype, rng):
     c = np.full((20, 30), np.nan, dtype)
     B.gemm(a, b, c, 1.0, 0.0, False, True)
     assert_gemm_close(c, a, b, None, 1.0, 0.0, False, True, dtype)
+
+
+# fnn_blas.chunk_mnk: the product reaches the BLAS in pieces of at most
+# chunk_mnk multiply-adds (what the split fit step's halves do).  The
+# handle's BLAS is scipy's Fortran gemm behind a ctypes callback that
+# records every call's sizes before passing it on.
+
+def _recording_f77(dtype, calls):
+    import scipy.linalg.cython_blas as cb
+    real = ctypes.c_float if key(dtype) is np.float32 else ctypes.c_double
+    name = "sgemm" if key(dtype) is np.float32 else "dgemm"
+    i32p, rp, P = ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(real), ctypes.c_void_p
+    proto = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, i32p, i32p,
+                             i32p, rp, P, i32p, P, i32p, rp, P, i32p)
+    real_fn = proto(_capsule_pointer(cb.__pyx_capi__[name]))
+
+    def record(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        # column-major (M, N, K) = row-major (n, m, k)
+        calls.append((n[0], m[0], k[0], beta[0]))
+        real_fn(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    return proto(record)
+
+
+@pytest.mark.parametrize("ta,tb", TRANS)
+@pytest.mark.parametrize("m,n,k", [(9, 5, 61), (61, 5, 9), (5, 61, 9), (9, 9, 9)],
+                         ids=["k-largest", "m-largest", "n-largest", "cube"])
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
+def test_c_gemm_chunked(dtype, m, n, k, ta, tb, rng):
+    lib = ctypes.CDLL(B.__file__)
+    real = ctypes.c_float if key(dtype) is np.float32 else ctypes.c_double
+    fn = lib.fnn_gemm_f32 if key(dtype) is np.float32 else lib.fnn_gemm_f64
+    i64, P = ctypes.c_int64, ctypes.c_void_p
+    fn.restype = None
+    fn.argtypes = [ctypes.POINTER(FnnBlas), ctypes.c_int, ctypes.c_int, i64,
+                   i64, i64, real, P, i64, P, i64, real, P, i64]
+    calls = []
+    cb = _recording_f77(dtype, calls)
+    chunk = 100
+    ptr = ctypes.cast(cb, ctypes.c_void_p).value
+    handle = FnnBlas(3, ptr, ptr, 0, chunk)
+    a, b = operands(rng, dtype, m, n, k, ta, tb)
+    av, _ = padded(a, pad=3)
+    bv, _ = padded(b, pad=5)
+    c0 = rng.normal(size=(m, n)).astype(dtype)
+    for beta in (0.0, 0.5):
+        calls.clear()
+        start = np.full((m, n), np.nan, dtype) if beta == 0 else c0
+        cv, cbig = padded(start, pad=4, fill=7.0)
+        fn(ctypes.byref(handle), int(ta), int(tb), m, n, k, 1.1,
+           av.ctypes.data, av.strides[0] // av.itemsize,
+           bv.ctypes.data, bv.strides[0] // bv.itemsize, beta,
+           cv.ctypes.data, cv.strides[0] // cv.itemsize)
+        assert_gemm_close(np.array(cv), a, b, c0, 1.1, beta, ta, tb, dtype)
+        assert_pad_untouched(cbig, n, 7.0)
+        # cut along the largest size into the fewest pieces of at most
+        # `chunk` multiply-adds, of sizes differing by at most 1
+        big = max(m, n, k)
+        axis = (2 if k == big else 0 if m == big else 1)
+        other = m * n * k // big
+        pieces = -(-big // (chunk // other))
+        assert len(calls) == pieces
+        assert all(pm * pn * pk <= chunk for pm, pn, pk, _ in calls)
+        sizes = [c[axis] for c in calls]
+        assert max(sizes) - min(sizes) <= 1
+        assert sum(sizes) == big
+        for c in calls:
+            assert [c[i] for i in range(3) if i != axis] == \
+                [s for i, s in enumerate((m, n, k)) if i != axis]
+        # along k the pieces accumulate: beta on the first only
+        betas = [c[3] for c in calls]
+        assert betas == ([beta] + [1.0] * (pieces - 1) if axis == 2
+                         else [beta] * pieces)

@@ -6,7 +6,11 @@ or in-order rows, sample weights, partial batches, every optimizer, fused
 SGD, snapshots, divergence, Ctrl-C-style stops, concurrent fits, fork).
 
 The default thresholds split only steps of about 10^5 multiply-adds and
-more; the `split` fixture lowers them so the small networks here split."""
+more; the `split` fixture lowers them so the small networks here split,
+once with whole GEMM calls and once ("chunked") with every GEMM of the
+halves sent to the BLAS in pieces of at most 200 multiply-adds
+(fnn_blas.chunk_mnk, what keeps OpenBLAS from threading the halves' GEMMs
+of bigger networks)."""
 import multiprocessing
 import os
 import threading
@@ -15,22 +19,29 @@ import numpy as np
 import pytest
 
 from fastnn import Adam, Dense, EarlyStopping, Maxout, Network, SGD
-from fastnn import _train
+from fastnn import _blas, _train
 from fastnn import reference as ref
 
 from test_train import OPTS, data, layers, orders, rel
 
 
-@pytest.fixture
-def split(monkeypatch):
+@pytest.fixture(params=["whole", "chunked"])
+def split(request, monkeypatch):
     """Split every minibatch of two or more rows."""
     monkeypatch.setitem(_train.SPLIT, "min_macs", 0)
     monkeypatch.setitem(_train.SPLIT, "min_rows", 1)
     monkeypatch.setitem(_train.SPLIT, "max_half_mnk", 1 << 62)
     monkeypatch.setitem(_train.SPLIT, "backoff", False)   # split even if slow
+    old_small = None
+    if request.param == "chunked":
+        # products above 512 multiply-adds to the BLAS, in small pieces
+        monkeypatch.setitem(_train.SPLIT, "chunk_mnk", 200)
+        old_small = _blas.set_small_gemm_threshold(0)
     old = _train.set_train_threads(2)
-    yield
+    yield request.param
     _train.set_train_threads(old)
+    if old_small is not None:
+        _blas.set_small_gemm_threshold(old_small)
 
 
 @pytest.fixture
@@ -45,12 +56,14 @@ def test_split_rows_heuristic(serial, monkeypatch):
     digits = Network([Dense(100, "relu"), Dense(10, "softmax")], n_in=64,
                      loss="softmax_ce", seed=0)
     seed = Network([Dense(100, "relu"), Dense(10)], n_in=1000, seed=0)
+    medium = Network([Dense(256, "relu"), Dense(10)], n_in=784, seed=0)
     assert digits._core.split_rows(200) == 0          # 1 thread: never
     _train.set_train_threads(2)
     assert digits._core.split_rows(200) >= 2
     assert digits._core.split_rows(8) == 0             # too few rows
     assert tiny._core.split_rows(200) == 0             # too little work
-    assert seed._core.split_rows(64) == 0              # the BLAS threads it
+    assert seed._core.split_rows(64) >= 2              # its GEMMs in pieces
+    assert medium._core.split_rows(256) == 0           # the BLAS threads it
     assert _train.train_threads() == 2
 
 
