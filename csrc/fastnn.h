@@ -274,6 +274,21 @@ double fnn_net_loss_grad_f64(const fnn_net *net, int64_t m, const double *x,
                              double wd, double *params, double *grads,
                              double *snapshot, double *ws, int32_t *iws,
                              int check_x);
+/* fnn_net_loss_grad with lr 0 that stops short of layer 0's weight
+ * gradient: *dz0 is set to layer 0's dZ, (m, n_out * pieces) contiguous in
+ * ws (NULL if the loss is not finite; ws and grads then hold partial
+ * results).  The split fit step forms that gradient by rows of W from both
+ * halves' dZ. */
+double fnn_net_loss_dz0_f32(const fnn_net *net, int64_t m, const float *x,
+                            int64_t ldx, const float *y, int64_t ldy,
+                            const float *sw, double scale, float *params,
+                            float *grads, float *ws, int32_t *iws,
+                            float **dz0);
+double fnn_net_loss_dz0_f64(const fnn_net *net, int64_t m, const double *x,
+                            int64_t ldx, const double *y, int64_t ldy,
+                            const double *sw, double scale, double *params,
+                            double *grads, double *ws, int32_t *iws,
+                            double **dz0);
 
 /* ---- the training loop (train.c) -------------------------------------- */
 

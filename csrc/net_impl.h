@@ -104,12 +104,14 @@ REAL *SUF(fnn_net_forward)(const fnn_net *net, int64_t m, const REAL *x,
     return KSUF(forward)(net, m, x, ldx, params, predict, ws, iws, 0);
 }
 
-FNN_CLONES
-double SUF(fnn_net_loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
-                              int64_t ldx, const REAL *y, int64_t ldy,
-                              const REAL *sw, double scale, REAL lr, REAL wd,
-                              REAL *params, REAL *grads, REAL *snapshot,
-                              REAL *ws, int32_t *iws, int check_x)
+/* The loss and backward pass; with dz0 set, layer 0's weight gradient is
+ * left undone and *dz0 pointed at its dZ in ws. */
+FNN_INLINE double KSUF(loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
+                                  int64_t ldx, const REAL *y, int64_t ldy,
+                                  const REAL *sw, double scale, REAL lr,
+                                  REAL wd, REAL *params, REAL *grads,
+                                  REAL *snapshot, REAL *ws, int32_t *iws,
+                                  int check_x, REAL **dz0)
 {
     int64_t nl = net->n_layers;
     const fnn_layer *last = &net->layers[nl - 1];
@@ -163,7 +165,9 @@ double SUF(fnn_net_loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
             KSUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_TRANS, m, L->n_in, cols,
                           1, D, cols, W, cols, 0, E, L->n_in);
         }
-        if (lr != 0) {
+        if (l == 0 && dz0) {
+            *dz0 = D;
+        } else if (lr != 0) {
             /* fused SGD: W := (1 - lr wd) W - lr in^T dZ */
             KSUF(fnn_gemm)(net->blas, FNN_TRANS, FNN_NOTRANS, L->n_in, cols, m,
                           -lr, in, ldin, D, cols, 1 - lr * wd, W, cols);
@@ -193,4 +197,26 @@ double SUF(fnn_net_loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
         }
     }
     return loss;
+}
+
+FNN_CLONES
+double SUF(fnn_net_loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
+                              int64_t ldx, const REAL *y, int64_t ldy,
+                              const REAL *sw, double scale, REAL lr, REAL wd,
+                              REAL *params, REAL *grads, REAL *snapshot,
+                              REAL *ws, int32_t *iws, int check_x)
+{
+    return KSUF(loss_grad)(net, m, x, ldx, y, ldy, sw, scale, lr, wd, params,
+                           grads, snapshot, ws, iws, check_x, NULL);
+}
+
+FNN_CLONES
+double SUF(fnn_net_loss_dz0)(const fnn_net *net, int64_t m, const REAL *x,
+                             int64_t ldx, const REAL *y, int64_t ldy,
+                             const REAL *sw, double scale, REAL *params,
+                             REAL *grads, REAL *ws, int32_t *iws, REAL **dz0)
+{
+    *dz0 = NULL;
+    return KSUF(loss_grad)(net, m, x, ldx, y, ldy, sw, scale, 0, 0, params,
+                           grads, NULL, ws, iws, 0, dz0);
 }

@@ -116,12 +116,18 @@ static void SUF(update_piece)(const SUF(update_job) *u, int64_t lo,
     }
 }
 
+/* update_piece over [lo, hi): weights with decay, biases without. */
+static void SUF(update_span)(const SUF(update_job) *u, int64_t lo, int64_t hi)
+{
+    const int64_t nw = u->net->n_weights;
+    SUF(update_piece)(u, lo, hi < nw ? hi : nw, u->wd);
+    SUF(update_piece)(u, lo > nw ? lo : nw, hi, 0);
+}
+
 static void SUF(update_run)(void *arg)
 {
     const SUF(update_job) *u = arg;
-    const int64_t nw = u->net->n_weights;
-    SUF(update_piece)(u, u->lo, u->hi < nw ? u->hi : nw, u->wd);
-    SUF(update_piece)(u, u->lo > nw ? u->lo : nw, u->hi, 0);
+    SUF(update_span)(u, u->lo, u->hi);
 }
 
 /* The second half of a split minibatch, run by the pool's helper: it
@@ -137,6 +143,9 @@ typedef struct {
     REAL *grads, *ws;
     int32_t *iws;
     double loss;                        /* out */
+    const REAL *x;                      /* out: its rows (ldx) and their */
+    int64_t ldx;                        /* layer-0 dZ */
+    REAL *dz0;
 } SUF(half_job);
 
 static void SUF(half_run)(void *arg)
@@ -151,17 +160,70 @@ static void SUF(half_run)(void *arg)
                            j->order + j->pf0, (const REAL *)j->a->x,
                            j->a->ldx);
     }
-    /* lr 0: params are only read, so both halves may share them */
-    j->loss = SUF(fnn_net_loss_grad)(net, j->mb - j->h, r.x, r.ldx, r.y,
-                                     r.ldy, r.sw, j->scale, 0, 0,
-                                     (REAL *)j->params, j->grads, NULL, j->ws,
-                                     j->iws, 0);
+    /* params are only read here, so both halves may share them */
+    j->loss = SUF(fnn_net_loss_dz0)(net, j->mb - j->h, r.x, r.ldx, r.y,
+                                    r.ldy, r.sw, j->scale, (REAL *)j->params,
+                                    j->grads, j->ws, j->iws, &j->dz0);
+    j->x = r.x;
+    j->ldx = r.ldx;
+}
+
+/* After both halves: one thread's share of the step.  Rows [r0, r1) of
+ * layer 0's W get their gradient from both halves, x_1^T dZ_1 + x_2^T dZ_2
+ * (in that order), fused into W as the SGD step W := (1 - lr wd) W - lr
+ * grad when `fused`, else into grads and then the optimizer; and u's
+ * range [lo, hi) of the other parameters (counted as if W0 were cut out
+ * of params) gets the gradient sum and the update.  Layer 0 is usually the
+ * widest: computed by rows of W, its gradient needs no sum over halves,
+ * and with SGD no pass over it besides the GEMM. */
+typedef struct {
+    SUF(update_job) u;
+    const REAL *x[2], *dz[2];
+    int64_t ldx[2], m[2];
+    int64_t r0, r1;
+    int fused;
+} SUF(tail_job);
+
+static void SUF(tail_run)(void *arg)
+{
+    const SUF(tail_job) *t = arg;
+    const SUF(update_job) *u = &t->u;
+    const fnn_net *net = u->net;
+    const fnn_layer *L0 = &net->layers[0];
+    const int64_t cols = L0->n_out * L0->pieces;
+    const int64_t w0 = L0->w_off, size = L0->n_in * cols;
+    const int64_t rows = t->r1 - t->r0;
+    if (rows > 0) {
+        const int64_t lo = w0 + t->r0 * cols, hi = w0 + t->r1 * cols;
+        REAL *c = t->fused ? u->params + lo : u->grads + lo;
+        if (t->fused && u->snap) {
+            memcpy(u->snap + lo, c, (size_t)(hi - lo) * sizeof(REAL));
+        }
+        for (int k = 0; k < 2; k++) {
+            REAL beta = k ? 1 : t->fused ? 1 - u->lr * u->wd : 0;
+            KSUF(fnn_gemm)(net->blas, FNN_TRANS, FNN_NOTRANS, rows, cols,
+                          t->m[k], t->fused ? -u->lr : 1, t->x[k] + t->r0,
+                          t->ldx[k], t->dz[k], cols, beta, c, cols);
+        }
+        if (!t->fused) {
+            SUF(update_job) v = *u;
+            v.g2 = NULL;                /* the whole gradient already */
+            SUF(update_piece)(&v, lo, hi, u->wd);
+        }
+    }
+    /* [lo, hi) without W0: below it as is, from it on shifted past it */
+    if (u->lo < w0) {
+        SUF(update_span)(u, u->lo, u->hi < w0 ? u->hi : w0);
+    }
+    if (u->hi > w0) {
+        SUF(update_span)(u, (u->lo > w0 ? u->lo : w0) + size, u->hi + size);
+    }
 }
 
 /* One step over the mb rows from i0 split in two halves, the second on
- * the helper: the loss (NaN or inf: nothing else done), then, on both
- * threads, each over half of the parameters: gradient sum, snapshot,
- * optimizer step.  next: rows of the next minibatch (0 if none). */
+ * the helper: the loss (NaN or inf: nothing else done), then each thread's
+ * tail_job, half of layer 0's W rows and half of the other parameters.
+ * next: rows of the next minibatch (0 if none). */
 static double SUF(split_step)(const fnn_net *net, fnn_optim *opt,
                               const fnn_fit_args *a, const int64_t *order,
                               int64_t i0, int64_t mb, int64_t next,
@@ -169,8 +231,7 @@ static double SUF(split_step)(const fnn_net *net, fnn_optim *opt,
                               REAL *grads, REAL *snap, REAL *ws, int32_t *iws,
                               int *starved)
 {
-    const int64_t h = (mb + 1) / 2, np = net->n_params;
-    const int64_t hn = (next + 1) / 2;
+    const int64_t h = (mb + 1) / 2, hn = (next + 1) / 2;
     REAL *g2 = (REAL *)a->grads2;
     /* the halves' GEMMs in pieces the BLAS runs on the calling thread: two
      * threads here, none borrowed from the BLAS's pool */
@@ -185,7 +246,7 @@ static double SUF(split_step)(const fnn_net *net, fnn_optim *opt,
     /* each thread prefetches its half of the next minibatch */
     SUF(half_job) job = {net, a, order, i0, h, mb, i0 + mb + hn,
                          i0 + mb + next, scale, params, g2, (REAL *)a->ws2,
-                         a->iws2, 0.0};
+                         a->iws2, 0.0, NULL, 0, NULL};
     const double t0 = now_ms();
     fnn_pool_submit(SUF(half_run), &job);
     SUF(rows) r = SUF(fetch_rows)(a, net->layers[0].n_in,
@@ -195,9 +256,9 @@ static double SUF(split_step)(const fnn_net *net, fnn_optim *opt,
         SUF(prefetch_rows)(hn, net->layers[0].n_in, order + i0 + mb,
                            (const REAL *)a->x, a->ldx);
     }
-    double loss = SUF(fnn_net_loss_grad)(net, h, r.x, r.ldx, r.y, r.ldy, r.sw,
-                                         scale, 0, 0, params, grads, NULL, ws,
-                                         iws, 0);
+    REAL *dz0 = NULL;
+    double loss = SUF(fnn_net_loss_dz0)(net, h, r.x, r.ldx, r.y, r.ldy, r.sw,
+                                        scale, params, grads, ws, iws, &dz0);
     const double t1 = now_ms();
     fnn_pool_wait();
     /* the helper took over twice as long as this thread: its core is busy
@@ -210,15 +271,22 @@ static double SUF(split_step)(const fnn_net *net, fnn_optim *opt,
     if (opt->kind == FNN_OPT_ADAM) {
         opt->t += 1;
     }
+    const fnn_layer *L0 = &net->layers[0];
+    const int64_t rest = net->n_params - L0->n_in * L0->n_out * L0->pieces;
     /* split at a multiple of 16 elements: no cache line shared */
-    const int64_t cut = (np / 2) & ~(int64_t)15;
-    SUF(update_job) mine = {net, opt, lr, wd, lr != 0, params, grads, snap,
-                            g2, 0, cut};
-    SUF(update_job) theirs = mine;
-    theirs.lo = cut;
-    theirs.hi = np;
-    fnn_pool_submit(SUF(update_run), &theirs);
-    SUF(update_run)(&mine);
+    const int64_t cut = (rest / 2) & ~(int64_t)15;
+    SUF(tail_job) mine = {{net, opt, lr, wd, lr != 0, params, grads, snap,
+                           g2, 0, cut},
+                          {r.x, job.x}, {dz0, job.dz0}, {r.ldx, job.ldx},
+                          {h, mb - h}, 0, L0->n_in / 2,
+                          opt->kind == FNN_OPT_SGD && lr != 0};
+    SUF(tail_job) theirs = mine;
+    theirs.u.lo = cut;
+    theirs.u.hi = rest;
+    theirs.r0 = mine.r1;
+    theirs.r1 = L0->n_in;
+    fnn_pool_submit(SUF(tail_run), &theirs);
+    SUF(tail_run)(&mine);
     fnn_pool_wait();
     return loss;
 }
