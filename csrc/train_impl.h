@@ -313,6 +313,17 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
     /* split-step back-off state, carried between calls in a */
     int64_t *hold = &a->split_hold, *backoff = &a->split_backoff;
     int n_starved = 0, n_good = 0;
+    /* Steps held unsplit because the helper was starved send their GEMMs
+     * to the BLAS in pieces as well: the busy core is the one the BLAS's
+     * own second thread would wait for (seen: 25 ms a seed step instead of
+     * 0.5 ms on one thread). */
+    fnn_blas held_blas;
+    fnn_net held_net = *net;
+    if (par && net->blas && a->chunk_mnk > 0) {
+        held_blas = *net->blas;
+        held_blas.chunk_mnk = a->chunk_mnk;
+        held_net.blas = &held_blas;
+    }
     a->epochs_done = 0;
     a->steps_done = 0;
     a->bad_epoch = -1;
@@ -328,7 +339,8 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
             const int64_t next = i0 + mb < n
                 ? (B < n - i0 - mb ? B : n - i0 - mb) : 0;
             const int split = par && mb >= a->par_rows && *hold == 0;
-            if (par && *hold > 0) {
+            const int held = par && *hold > 0;
+            if (held) {
                 *hold -= 1;
             }
             double wtot = (double)mb;
@@ -370,7 +382,8 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                 if (order && next > 0) {
                     SUF(prefetch_rows)(next, nin, order + i0 + mb, X, a->ldx);
                 }
-                loss = SUF(fnn_net_loss_grad)(net, mb, r.x, r.ldx, r.y, r.ldy,
+                loss = SUF(fnn_net_loss_grad)(held ? &held_net : net, mb, r.x,
+                                              r.ldx, r.y, r.ldy,
                                               r.sw, scale, fused ? lr : 0,
                                               fused ? wd : 0, params, grads,
                                               snap, ws, iws, 0);
