@@ -334,7 +334,9 @@ def _recording_f77(dtype, calls):
     real = ctypes.c_float if key(dtype) is np.float32 else ctypes.c_double
     name = "sgemm" if key(dtype) is np.float32 else "dgemm"
     i32p, rp, P = ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(real), ctypes.c_void_p
-    proto = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, i32p, i32p,
+    # the trans flags are single chars, not NUL-terminated strings: pass
+    # them as pointers (c_char_p would strlen them; ASan caught that)
+    proto = ctypes.CFUNCTYPE(None, P, P, i32p, i32p,
                              i32p, rp, P, i32p, P, i32p, rp, P, i32p)
     real_fn = proto(_capsule_pointer(cb.__pyx_capi__[name]))
 
