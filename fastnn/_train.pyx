@@ -26,7 +26,7 @@ cnp.import_array()
 # Forward-GEMM orientation tuning (see _tune_forward).  FASTNN_AUTOTUNE=0
 # turns it off: every forward GEMM then runs as X @ W.
 AUTOTUNE = os.environ.get("FASTNN_AUTOTUNE", "1") not in ("0", "")
-_TUNED = {}          # (dtype, m, k, n, blas source, threads) -> transposed?
+_TUNED = {}   # (dtype, m, k, n, chunk_mnk, blas source, threads) -> transposed?
 TUNE_LOG = []        # (key, repetitions, {orientation: seconds per call})
 
 
@@ -212,6 +212,7 @@ cdef class NetCore:
     cdef object _iws
     cdef int64_t _ws_m
     cdef int64_t _tuned_m
+    cdef int64_t _tuned_chunk
     cdef readonly bint busy
     cdef object _holder
     cdef object _split_bufs
@@ -257,6 +258,7 @@ cdef class NetCore:
         self.n_out = self.layers[n - 1].n_out
         self._ws_m = -1
         self._tuned_m = -1
+        self._tuned_chunk = 0
         self.busy = False
         self._holder = None
         self._split_bufs = None
@@ -272,10 +274,11 @@ cdef class NetCore:
         """(elements of the dtype, int32 elements) of the workspace for m rows."""
         return (m * self.net.ws_cols, m * self.net.iws_cols)
 
-    cdef _workspace(self, int64_t m, int64_t tune_m=-1):
+    cdef _workspace(self, int64_t m, int64_t tune_m=-1, int64_t chunk=0):
         """The cached training workspace for batches of m rows (made, and
-        the forward GEMMs tuned for tune_m rows (default m), when m
-        changes)."""
+        the forward GEMMs tuned for tune_m rows (default m) sent to the BLAS
+        in pieces of at most chunk multiply-adds (0: whole), when these
+        change)."""
         if tune_m < 0:
             tune_m = m
         if m != self._ws_m:
@@ -283,9 +286,10 @@ cdef class NetCore:
             self._iws = np.empty(max(1, m * self.net.iws_cols), dtype=np.int32)
             self._ws_m = m
             self._tuned_m = -1
-        if AUTOTUNE and tune_m != self._tuned_m:
-            self._tune_forward(tune_m)
+        if AUTOTUNE and (tune_m != self._tuned_m or chunk != self._tuned_chunk):
+            self._tune_forward(tune_m, chunk)
             self._tuned_m = tune_m
+            self._tuned_chunk = chunk
         return self._ws, self._iws
 
     def split_rows(self, int64_t batch):
@@ -319,7 +323,7 @@ cdef class NetCore:
         """Per layer, whether its forward GEMM runs transposed."""
         return [bool(self.layers[i].fwd_t) for i in range(self.net.n_layers)]
 
-    cdef _tune_forward(self, int64_t m):
+    cdef _tune_forward(self, int64_t m, int64_t chunk=0):
         """Pick, per dense layer, the faster of two ways to compute Z = X W
         for m rows: as is, or as Z^T = W^T X^T followed by a transpose.  The
         numbers are the same products; which one the BLAS runs faster depends
@@ -327,8 +331,10 @@ cdef class NetCore:
         1000 x 100 float64 forward on 2 OpenBLAS threads, the transposed form
         is ~25% faster; for other shapes the plain one is up to 2x faster).
         After a warm-up call of each, both are timed 7 times alternately and
-        the minima compared; the transposed form needs an 8% win.  Results are cached per shape
-        and thread count for the process."""
+        the minima compared; the transposed form needs an 8% win.  chunk > 0
+        times them as the split step's halves run them, in pieces of at most
+        chunk multiply-adds (fnn_blas.chunk_mnk).  Results are cached per
+        shape, chunk and thread count for the process."""
         from fastnn._blas import blas_info
         info = blas_info()
         if info["source"] == "none":
@@ -341,7 +347,12 @@ cdef class NetCore:
         cdef void *pp = cnp.PyArray_DATA(self.params)
         cdef cnp.ndarray xin, zout
         cdef int trans
+        cdef fnn_blas pieces
         cdef const fnn_blas *blas = self.net.blas
+        if chunk > 0:
+            pieces = self.net.blas[0]
+            pieces.chunk_mnk = chunk
+            blas = &pieces
         cdef bint f32 = self.is_f32
         cdef int64_t itemsize = self.params.itemsize
         for l in range(self.net.n_layers):
@@ -350,7 +361,8 @@ cdef class NetCore:
                 continue
             k = L.n_in
             n = L.n_out
-            key = (self.params.dtype.str, m, k, n, info["source"], info["num_threads"])
+            key = (self.params.dtype.str, m, k, n, chunk, info["source"],
+                   info["num_threads"])
             if key in _TUNED:
                 L.fwd_t = _TUNED[key]
                 continue
@@ -706,7 +718,10 @@ cdef class NetCore:
         a.split_backoff = self.split_backoff if SPLIT["backoff"] else -1
         self._acquire()
         try:
-            ws, iws = self._workspace(batch, half if a.par_rows else batch)
+            if a.par_rows:
+                ws, iws = self._workspace(batch, half, a.chunk_mnk)
+            else:
+                ws, iws = self._workspace(batch)
             wsp = cnp.PyArray_DATA(<cnp.ndarray>ws)
             iwsp = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>iws)
             if a.par_rows:
