@@ -313,10 +313,14 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
     /* split-step back-off state, carried between calls in a */
     int64_t *hold = &a->split_hold, *backoff = &a->split_backoff;
     int n_starved = 0, n_good = 0;
-    /* Steps held unsplit because the helper was starved send their GEMMs
-     * to the BLAS in pieces as well: the busy core is the one the BLAS's
-     * own second thread would wait for (seen: 25 ms a seed step instead of
-     * 0.5 ms on one thread). */
+    /* Steps held unsplit because the helper was starved run in one of two
+     * forms, whichever the first two steps of each hold timed faster: the
+     * GEMMs sent to the BLAS in pieces, on this thread (the other core is
+     * busy with another process, which the BLAS's own second thread would
+     * wait for: seen 25 ms a seed step instead of 0.5 ms), or whole, on
+     * the BLAS's threads (the core is busy with the BLAS's own pool,
+     * spinning after the caller's numpy work: its threads take the
+     * GEMMs at once). */
     fnn_blas held_blas;
     fnn_net held_net = *net;
     if (par && net->blas && a->chunk_mnk > 0) {
@@ -324,6 +328,8 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
         held_blas.chunk_mnk = a->chunk_mnk;
         held_net.blas = &held_blas;
     }
+    int held_probe = 0, held_whole = 0;     /* steps timed in this hold */
+    double held_ms[2] = {0.0, 0.0};
     a->epochs_done = 0;
     a->steps_done = 0;
     a->bad_epoch = -1;
@@ -376,17 +382,26 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                     *backoff = *backoff == 0 ? 64
                              : *backoff < (1 << 16) ? 2 * *backoff : *backoff;
                     *hold = *backoff;
+                    held_probe = 0;
                 }
             } else {
                 SUF(rows) r = SUF(fetch_rows)(a, nin, nout, order, i0, 0, mb);
                 if (order && next > 0) {
                     SUF(prefetch_rows)(next, nin, order + i0 + mb, X, a->ldx);
                 }
-                loss = SUF(fnn_net_loss_grad)(held ? &held_net : net, mb, r.x,
+                /* held: probe 0 in pieces, probe 1 whole, then the faster */
+                const int pieces = held && (held_probe == 0
+                                            || (held_probe >= 2 && !held_whole));
+                const double t0 = held && held_probe < 2 ? now_ms() : 0.0;
+                loss = SUF(fnn_net_loss_grad)(pieces ? &held_net : net, mb, r.x,
                                               r.ldx, r.y, r.ldy,
                                               r.sw, scale, fused ? lr : 0,
                                               fused ? wd : 0, params, grads,
                                               snap, ws, iws, 0);
+                if (held && held_probe < 2) {
+                    held_ms[held_probe++] = now_ms() - t0;
+                    held_whole = held_probe == 2 && held_ms[1] < held_ms[0];
+                }
             }
             if (!(loss - loss == 0)) {
                 a->bad_epoch = e;
