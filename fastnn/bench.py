@@ -404,6 +404,11 @@ class Peer:
 class FastnnFit(Peer):
     name = "fastnn"
     note = "net.fit (native loop, GIL released)"
+    # Its own group: a split step runs on fastnn's helper thread, a pool of
+    # its own.  Interleaved with numpy's BLAS it would meet that pool's
+    # threads still spinning (OpenBLAS's idle threads spin 0.1-0.3 s after
+    # each call here) and measure the two starving each other.
+    pool = "fastnn-helper"
 
     def available(self):
         import fastnn
@@ -690,7 +695,8 @@ def calibrate(run, steps_per_epoch, target, max_epochs=1 << 20):
                                      int(epochs * target / max(dt, 1e-6) * 1.2)))
 
 
-SETTLE_SECONDS = 0.25    # idle time before a group: spinning pools go to sleep
+SETTLE_SECONDS = 0.4     # idle time before a group: spinning pools go to sleep
+                         # (OpenBLAS's after 0.1-0.3 s on this machine)
 
 
 def _time_group(items, wl, budget, min_repeats):
@@ -724,9 +730,9 @@ def _time_group(items, wl, budget, min_repeats):
 def run_suite(workloads, peers, budget, min_repeats, threads, seed=0, out=print):
     """Time every (workload, peer) pair; returns a list of result dicts.
 
-    Peers are grouped by the thread pool their work runs on (numpy's
-    OpenBLAS: fastnn, the NumPy loop, the reference, scikit-learn; torch's;
-    JAX's).  Within a group the timed calls are interleaved round-robin, so
+    Peers are grouped by the thread pool their work runs on (fastnn's fit,
+    with its helper thread; numpy's OpenBLAS: fastnn's train_step, the NumPy
+    loop, the reference, scikit-learn; torch's; JAX's).  Within a group the timed calls are interleaved round-robin, so
     a burst of load from elsewhere on a shared machine hits every peer alike
     instead of skewing one ratio.  Groups run one after the other, after a
     short idle pause: alternating calls between two pools would measure
