@@ -223,7 +223,9 @@ static void SUF(tail_run)(void *arg)
 /* One step over the mb rows from i0 split in two halves, the second on
  * the helper: the loss (NaN or inf: nothing else done), then each thread's
  * tail_job, half of layer 0's W rows and half of the other parameters.
- * next: rows of the next minibatch (0 if none). */
+ * next: rows of the next minibatch (0 if none).  net: the fit's network
+ * with its GEMMs in pieces (fnn_fit_args.chunk_mnk), so that both threads
+ * run their BLAS calls themselves. */
 static double SUF(split_step)(const fnn_net *net, fnn_optim *opt,
                               const fnn_fit_args *a, const int64_t *order,
                               int64_t i0, int64_t mb, int64_t next,
@@ -233,16 +235,6 @@ static double SUF(split_step)(const fnn_net *net, fnn_optim *opt,
 {
     const int64_t h = (mb + 1) / 2, hn = (next + 1) / 2;
     REAL *g2 = (REAL *)a->grads2;
-    /* the halves' GEMMs in pieces the BLAS runs on the calling thread: two
-     * threads here, none borrowed from the BLAS's pool */
-    fnn_blas blas;
-    fnn_net half_net = *net;
-    if (net->blas && a->chunk_mnk > 0) {
-        blas = *net->blas;
-        blas.chunk_mnk = a->chunk_mnk;
-        half_net.blas = &blas;
-    }
-    net = &half_net;
     /* each thread prefetches its half of the next minibatch */
     SUF(half_job) job = {net, a, order, i0, h, mb, i0 + mb + hn,
                          i0 + mb + next, scale, params, g2, (REAL *)a->ws2,
@@ -321,12 +313,16 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
      * the BLAS's threads (the core is busy with the BLAS's own pool,
      * spinning after the caller's numpy work: its threads take the
      * GEMMs at once). */
-    fnn_blas held_blas;
-    fnn_net held_net = *net;
+    /* net with its GEMMs sent to the BLAS in pieces (fnn_blas.chunk_mnk)
+     * that the BLAS runs on the calling thread: the split step's halves
+     * (two threads in all, none borrowed from the BLAS's pool) and the
+     * held steps that run in pieces */
+    fnn_blas chunked_blas;
+    fnn_net chunked_net = *net;
     if (par && net->blas && a->chunk_mnk > 0) {
-        held_blas = *net->blas;
-        held_blas.chunk_mnk = a->chunk_mnk;
-        held_net.blas = &held_blas;
+        chunked_blas = *net->blas;
+        chunked_blas.chunk_mnk = a->chunk_mnk;
+        chunked_net.blas = &chunked_blas;
     }
     int held_probe = 0, held_whole = 0;     /* steps timed in this hold */
     double held_ms[2] = {0.0, 0.0};
@@ -365,9 +361,9 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
             double loss;
             if (split) {
                 int starved = 0;
-                loss = SUF(split_step)(net, opt, a, order, i0, mb, next, scale,
-                                       lr, wd, params, grads, snap, ws, iws,
-                                       &starved);
+                loss = SUF(split_step)(&chunked_net, opt, a, order, i0, mb,
+                                       next, scale, lr, wd, params, grads,
+                                       snap, ws, iws, &starved);
                 /* A starved helper makes split steps slower than one thread
                  * (seen: 2.3x slower with the other core compiling).  After
                  * 4 such steps in a row run unsplit for `backoff` steps,
@@ -393,7 +389,7 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                 const int pieces = held && (held_probe == 0
                                             || (held_probe >= 2 && !held_whole));
                 const double t0 = held && held_probe < 2 ? now_ms() : 0.0;
-                loss = SUF(fnn_net_loss_grad)(pieces ? &held_net : net, mb, r.x,
+                loss = SUF(fnn_net_loss_grad)(pieces ? &chunked_net : net, mb, r.x,
                                               r.ldx, r.y, r.ldy,
                                               r.sw, scale, fused ? lr : 0,
                                               fused ? wd : 0, params, grads,

@@ -732,12 +732,13 @@ def run_suite(workloads, peers, budget, min_repeats, threads, seed=0, out=print)
 
     Peers are grouped by the thread pool their work runs on (fastnn's fit,
     with its helper thread; numpy's OpenBLAS: fastnn's train_step, the NumPy
-    loop, the reference, scikit-learn; torch's; JAX's).  Within a group the timed calls are interleaved round-robin, so
-    a burst of load from elsewhere on a shared machine hits every peer alike
-    instead of skewing one ratio.  Groups run one after the other, after a
-    short idle pause: alternating calls between two pools would measure
-    their spinning threads starving each other (issue 2), which no user of
-    one library pays.  Each peer gets about `budget` seconds (at least
+    loop, the reference, scikit-learn; torch's; JAX's).  Within a group the
+    timed calls are interleaved round-robin, so a burst of load from
+    elsewhere on a shared machine hits every peer alike instead of skewing
+    one ratio.  Groups run one after the other, after a short idle pause:
+    alternating calls between two pools would measure their spinning
+    threads starving each other (issue 2), which no user of one library
+    pays.  Each peer gets about `budget` seconds (at least
     min_repeats calls, at most about 3x budget)."""
     results = []
     for wname in workloads:
