@@ -233,10 +233,15 @@ typedef struct {
     int64_t ws_cols;     /* workspace: m * ws_cols elements of the dtype */
     int64_t iws_cols;    /*            m * iws_cols int32 (maxout argmax) */
     int64_t max_width;
+    int32_t lanes;       /* set by fnn_net_init: steps without sample
+                            weights run the small-network step (batch rows
+                            across vector lanes, see net.c); callers may
+                            clear it to force the GEMM path */
 } fnn_net;
 
-/* Fills ws_col/iws_col of each layer and the workspace sizes of net.
- * Returns 0, or -1 if the layers do not chain (n_in of layer l != n_out of
+/* Fills ws_col/iws_col of each layer, the workspace sizes of net and
+ * net->lanes (1 for a small dense network: every layer's act elementwise,
+ * loss sse, mse or bce, and a few thousand parameters at most).  Returns 0, or -1 if the layers do not chain (n_in of layer l != n_out of
  * layer l-1) or a weight or bias lies outside params. */
 int fnn_net_init(fnn_net *net, fnn_layer *layers);
 

@@ -41,6 +41,9 @@ static int SUF(out_act)(const fnn_net *net, int predict)
     return act;
 }
 
+/* the small-network step (fnn_net.lanes) */
+#include "lanes_impl.h"
+
 /* The forward pass; with check, NULL if the first layer's product x W is
  * not finite, which NaN or inf anywhere in x makes it (inf * w and NaN
  * propagate through every sum they enter; W is finite).  Checking that
@@ -113,6 +116,10 @@ FNN_INLINE double KSUF(loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
                                   REAL *snapshot, REAL *ws, int32_t *iws,
                                   int check_x, REAL **dz0)
 {
+    if (net->lanes && !sw && !dz0 && m > 0) {
+        return SUF(lanes_step)(net, m, x, ldx, y, ldy, scale, lr, wd, params,
+                               grads, snapshot, check_x);
+    }
     int64_t nl = net->n_layers;
     const fnn_layer *last = &net->layers[nl - 1];
     REAL *out = KSUF(forward)(net, m, x, ldx, params, 0, ws, iws, check_x);

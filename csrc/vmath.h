@@ -22,6 +22,7 @@
 #define FNN_CLONES \
     __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", \
                                  "default")))
+#define FNN_CLONES_ON 1
 #else
 #define FNN_CLONES
 #endif

@@ -126,6 +126,7 @@ cdef extern from "fastnn.h" nogil:
         int64_t ws_cols
         int64_t iws_cols
         int64_t max_width
+        int32_t lanes
 
     int fnn_net_init(fnn_net *net, fnn_layer *layers)
 

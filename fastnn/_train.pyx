@@ -319,6 +319,25 @@ cdef class NetCore:
                 np.empty(self.params.shape[0], dtype=self.params.dtype))
         return self._split_bufs[1:]
 
+    @property
+    def lanes(self):
+        """True when steps run the small-network kernel (the minibatch's
+        rows across vector lanes, csrc/lanes_impl.h) rather than a GEMM per
+        layer; fnn_net_init chooses it for narrow dense networks.  Setting
+        False forces the GEMM path (tests compare the two); True is
+        refused for a network the kernel does not cover."""
+        return bool(self.net.lanes)
+
+    @lanes.setter
+    def lanes(self, bint on):
+        cdef fnn_net probe = self.net
+        if on:
+            fnn_net_init(&probe, self.layers)
+            if not probe.lanes:
+                raise ValueError("the small-network (lanes) step does not "
+                                 "cover this network")
+        self.net.lanes = 1 if on else 0
+
     def forward_orientation(self):
         """Per layer, whether its forward GEMM runs transposed."""
         return [bool(self.layers[i].fwd_t) for i in range(self.net.n_layers)]

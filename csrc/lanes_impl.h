@@ -1,0 +1,244 @@
+/* lanes_impl.h -- the small-network step, included by net_impl.h (once per
+ * dtype: REAL, SUF, KSUF) after the kernel bodies and out_act.
+ *
+ * For a network whose layers are all a few units wide (2 -> 4 -> 1), a
+ * GEMM per layer and the elementwise passes around it cost more in set-up
+ * than in arithmetic: a row of 4 doubles does not fill a vector.  This
+ * step turns the batch on its side instead: LANES rows of the minibatch at
+ * a time (one 32-byte vector: 4 doubles, 8 floats) are transposed so that
+ * each unit's value over those rows is one vector, and every layer is a
+ * short run of full-vector multiply-adds, w * vector, whatever the widths.
+ * The blocks' weight and bias gradients accumulate per lane in scratch on
+ * the stack and are summed across lanes at the end; the update (fused SGD,
+ * or the gradient into grads) runs only then, so every block sees the
+ * weights from before the step, as the GEMM path does.
+ *
+ * Same contract as fnn_net_loss_grad; the activation, loss and SGD
+ * arithmetic are the same inlined kernels run over the transposed block,
+ * so the numbers match the GEMM path except for the order of the sums
+ * (rounding).  A last partial block repeats its first row in the spare
+ * lanes (anything non-finite there is non-finite in a real lane too) and
+ * gives them zero loss and gradient.  Used when fnn_net_init sets
+ * net->lanes (dense layers, no maxout or softmax, loss sse/mse/bce, the
+ * scratch within FNN_LANES_BYTES) and there are no sample weights. */
+
+#define LANES ((int64_t)(FNN_LANE_BYTES / sizeof(REAL)))
+
+/* AVX2+FMA and baseline clones only: on AVX-512 CPUs the AVX2 one runs,
+ * measured faster there (Zen 4: 92 against 107 ns for a 2 -> 4 -> 1 step;
+ * the 16-element activation passes vectorize worse in 64-byte vectors). */
+#ifndef FNN_LANES_CLONES
+#if defined(FNN_CLONES_ON)
+#define FNN_LANES_CLONES \
+    __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FNN_LANES_CLONES
+#endif
+#endif
+
+typedef REAL SUF(lanevec) __attribute__((vector_size(FNN_LANE_BYTES)));
+
+/* dst[j][t] := rows[t][j] for j < n: the rows built into vectors in
+ * registers (scalar stores read back as a vector would stall on store
+ * forwarding). */
+FNN_INLINE void SUF(lanes_load)(int64_t n, const REAL *const *rows,
+                                SUF(lanevec) *dst)
+{
+    for (int64_t j = 0; j < n; j++) {
+        SUF(lanevec) v;
+        for (int64_t t = 0; t < LANES; t++) {
+            v[t] = rows[t][j];
+        }
+        dst[j] = v;
+    }
+}
+
+/* The sum of v's lanes, by halves: (v0 + v2) + (v1 + v3) for 4 lanes. */
+FNN_INLINE REAL SUF(lanes_sum)(SUF(lanevec) v)
+{
+    typedef LANE_INT mask __attribute__((vector_size(FNN_LANE_BYTES)));
+    if (LANES == 8) {
+        v += __builtin_shuffle(v, (mask){4, 5, 6, 7, 0, 1, 2, 3});
+    }
+    v += __builtin_shuffle(v, LANES == 8 ? (mask){2, 3, 0, 1, 6, 7, 4, 5}
+                                         : (mask){2, 3, 0, 1});
+    v += __builtin_shuffle(v, LANES == 8 ? (mask){1, 0, 3, 2, 5, 4, 7, 6}
+                                         : (mask){1, 0, 3, 2});
+    return v[0];
+}
+
+FNN_LANES_CLONES __attribute__((noinline))
+static double SUF(lanes_step)(const fnn_net *net, int64_t m, const REAL *x,
+                              int64_t ldx, const REAL *y, int64_t ldy,
+                              double scale, REAL lr, REAL wd, REAL *params,
+                              REAL *grads, REAL *snapshot, int check_x)
+{
+    typedef SUF(lanevec) vec;
+    /* scratch, in vectors: x block (n_in), each layer's output (n_out),
+     * y block, two delta buffers (max_width), then one accumulator per
+     * parameter at the parameter's own index */
+    vec buf[FNN_LANES_BYTES / FNN_LANE_BYTES];
+    const int64_t nl = net->n_layers;
+    const fnn_layer *L0 = &net->layers[0], *last = &net->layers[nl - 1];
+    vec *xt = buf;
+    vec *act = xt + L0->n_in;           /* layer l's output at act + ws_col */
+    vec *yt = act + net->ws_cols - 2 * net->max_width;
+    vec *D0 = yt + last->n_out, *D1 = D0 + net->max_width;
+    vec *acc = D1 + net->max_width;
+    const int oact = SUF(out_act)(net, 0);
+    const int64_t nout = last->n_out;
+    double loss = 0.0;
+    vec chk = {0};
+
+    for (int64_t i0 = 0; i0 < m; i0 += LANES) {
+        const int64_t valid = m - i0 < LANES ? m - i0 : LANES;
+        const int first = i0 == 0;
+        const REAL *xr[LANES], *yr[LANES];
+        for (int64_t t = 0; t < LANES; t++) {
+            const int64_t i = i0 + (t < valid ? t : 0);
+            xr[t] = x + i * ldx;
+            yr[t] = y + i * ldy;
+        }
+        SUF(lanes_load)(L0->n_in, xr, xt);
+        SUF(lanes_load)(nout, yr, yt);
+
+        /* forward: z_j = sum_p w_pj in_p (p in order) + b_j, then act */
+        const vec *in = xt;
+        vec *out = act;
+        for (int64_t l = 0; l < nl; l++) {
+            const fnn_layer *L = &net->layers[l];
+            const int64_t ni = L->n_in, no = L->n_out;
+            const REAL *W = params + L->w_off;
+            const REAL *b = L->b_off >= 0 ? params + L->b_off : NULL;
+            out = act + L->ws_col;
+            for (int64_t j = 0; j < no; j++) {
+                vec s = W[j] * in[0];
+                for (int64_t p = 1; p < ni; p++) {
+                    s += W[p * no + j] * in[p];
+                }
+                if (l == 0) {
+                    chk += s - s;       /* NaN from any inf or NaN in x */
+                }
+                out[j] = b ? s + b[j] : s;
+            }
+            int a = l == nl - 1 ? oact : L->act;
+            KSUF(fnn_bias_act_forward)(1, no * LANES, a, (REAL)L->alpha, NULL,
+                                       (REAL *)out, no * LANES);
+            in = out;
+        }
+
+        /* loss and output delta over the real lanes */
+        vec *D = D0, *E = D1;
+        if (valid == LANES) {
+            loss += KSUF(fnn_loss_grad)(1, nout * LANES, net->loss, scale,
+                                        (const REAL *)out, nout * LANES,
+                                        (const REAL *)yt, nout * LANES, NULL,
+                                        (REAL *)D, nout * LANES, NULL);
+        } else {
+            for (int64_t j = 0; j < nout; j++) {
+                loss += KSUF(fnn_loss_grad)(1, valid, net->loss, scale,
+                                            (const REAL *)(out + j), valid,
+                                            (const REAL *)(yt + j), valid,
+                                            NULL, (REAL *)(D + j), valid,
+                                            NULL);
+                for (int64_t t = valid; t < LANES; t++) {
+                    D[j][t] = 0;
+                }
+            }
+        }
+        if (oact != FNN_IDENTITY) {
+            KSUF(fnn_bias_act_backward)(1, nout * LANES, oact,
+                                        (REAL)last->alpha, (const REAL *)out,
+                                        nout * LANES, (const REAL *)D,
+                                        nout * LANES, (REAL *)D,
+                                        nout * LANES, NULL);
+        }
+
+        /* backward: per lane, dW_pj += in_p dZ_j, db_j += dZ_j, and the
+         * layer below's dA_p = sum_j w_pj dZ_j times its act' */
+        for (int64_t l = nl - 1; l >= 0; l--) {
+            const fnn_layer *L = &net->layers[l];
+            const int64_t ni = L->n_in, no = L->n_out;
+            const REAL *W = params + L->w_off;
+            const vec *inl = l > 0 ? act + net->layers[l - 1].ws_col : xt;
+            vec *gw = acc + L->w_off;
+            if (first) {
+                for (int64_t p = 0; p < ni; p++) {
+                    for (int64_t j = 0; j < no; j++) {
+                        gw[p * no + j] = inl[p] * D[j];
+                    }
+                }
+            } else {
+                for (int64_t p = 0; p < ni; p++) {
+                    for (int64_t j = 0; j < no; j++) {
+                        gw[p * no + j] += inl[p] * D[j];
+                    }
+                }
+            }
+            if (L->b_off >= 0) {
+                vec *gb = acc + L->b_off;
+                for (int64_t j = 0; j < no; j++) {
+                    gb[j] = first ? D[j] : gb[j] + D[j];
+                }
+            }
+            if (l == 0) {
+                break;
+            }
+            for (int64_t p = 0; p < ni; p++) {
+                const REAL *Wp = W + p * no;
+                vec s = Wp[0] * D[0];
+                for (int64_t j = 1; j < no; j++) {
+                    s += Wp[j] * D[j];
+                }
+                E[p] = s;
+            }
+            const fnn_layer *P = &net->layers[l - 1];
+            KSUF(fnn_bias_act_backward)(1, ni * LANES, P->act, (REAL)P->alpha,
+                                        (const REAL *)inl, ni * LANES,
+                                        (const REAL *)E, ni * LANES,
+                                        (REAL *)E, ni * LANES, NULL);
+            vec *t = D; D = E; E = t;
+        }
+    }
+    if (check_x) {
+        for (int64_t t = 0; t < LANES; t++) {
+            if (chk[t] != 0) {
+                return NAN;             /* x not finite: touch nothing */
+            }
+        }
+    }
+    if (!(loss - loss == 0)) {
+        return loss;                    /* NaN or inf: touch nothing */
+    }
+    if (snapshot) {
+        memcpy(snapshot, params, (size_t)net->n_params * sizeof(REAL));
+    }
+    /* sum the lanes; the update as the GEMM path makes it */
+    for (int64_t l = 0; l < nl; l++) {
+        const fnn_layer *L = &net->layers[l];
+        const int64_t nw = L->n_in * L->n_out;
+        const vec *gw = acc + L->w_off;
+        REAL *W = params + L->w_off, *G = grads + L->w_off;
+        for (int64_t q = 0; q < nw; q++) {
+            const REAL g = SUF(lanes_sum)(gw[q]);
+            if (lr != 0) {
+                W[q] = -lr * g + (1 - lr * wd) * W[q];
+            } else {
+                G[q] = g;
+            }
+        }
+        if (L->b_off >= 0) {
+            const vec *gb = acc + L->b_off;
+            REAL *db = grads + L->b_off;
+            for (int64_t j = 0; j < L->n_out; j++) {
+                db[j] = SUF(lanes_sum)(gb[j]);
+            }
+            if (lr != 0) {
+                KSUF(fnn_sgd_step)(L->n_out, lr, 0, db, params + L->b_off);
+            }
+        }
+    }
+    return loss;
+}
+
+#undef LANES

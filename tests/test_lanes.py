@@ -1,0 +1,142 @@
+"""The small-network step (csrc/lanes_impl.h): minibatch rows across vector
+lanes for narrow dense networks.  Its NumPy twin is the reference's whole
+loss + gradient (fastnn/reference.py); it is also checked against the GEMM
+path of the same network (NetCore.lanes = False), across both dtypes, batch
+sizes around the 4/8-lane blocks, every elementwise activation, the losses
+it covers, saturating inputs, NaN-filled outputs, and non-finite input."""
+import numpy as np
+import pytest
+
+from fastnn import Dense, Maxout, Network
+
+ACTS = ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "identity"]
+MS = [1, 3, 4, 5, 7, 8, 9, 17]
+SHAPES = {"2-4-1": (2, [4], 1), "20-4-2": (20, [4], 2), "4-8-3-1": (4, [8, 3], 1)}
+
+
+def _net(shape, act, loss, bias, dtype, backend="native"):
+    n_in, hidden, n_out = SHAPES[shape]
+    out_act = "sigmoid" if loss == "bce" else "identity"
+    layers = [Dense(h, act, bias=bias) for h in hidden] + [Dense(n_out, out_act, bias=bias)]
+    return Network(layers, loss=loss, n_in=n_in, dtype=dtype, seed=5, backend=backend)
+
+
+def _data(shape, loss, m, dtype, scale=1.0):
+    n_in, _, n_out = SHAPES[shape]
+    rs = np.random.RandomState(m)
+    X = (scale * rs.randn(m, n_in)).astype(dtype)
+    Y = ((rs.rand(m, n_out) > 0.5) if loss == "bce" else rs.randn(m, n_out)).astype(dtype)
+    return X, Y
+
+
+def _grads(net, X, Y, lanes):
+    """loss_and_grad with grads pre-filled with NaN (every element must be
+    overwritten), on the lanes or the GEMM path."""
+    net._core.lanes = lanes
+    net.grads[...] = np.nan
+    loss = net.loss_and_grad(X, Y)
+    return loss, net.grads.copy()
+
+
+def _tol(dtype):
+    return 1e-12 if dtype == np.float64 else 2e-5
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("m", MS)
+@pytest.mark.parametrize("loss", ["sse", "mse", "bce"])
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_lanes_grad_matches_gemm_path_and_reference(shape, act, loss, m, dtype):
+    bias = m % 2 == 1                     # both, spread over the grid
+    net = _net(shape, act, loss, bias, dtype)
+    ref = _net(shape, act, loss, bias, dtype, backend="reference")
+    assert net._core.lanes
+    X, Y = _data(shape, loss, m, dtype)
+    ll, gl = _grads(net, X, Y, True)
+    lg, gg = _grads(net, X, Y, False)
+    lr_ = ref.loss_and_grad(X.astype(np.float64), Y.astype(np.float64))
+    tol = _tol(dtype)
+    assert np.isfinite(gl).all()
+    scale = max(np.abs(gg).max(), 1e-30)
+    np.testing.assert_allclose(gl, gg, rtol=tol, atol=tol * scale)
+    np.testing.assert_allclose(gl, ref.grads, rtol=10 * tol, atol=10 * tol * scale)
+    assert ll == pytest.approx(lg, rel=tol, abs=tol)
+    assert ll == pytest.approx(lr_, rel=10 * tol, abs=10 * tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "elu"])
+def test_lanes_saturating_inputs(act, dtype):
+    """Inputs far out in the activations' flat tails: exact limits, finite
+    gradients, the same numbers as the GEMM path."""
+    net = _net("20-4-2", act, "mse", True, dtype)
+    X, Y = _data("20-4-2", "mse", 9, dtype, scale=1e4)
+    ll, gl = _grads(net, X, Y, True)
+    lg, gg = _grads(net, X, Y, False)
+    assert np.isfinite(ll) and np.isfinite(gl).all()
+    tol = _tol(dtype)
+    np.testing.assert_allclose(gl, gg, rtol=tol, atol=tol * max(np.abs(gg).max(), 1e-30))
+    assert ll == pytest.approx(lg, rel=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("m", [4, 6, 13])
+def test_lanes_train_steps_and_fit_match_gemm_path(m, dtype):
+    """Fused SGD with weight decay over many steps, and a shuffled
+    minibatch fit: lanes and GEMM paths stay together."""
+    X, Y = _data("4-8-3-1", "sse", m, dtype)
+    a, b = (_net("4-8-3-1", "tanh", "sse", True, dtype) for _ in range(2))
+    b._core.lanes = False
+    for _ in range(50):
+        la = a.train_step(X, Y, 0.01)
+        lb = b.train_step(X, Y, 0.01)
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    assert la == pytest.approx(lb, rel=tol)
+    np.testing.assert_allclose(a.params, b.params, rtol=tol, atol=tol)
+    for opt in ("sgd", "adam"):
+        ha = a.fit(X, Y, epochs=20, batch_size=3, lr=0.01, optimizer=opt, seed=1)
+        hb = b.fit(X, Y, epochs=20, batch_size=3, lr=0.01, optimizer=opt, seed=1)
+        np.testing.assert_allclose(ha.loss, hb.loss, rtol=tol)
+        np.testing.assert_allclose(a.params, b.params, rtol=tol, atol=tol)
+
+
+def test_lanes_nonfinite_input_and_loss_touch_nothing():
+    net = _net("2-4-1", "sigmoid", "sse", True, np.float64)
+    X, Y = _data("2-4-1", "sse", 5, np.float64)
+    p0 = net.params.copy()
+    for bad in (np.inf, np.nan):
+        Xb = X.copy()
+        Xb[4, 1] = bad                    # in the last, partial block
+        with pytest.raises(ValueError, match="X"):
+            net.train_step(Xb, Y, 0.1)
+        np.testing.assert_array_equal(net.params, p0)
+    # a loss that overflows: params and grads untouched
+    net.params[...] = 1e200
+    net.grads[...] = 7.0
+    with pytest.raises(FloatingPointError):
+        net.loss_and_grad(X, Y)
+    assert (net.grads == 7.0).all() and (net.params == 1e200).all()
+
+
+def test_lanes_covers_only_narrow_dense_networks():
+    assert _net("2-4-1", "relu", "mse", True, np.float64)._core.lanes
+    wide = Network([Dense(32, "relu"), Dense(1)], n_in=20)
+    soft = Network([Dense(4, "relu"), Dense(3, "softmax")], loss="softmax_ce", n_in=2)
+    mx = Network([Maxout(3, pieces=2), Dense(1)], n_in=2)
+    for net in (wide, soft, mx):
+        net._ensure_built(np.zeros((1, net.n_in)))
+        assert not net._core.lanes
+        with pytest.raises(ValueError, match="does not cover"):
+            net._core.lanes = True
+
+
+def test_lanes_sample_weights_take_the_gemm_path_and_agree():
+    X, Y = _data("20-4-2", "mse", 11, np.float64)
+    w = np.random.RandomState(0).rand(11) + 0.1
+    net = _net("20-4-2", "elu", "mse", True, np.float64)
+    ref = _net("20-4-2", "elu", "mse", True, np.float64, backend="reference")
+    la = net.loss_and_grad(X, Y, sample_weight=w)
+    lb = ref.loss_and_grad(X, Y, sample_weight=w)
+    assert la == pytest.approx(lb, rel=1e-12)
+    np.testing.assert_allclose(net.grads, ref.grads, rtol=1e-11, atol=1e-13)
