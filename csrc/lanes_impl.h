@@ -219,7 +219,32 @@ static double SUF(lanes_step)(const fnn_net *net, int64_t m, const REAL *x,
         const int64_t nw = L->n_in * L->n_out;
         const vec *gw = acc + L->w_off;
         REAL *W = params + L->w_off, *G = grads + L->w_off;
-        for (int64_t q = 0; q < nw; q++) {
+        int64_t q = 0;
+        if (LANES == 4) {
+            /* four accumulators at a time, transposed as they are summed:
+             * (a0 + a1) + (a2 + a3) for each */
+            typedef LANE_INT mask __attribute__((vector_size(FNN_LANE_BYTES)));
+            const mask even = {0, 4, 2, 6}, odd = {1, 5, 3, 7};
+            const mask lo = {0, 1, 4, 5}, hi = {2, 3, 6, 7};
+            for (; q + 4 <= nw; q += 4) {
+                const vec *a = gw + q;
+                vec ab = __builtin_shuffle(a[0], a[1], even)
+                         + __builtin_shuffle(a[0], a[1], odd);
+                vec cd = __builtin_shuffle(a[2], a[3], even)
+                         + __builtin_shuffle(a[2], a[3], odd);
+                vec g = __builtin_shuffle(ab, cd, lo)
+                        + __builtin_shuffle(ab, cd, hi);
+                if (lr != 0) {
+                    vec w;
+                    memcpy(&w, W + q, sizeof w);
+                    w = -lr * g + (1 - lr * wd) * w;
+                    memcpy(W + q, &w, sizeof w);
+                } else {
+                    memcpy(G + q, &g, sizeof g);
+                }
+            }
+        }
+        for (; q < nw; q++) {
             const REAL g = SUF(lanes_sum)(gw[q]);
             if (lr != 0) {
                 W[q] = -lr * g + (1 - lr * wd) * W[q];

@@ -36,12 +36,14 @@ def _first_bad(arr):
     return tuple(int(i) for i in bad[0]) if len(bad) else None
 
 
-def check_finite(arr, name, what=""):
-    """Raise ValueError naming the first NaN/inf element of arr."""
+def check_finite(arr, name, converted_to=None):
+    """Raise ValueError naming the first NaN/inf element of arr (and the
+    dtype it was converted to, if given: overflow)."""
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         pos = _first_bad(arr)
         val = arr[pos]
         kind = "NaN" if np.isnan(val) else "infinity"
+        what = f" (after conversion to {converted_to})" if converted_to is not None else ""
         raise ValueError(f"{name} contains {kind} at index {pos}{what}; "
                          "fastnn needs finite inputs")
 
@@ -70,7 +72,7 @@ def check_matrix(X, dtype, name="X", n_features=None):
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features, but the network "
                          f"expects {n_features}")
-    check_finite(arr, name, f" (after conversion to {dtype})")
+    check_finite(arr, name, dtype)
     return arr
 
 
@@ -81,6 +83,11 @@ def check_targets(y, n_samples, n_out, loss, dtype, name="y"):
     class labels 0..n_out-1 and is one-hot encoded.  bce targets must lie in
     [0, 1] and softmax_ce targets must be >= 0."""
     dtype = np.dtype(dtype)
+    if (isinstance(y, np.ndarray) and y.dtype == dtype and y.ndim == 2
+            and y.shape == (n_samples, n_out) and y.flags.c_contiguous
+            and loss not in ("bce", "softmax_ce")):
+        check_finite(y, name)               # already as the kernels take it
+        return y
     arr = _as_numeric_array(y, name)
     if arr.dtype.kind == "f":
         check_finite(arr, name)
@@ -108,7 +115,7 @@ def check_targets(y, n_samples, n_out, loss, dtype, name="y"):
                          f"({n_samples}, {n_out})")
     with np.errstate(over="ignore"):
         arr = np.ascontiguousarray(arr, dtype=dtype)
-    check_finite(arr, name, f" (after conversion to {dtype})")
+    check_finite(arr, name, dtype)
     if loss == "bce" and (arr.min() < 0 or arr.max() > 1):
         raise ValueError(f"bce targets must lie in [0, 1]; {name} has values in "
                          f"[{arr.min()}, {arr.max()}]")

@@ -141,6 +141,10 @@ def _schedule_values(schedule, e0, count, lr, samples_seen, n):
     """Learning rates of epochs e0 .. e0+count-1 as a float64 array (one
     vectorized call for the built-in schedules, one call per epoch for a
     user's function)."""
+    if type(schedule) is Constant:          # the common case, without arrays
+        if not (math.isfinite(lr) and lr >= 0):
+            raise ValueError(f"lr_schedule gave invalid learning rates: {lr}")
+        return np.full(count, float(lr))
     epochs = np.arange(e0, e0 + count, dtype=np.int64)
     seen = samples_seen + n * np.arange(count, dtype=np.int64)
     if hasattr(schedule, "values"):
@@ -391,8 +395,10 @@ def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
         early_stopping = EarlyStopping()
     if early_stopping:
         cbs.append(early_stopping)
-    rng = np.random.default_rng(seed)
     use_order = shuffle and batch < n
+    # seeding a Generator from OS entropy costs ~15 us: not when unused (a
+    # given seed is still checked)
+    rng = np.random.default_rng(seed) if use_order or seed is not None else None
 
     if net._core is None:
         with net._reference_lock():
