@@ -235,9 +235,17 @@ typedef struct {
     int64_t max_width;
     int32_t lanes;       /* set by fnn_net_init: steps without sample
                             weights run the small-network step (batch rows
-                            across vector lanes, see net.c); callers may
-                            clear it to force the GEMM path */
+                            across vector lanes, lanes_impl.h) when
+                            lanes_ws is set; callers may clear it to force
+                            the GEMM path */
+    void *lanes_ws;      /* that step's scratch, owned by the caller:
+                            FNN_LANES_BYTES bytes, 64-byte aligned, used by
+                            one thread at a time (NULL: the GEMM path) */
 } fnn_net;
+
+/* Scratch of the small-network step (fnn_net.lanes_ws): one 32-byte vector
+ * per input, unit, target and parameter of the network must fit. */
+#define FNN_LANES_BYTES 65536
 
 /* Fills ws_col/iws_col of each layer, the workspace sizes of net and
  * net->lanes (1 for a small dense network: every layer's act elementwise,

@@ -8,8 +8,9 @@
  * a time (one 32-byte vector: 4 doubles, 8 floats) are transposed so that
  * each unit's value over those rows is one vector, and every layer is a
  * short run of full-vector multiply-adds, w * vector, whatever the widths.
- * The blocks' weight and bias gradients accumulate per lane in scratch on
- * the stack and are summed across lanes at the end; the update (fused SGD,
+ * The blocks' weight and bias gradients accumulate per lane in the
+ * caller's scratch (net->lanes_ws, not the stack: a thread's stack may be
+ * small) and are summed across lanes at the end; the update (fused SGD,
  * or the gradient into grads) runs only then, so every block sees the
  * weights from before the step, as the GEMM path does.
  *
@@ -20,7 +21,8 @@
  * lanes (anything non-finite there is non-finite in a real lane too) and
  * gives them zero loss and gradient.  Used when fnn_net_init sets
  * net->lanes (dense layers, no maxout or softmax, loss sse/mse/bce, the
- * scratch within FNN_LANES_BYTES) and there are no sample weights. */
+ * scratch within FNN_LANES_BYTES), lanes_ws is set, and there are no
+ * sample weights. */
 
 #define LANES ((int64_t)(FNN_LANE_BYTES / sizeof(REAL)))
 
@@ -77,7 +79,7 @@ static double SUF(lanes_step)(const fnn_net *net, int64_t m, const REAL *x,
     /* scratch, in vectors: x block (n_in), each layer's output (n_out),
      * y block, two delta buffers (max_width), then one accumulator per
      * parameter at the parameter's own index */
-    vec buf[FNN_LANES_BYTES / FNN_LANE_BYTES];
+    vec *buf = (vec *)net->lanes_ws;
     const int64_t nl = net->n_layers;
     const fnn_layer *L0 = &net->layers[0], *last = &net->layers[nl - 1];
     vec *xt = buf;

@@ -7,11 +7,10 @@
 #include "fastnn.h"
 
 /* The small-network step (lanes_impl.h) keeps one 32-byte vector per
- * parameter, input, unit and target on the stack: within FNN_LANES_BYTES
+ * parameter, input, unit and target in net->lanes_ws: within FNN_LANES_BYTES
  * that is a few thousand parameters, networks whose layers are narrow
  * enough that a vector across the batch beats GEMMs across the units. */
 #define FNN_LANE_BYTES 32
-#define FNN_LANES_BYTES 65536
 
 static int lanes_fit(const fnn_net *net)
 {

@@ -116,7 +116,7 @@ FNN_INLINE double KSUF(loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
                                   REAL *snapshot, REAL *ws, int32_t *iws,
                                   int check_x, REAL **dz0)
 {
-    if (net->lanes && !sw && !dz0 && m > 0) {
+    if (net->lanes && net->lanes_ws && !sw && !dz0 && m > 0) {
         return SUF(lanes_step)(net, m, x, ldx, y, ldy, scale, lr, wd, params,
                                grads, snapshot, check_x);
     }

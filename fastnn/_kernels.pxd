@@ -4,6 +4,8 @@ from libc.stdint cimport int32_t, int64_t
 
 cdef extern from "fastnn.h" nogil:
     enum:
+        FNN_LANES_BYTES
+    enum:
         FNN_IDENTITY
         FNN_SIGMOID
         FNN_TANH
@@ -127,6 +129,7 @@ cdef extern from "fastnn.h" nogil:
         int64_t iws_cols
         int64_t max_width
         int32_t lanes
+        void *lanes_ws
 
     int fnn_net_init(fnn_net *net, fnn_layer *layers)
 

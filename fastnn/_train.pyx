@@ -15,6 +15,9 @@ from libc.math cimport isfinite
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 
+cdef extern from "stdlib.h" nogil:
+    int posix_memalign(void **memptr, size_t alignment, size_t size)
+
 import numpy as np
 cimport numpy as cnp
 
@@ -221,6 +224,7 @@ cdef class NetCore:
     def __cinit__(self, list specs, int loss, cnp.ndarray params,
                   cnp.ndarray grads, int64_t n_weights):
         self.layers = NULL
+        self.net.lanes_ws = NULL
         if params.ndim != 1 or grads.ndim != 1 or params.shape[0] != grads.shape[0]:
             raise ValueError("params and grads must be 1-D of equal size")
         if params.dtype != grads.dtype or params.dtype not in (np.float32, np.float64):
@@ -250,6 +254,12 @@ cdef class NetCore:
         self.net.n_weights = n_weights
         if fnn_net_init(&self.net, self.layers) != 0:
             raise ValueError("layer layout does not chain or lies outside params")
+        if self.net.lanes:
+            # the small-network step's scratch (on the heap: a thread's stack
+            # may be smaller than FNN_LANES_BYTES)
+            if posix_memalign(&self.net.lanes_ws, 64, FNN_LANES_BYTES) != 0:
+                self.net.lanes_ws = NULL
+                raise MemoryError()
         self.params = params
         self.grads = grads
         self.is_f32 = params.dtype == np.float32
@@ -265,6 +275,7 @@ cdef class NetCore:
 
     def __dealloc__(self):
         free(self.layers)
+        free(self.net.lanes_ws)
 
     @property
     def dtype(self):
@@ -333,7 +344,7 @@ cdef class NetCore:
         cdef fnn_net probe = self.net
         if on:
             fnn_net_init(&probe, self.layers)
-            if not probe.lanes:
+            if not probe.lanes or self.net.lanes_ws == NULL:
                 raise ValueError("the small-network (lanes) step does not "
                                  "cover this network")
         self.net.lanes = 1 if on else 0

@@ -140,3 +140,31 @@ def test_lanes_sample_weights_take_the_gemm_path_and_agree():
     lb = ref.loss_and_grad(X, Y, sample_weight=w)
     assert la == pytest.approx(lb, rel=1e-12)
     np.testing.assert_allclose(net.grads, ref.grads, rtol=1e-11, atol=1e-13)
+
+
+def test_lanes_fit_on_a_thread_with_a_small_stack():
+    """The step's scratch lives on the heap: a fit on a thread whose stack
+    is smaller than that scratch (64 KiB) runs.  In a subprocess, so that a
+    crash fails this test instead of ending the run."""
+    import subprocess
+    import sys
+    code = """if 1:
+        import threading, numpy as np
+        from fastnn import Network, Dense
+        threading.stack_size(65536)
+        out = []
+        def run():
+            net = Network([Dense(4, "sigmoid"), Dense(1)], n_in=2, loss="sse", seed=0)
+            X = np.array([[0, 0], [0, 1], [1, 0], [1, 1.]])
+            Y = np.array([[0], [1], [1], [0.]])
+            out.append((net._core.lanes, net.fit(X, Y, epochs=200, lr=0.5).loss[-1]))
+        t = threading.Thread(target=run)
+        t.start()
+        t.join()
+        print(out)
+    """
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    lanes, loss = eval(r.stdout.strip())[0]
+    assert lanes and np.isfinite(loss)
