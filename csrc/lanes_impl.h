@@ -69,6 +69,18 @@ FNN_INLINE REAL SUF(lanes_sum)(SUF(lanevec) v)
     return v[0];
 }
 
+/* The statements with N a compile-time constant equal to n for n <= 4, so
+ * that loops over N unroll (narrow layers: the loop control would cost
+ * more than the multiply-adds), else N = n. */
+#define FNN_LANES_N(n, ...)                                                 \
+    switch (n) {                                                            \
+    case 1: { const int64_t N = 1; __VA_ARGS__ } break;                     \
+    case 2: { const int64_t N = 2; __VA_ARGS__ } break;                     \
+    case 3: { const int64_t N = 3; __VA_ARGS__ } break;                     \
+    case 4: { const int64_t N = 4; __VA_ARGS__ } break;                     \
+    default: { const int64_t N = n; __VA_ARGS__ } break;                    \
+    }
+
 FNN_LANES_CLONES __attribute__((noinline))
 static double SUF(lanes_step)(const fnn_net *net, int64_t m, const REAL *x,
                               int64_t ldx, const REAL *y, int64_t ldy,
@@ -113,16 +125,17 @@ static double SUF(lanes_step)(const fnn_net *net, int64_t m, const REAL *x,
             const REAL *W = params + L->w_off;
             const REAL *b = L->b_off >= 0 ? params + L->b_off : NULL;
             out = act + L->ws_col;
-            for (int64_t j = 0; j < no; j++) {
-                vec s = W[j] * in[0];
-                for (int64_t p = 1; p < ni; p++) {
-                    s += W[p * no + j] * in[p];
-                }
-                if (l == 0) {
-                    chk += s - s;       /* NaN from any inf or NaN in x */
-                }
-                out[j] = b ? s + b[j] : s;
-            }
+            FNN_LANES_N(ni,
+                for (int64_t j = 0; j < no; j++) {
+                    vec s = W[j] * in[0];
+                    for (int64_t p = 1; p < N; p++) {
+                        s += W[p * no + j] * in[p];
+                    }
+                    if (l == 0) {
+                        chk += s - s;   /* NaN from any inf or NaN in x */
+                    }
+                    out[j] = b ? s + b[j] : s;
+                })
             int a = l == nl - 1 ? oact : L->act;
             KSUF(fnn_bias_act_forward)(1, no * LANES, a, (REAL)L->alpha, NULL,
                                        (REAL *)out, no * LANES);
@@ -165,17 +178,19 @@ static double SUF(lanes_step)(const fnn_net *net, int64_t m, const REAL *x,
             const vec *inl = l > 0 ? act + net->layers[l - 1].ws_col : xt;
             vec *gw = acc + L->w_off;
             if (first) {
-                for (int64_t p = 0; p < ni; p++) {
-                    for (int64_t j = 0; j < no; j++) {
-                        gw[p * no + j] = inl[p] * D[j];
-                    }
-                }
+                FNN_LANES_N(no,
+                    for (int64_t p = 0; p < ni; p++) {
+                        for (int64_t j = 0; j < N; j++) {
+                            gw[p * N + j] = inl[p] * D[j];
+                        }
+                    })
             } else {
-                for (int64_t p = 0; p < ni; p++) {
-                    for (int64_t j = 0; j < no; j++) {
-                        gw[p * no + j] += inl[p] * D[j];
-                    }
-                }
+                FNN_LANES_N(no,
+                    for (int64_t p = 0; p < ni; p++) {
+                        for (int64_t j = 0; j < N; j++) {
+                            gw[p * N + j] += inl[p] * D[j];
+                        }
+                    })
             }
             if (L->b_off >= 0) {
                 vec *gb = acc + L->b_off;
@@ -186,14 +201,15 @@ static double SUF(lanes_step)(const fnn_net *net, int64_t m, const REAL *x,
             if (l == 0) {
                 break;
             }
-            for (int64_t p = 0; p < ni; p++) {
-                const REAL *Wp = W + p * no;
-                vec s = Wp[0] * D[0];
-                for (int64_t j = 1; j < no; j++) {
-                    s += Wp[j] * D[j];
-                }
-                E[p] = s;
-            }
+            FNN_LANES_N(no,
+                for (int64_t p = 0; p < ni; p++) {
+                    const REAL *Wp = W + p * N;
+                    vec s = Wp[0] * D[0];
+                    for (int64_t j = 1; j < N; j++) {
+                        s += Wp[j] * D[j];
+                    }
+                    E[p] = s;
+                })
             const fnn_layer *P = &net->layers[l - 1];
             KSUF(fnn_bias_act_backward)(1, ni * LANES, P->act, (REAL)P->alpha,
                                         (const REAL *)inl, ni * LANES,
@@ -269,3 +285,4 @@ static double SUF(lanes_step)(const fnn_net *net, int64_t m, const REAL *x,
 }
 
 #undef LANES
+#undef FNN_LANES_N
