@@ -1,5 +1,6 @@
-/* lanes_impl.h -- the small-network step, included by net_impl.h (once per
- * dtype: REAL, SUF, KSUF) after the kernel bodies and out_act.
+/* lanes_impl.h -- the small-network step, included once per dtype (REAL,
+ * SUF, KSUF, LANE_INT) after the inline kernel bodies (inline.h): by net.c
+ * for fnn_net_loss_grad, and by train.c, whose fit loop inlines it.
  *
  * For a network whose layers are all a few units wide (2 -> 4 -> 1), a
  * GEMM per layer and the elementwise passes around it cost more in set-up
@@ -81,11 +82,14 @@ FNN_INLINE REAL SUF(lanes_sum)(SUF(lanevec) v)
     default: { const int64_t N = n; __VA_ARGS__ } break;                    \
     }
 
-FNN_LANES_CLONES __attribute__((noinline))
-static double SUF(lanes_step)(const fnn_net *net, int64_t m, const REAL *x,
-                              int64_t ldx, const REAL *y, int64_t ldy,
-                              double scale, REAL lr, REAL wd, REAL *params,
-                              REAL *grads, REAL *snapshot, int check_x)
+/* The step over rows i of x and y for i < m, or rows order[i] if order
+ * is not NULL (a shuffled minibatch read in place, not gathered). */
+FNN_INLINE double SUF(lanes_body)(const fnn_net *net, int64_t m,
+                                  const REAL *x, int64_t ldx, const REAL *y,
+                                  int64_t ldy, const int64_t *order,
+                                  double scale, REAL lr, REAL wd,
+                                  REAL *params, REAL *grads, REAL *snapshot,
+                                  int check_x)
 {
     typedef SUF(lanevec) vec;
     /* scratch, in vectors: x block (n_in), each layer's output (n_out),
@@ -99,7 +103,7 @@ static double SUF(lanes_step)(const fnn_net *net, int64_t m, const REAL *x,
     vec *yt = act + net->ws_cols - 2 * net->max_width;
     vec *D0 = yt + last->n_out, *D1 = D0 + net->max_width;
     vec *acc = D1 + net->max_width;
-    const int oact = SUF(out_act)(net, 0);
+    const int oact = fnn_out_act(net, 0);
     const int64_t nout = last->n_out;
     double loss = 0.0;
     vec chk = {0};
@@ -109,7 +113,8 @@ static double SUF(lanes_step)(const fnn_net *net, int64_t m, const REAL *x,
         const int first = i0 == 0;
         const REAL *xr[LANES], *yr[LANES];
         for (int64_t t = 0; t < LANES; t++) {
-            const int64_t i = i0 + (t < valid ? t : 0);
+            int64_t i = i0 + (t < valid ? t : 0);
+            i = order ? order[i] : i;
             xr[t] = x + i * ldx;
             yr[t] = y + i * ldy;
         }

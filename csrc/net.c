@@ -5,12 +5,13 @@
 #include <stddef.h>
 #include <string.h>
 #include "fastnn.h"
+#include "inline.h"
 
-/* The small-network step (lanes_impl.h) keeps one 32-byte vector per
- * parameter, input, unit and target in net->lanes_ws: within FNN_LANES_BYTES
- * that is a few thousand parameters, networks whose layers are narrow
- * enough that a vector across the batch beats GEMMs across the units. */
-#define FNN_LANE_BYTES 32
+/* The small-network step (lanes_impl.h) keeps one vector (FNN_LANE_BYTES)
+ * per parameter, input, unit and target in net->lanes_ws: within
+ * FNN_LANES_BYTES that is a few thousand parameters, networks whose layers
+ * are narrow enough that a vector across the batch beats GEMMs across the
+ * units. */
 
 static int lanes_fit(const fnn_net *net)
 {
@@ -70,15 +71,8 @@ int fnn_net_init(fnn_net *net, fnn_layer *layers)
 }
 
 /* Every kernel body is included here again as an always-inline function
- * (suffix _in), so each CPU clone of fnn_net_forward / fnn_net_loss_grad is
- * one function with the kernels compiled for that CPU and no calls left:
- * for a 2 -> 4 -> 1 network the calls cost more than the arithmetic. */
-#define FNN_INLINE static inline __attribute__((always_inline))
-#define FNN_VEC FNN_INLINE
-#define FNN_FN FNN_INLINE
-#define FNN_FN_STATIC FNN_INLINE
-#define FNN_VEC_STATIC FNN_INLINE
-#include "vmath.h"
+ * (inline.h), so each CPU clone of fnn_net_forward / fnn_net_loss_grad is
+ * one function with the kernels compiled for that CPU. */
 
 #define REAL double
 #define SUF(name) name##_f64
@@ -90,6 +84,7 @@ int fnn_net_init(fnn_net *net, fnn_layer *layers)
 #include "act_impl.h"
 #include "loss_impl.h"
 #include "optim_impl.h"
+#include "lanes_impl.h"
 #include "net_impl.h"
 #undef REAL
 #undef SUF
@@ -108,6 +103,7 @@ int fnn_net_init(fnn_net *net, fnn_layer *layers)
 #include "act_impl.h"
 #include "loss_impl.h"
 #include "optim_impl.h"
+#include "lanes_impl.h"
 #include "net_impl.h"
 #undef REAL
 #undef SUF

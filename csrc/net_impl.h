@@ -29,20 +29,18 @@ static void SUF(transpose)(int64_t rows, int64_t cols, const REAL *src,
     }
 }
 
-/* Activation applied in the forward pass of the last layer: when the loss
- * is fused with it (bce/sigmoid, softmax_ce/softmax) training stops at the
- * logits. */
-static int SUF(out_act)(const fnn_net *net, int predict)
+/* The small-network step (fnn_net.lanes, lanes_impl.h) of
+ * fnn_net_loss_grad: not inlined there (a rarely taken branch), cloned
+ * for AVX2+FMA and baseline only (see FNN_LANES_CLONES). */
+FNN_LANES_CLONES __attribute__((noinline))
+static double SUF(lanes_step)(const fnn_net *net, int64_t m, const REAL *x,
+                              int64_t ldx, const REAL *y, int64_t ldy,
+                              double scale, REAL lr, REAL wd, REAL *params,
+                              REAL *grads, REAL *snapshot, int check_x)
 {
-    int act = net->layers[net->n_layers - 1].act;
-    if (!predict && (net->loss == FNN_BCE || net->loss == FNN_SOFTMAX_CE)) {
-        return FNN_IDENTITY;
-    }
-    return act;
+    return SUF(lanes_body)(net, m, x, ldx, y, ldy, NULL, scale, lr, wd,
+                           params, grads, snapshot, check_x);
 }
-
-/* the small-network step (fnn_net.lanes) */
-#include "lanes_impl.h"
 
 /* The forward pass; with check, NULL if the first layer's product x W is
  * not finite, which NaN or inf anywhere in x makes it (inf * w and NaN
@@ -71,7 +69,7 @@ FNN_INLINE REAL *KSUF(forward)(const fnn_net *net, int64_t m, const REAL *x,
             KSUF(fnn_maxout_forward)(m, L->n_out, L->pieces, b, zl, cols,
                                     out, L->n_out, iws + m * L->iws_col);
         } else {
-            int act = l == net->n_layers - 1 ? SUF(out_act)(net, predict)
+            int act = l == net->n_layers - 1 ? fnn_out_act(net, predict)
                                              : L->act;
             if (L->fwd_t) {
                 /* Z^T = W^T in^T into the (idle) delta buffers, then Z */
@@ -132,7 +130,7 @@ FNN_INLINE double KSUF(loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
 
     /* Output delta.  Identity (or fused) outputs get db from the loss pass;
      * other activations through their backward kernel. */
-    int oact = SUF(out_act)(net, 0);
+    int oact = fnn_out_act(net, 0);
     int direct = oact == FNN_IDENTITY && last->act != FNN_MAXOUT;
     double loss = KSUF(fnn_loss_grad)(m, last->n_out, net->loss, scale, out,
                                      last->n_out, y, ldy, sw, D, last->n_out,

@@ -1,14 +1,16 @@
 /* train.c -- the native epoch/minibatch loop: gathers shuffled minibatches,
  * runs the fused network step, applies the optimizer, records per-epoch
  * losses, and polls a callback every few tens of milliseconds (signals,
- * progress) without the caller holding any lock.  Built only from net.c
- * and optim.c; no allocation. */
+ * progress) without the caller holding any lock.  Built from net.c and
+ * optim.c, except that for networks on the small-network step the loop has
+ * its own instance with that step inlined (lanes_impl.h); no allocation. */
 #define _POSIX_C_SOURCE 199309L
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
 #include <time.h>
 #include "fastnn.h"
+#include "inline.h"
 
 /* Reading the clock costs ~20 ns, a tiny step ~100 ns: look at it only
  * every `every` steps, adapting `every` so the clock is read about once
@@ -56,16 +58,36 @@ static int fnn_poller_due(fnn_poller *p)
 
 #define REAL double
 #define SUF(name) name##_f64
+#define KSUF(name) name##_f64_in
+#define SQRT sqrt
+#define LANE_INT int64_t
+#include "act_impl.h"
+#include "loss_impl.h"
+#include "optim_impl.h"
+#include "lanes_impl.h"
+#undef KSUF
 #define KSUF SUF
 #include "train_impl.h"
 #undef REAL
 #undef SUF
 #undef KSUF
+#undef SQRT
+#undef LANE_INT
 
 #define REAL float
 #define SUF(name) name##_f32
+#define KSUF(name) name##_f32_in
+#define SQRT sqrtf
+#define LANE_INT int32_t
+#include "act_impl.h"
+#include "loss_impl.h"
+#include "optim_impl.h"
+#include "lanes_impl.h"
+#undef KSUF
 #define KSUF SUF
 #include "train_impl.h"
 #undef REAL
 #undef SUF
 #undef KSUF
+#undef SQRT
+#undef LANE_INT

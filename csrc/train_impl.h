@@ -283,9 +283,14 @@ static double SUF(split_step)(const fnn_net *net, fnn_optim *opt,
     return loss;
 }
 
-static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
-                         REAL *params, REAL *grads, REAL *ws, int32_t *iws,
-                         int par)
+/* The fit.  lean (a constant at each use): a network on the small-network
+ * step (net->lanes, lanes_ws set), no sample weights and no step split
+ * (par 0): each step is the lanes step inlined, reading its rows through
+ * the order in place, and every test for what cannot occur then (sample
+ * weights, split and held steps, the GEMM path) is compiled out. */
+FNN_INLINE int SUF(fit_body)(const fnn_net *net, fnn_optim *opt,
+                             fnn_fit_args *a, REAL *params, REAL *grads,
+                             REAL *ws, int32_t *iws, int par, const int lean)
 {
     const fnn_layer *first = &net->layers[0];
     const fnn_layer *last = &net->layers[net->n_layers - 1];
@@ -293,7 +298,7 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
     const int64_t B = a->batch < 1 ? 1 : (a->batch > n ? n : a->batch);
     const int64_t steps = n > 0 ? (n + B - 1) / B : 0;
     const REAL *X = (const REAL *)a->x;
-    const REAL *SW = (const REAL *)a->sw;
+    const REAL *SW = lean ? NULL : (const REAL *)a->sw;
     const int sse = net->loss == FNN_SSE;
     const int fused = opt->kind == FNN_OPT_SGD;
     const int64_t nw = net->n_weights;
@@ -380,6 +385,13 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                     *hold = *backoff;
                     held_probe = 0;
                 }
+            } else if (lean) {
+                const REAL *Y = (const REAL *)a->y;
+                loss = SUF(lanes_body)(net, mb, order ? X : X + i0 * a->ldx,
+                                       a->ldx, order ? Y : Y + i0 * a->ldy,
+                                       a->ldy, order ? order + i0 : NULL,
+                                       scale, fused ? lr : 0, fused ? wd : 0,
+                                       params, grads, snap, 0);
             } else {
                 SUF(rows) r = SUF(fetch_rows)(a, nin, nout, order, i0, 0, mb);
                 if (order && next > 0) {
@@ -435,9 +447,30 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
     return FNN_OK;
 }
 
+static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
+                         REAL *params, REAL *grads, REAL *ws, int32_t *iws,
+                         int par)
+{
+    return SUF(fit_body)(net, opt, a, params, grads, ws, iws, par, 0);
+}
+
+/* Cloned as the lanes step is (FNN_LANES_CLONES): AVX2+FMA and baseline. */
+FNN_LANES_CLONES __attribute__((noinline))
+static int SUF(fit_loop_lanes)(const fnn_net *net, fnn_optim *opt,
+                               fnn_fit_args *a, REAL *params, REAL *grads)
+{
+    return SUF(fit_body)(net, opt, a, params, grads, NULL, NULL, 0, 1);
+}
+
 int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                  REAL *params, REAL *grads, REAL *ws, int32_t *iws)
 {
+    /* a minibatch splits when it has at least par_rows rows */
+    const int64_t B = a->batch < 1 ? 1 : (a->batch > a->n ? a->n : a->batch);
+    if (net->lanes && net->lanes_ws && !a->sw
+        && (a->par_rows < 2 || B < a->par_rows)) {
+        return SUF(fit_loop_lanes)(net, opt, a, params, grads);
+    }
     int par = a->par_rows >= 2 && a->ws2 && a->grads2
               && (a->iws2 || net->iws_cols == 0) && fnn_pool_acquire();
     int status = SUF(fit_loop)(net, opt, a, params, grads, ws, iws, par);
