@@ -101,6 +101,32 @@ def test_lanes_train_steps_and_fit_match_gemm_path(m, dtype):
         np.testing.assert_allclose(a.params, b.params, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("loss", ["sse", "mse", "bce"])
+@pytest.mark.parametrize("batch,shuffle", [(None, False), (5, True), (5, False), (1, True)])
+@pytest.mark.parametrize("opt", ["sgd", "nesterov", "decay"])
+def test_lanes_fit_loop_matches_gemm_path(opt, batch, shuffle, loss, dtype):
+    """fit's own instance of the loop with the lanes step inlined
+    (fit_loop_lanes in csrc/train_impl.h): shuffled rows read in place, full
+    batch, a partial last minibatch (13 rows), fused SGD, Nesterov through
+    the gradient, L2 decay: epoch losses and parameters equal the GEMM
+    path's fit."""
+    from fastnn import SGD
+    X, Y = _data("2-4-1", loss, 13, dtype)
+    a, b = (_net("2-4-1", "sigmoid", loss, True, dtype) for _ in range(2))
+    b._core.lanes = False
+    assert a._core.lanes
+    optimizer = {"sgd": "sgd", "nesterov": SGD(lr=0.02, momentum=0.5, nesterov=True),
+                 "decay": SGD(lr=0.05, weight_decay=0.01)}[opt]
+    kw = dict(epochs=30, batch_size=batch, optimizer=optimizer, shuffle=shuffle,
+              seed=3, lr=0.05 if opt == "sgd" else None)
+    ha, hb = a.fit(X, Y, **kw), b.fit(X, Y, **kw)
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    assert np.all(np.isfinite(ha.loss)) and ha.loss[-1] < ha.loss[0]
+    np.testing.assert_allclose(ha.loss, hb.loss, rtol=tol)
+    np.testing.assert_allclose(a.params, b.params, rtol=tol, atol=tol)
+
+
 def test_lanes_nonfinite_input_and_loss_touch_nothing():
     net = _net("2-4-1", "sigmoid", "sse", True, np.float64)
     X, Y = _data("2-4-1", "sse", 5, np.float64)
