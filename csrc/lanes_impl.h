@@ -1,5 +1,6 @@
 /* lanes_impl.h -- the small-network step, included once per dtype (REAL,
- * SUF, KSUF, LANE_INT) after the inline kernel bodies (inline.h): by net.c
+ * SUF, KSUF; LANE_N, REALs in a vector, and LANE_INT, the integer of
+ * REAL's width) after the inline kernel bodies (inline.h): by net.c
  * for fnn_net_loss_grad, and by train.c, whose fit loop inlines it.
  *
  * For a network whose layers are all a few units wide (2 -> 4 -> 1), a
@@ -25,7 +26,9 @@
  * scratch within FNN_LANES_BYTES), lanes_ws is set, and there are no
  * sample weights. */
 
-#define LANES ((int64_t)(FNN_LANE_BYTES / sizeof(REAL)))
+#define LANES ((int64_t)LANE_N)
+_Static_assert(LANE_N * sizeof(REAL) == FNN_LANE_BYTES
+               && sizeof(LANE_INT) == sizeof(REAL), "LANE_N, LANE_INT");
 
 /* AVX2+FMA and baseline clones only: on AVX-512 CPUs the AVX2 one runs,
  * measured faster there (Zen 4: 92 against 107 ns for a 2 -> 4 -> 1 step;
@@ -60,13 +63,14 @@ FNN_INLINE void SUF(lanes_load)(int64_t n, const REAL *const *rows,
 FNN_INLINE REAL SUF(lanes_sum)(SUF(lanevec) v)
 {
     typedef LANE_INT mask __attribute__((vector_size(FNN_LANE_BYTES)));
-    if (LANES == 8) {
-        v += __builtin_shuffle(v, (mask){4, 5, 6, 7, 0, 1, 2, 3});
-    }
-    v += __builtin_shuffle(v, LANES == 8 ? (mask){2, 3, 0, 1, 6, 7, 4, 5}
-                                         : (mask){2, 3, 0, 1});
-    v += __builtin_shuffle(v, LANES == 8 ? (mask){1, 0, 3, 2, 5, 4, 7, 6}
-                                         : (mask){1, 0, 3, 2});
+#if LANE_N == 8
+    v += __builtin_shuffle(v, (mask){4, 5, 6, 7, 0, 1, 2, 3});
+    v += __builtin_shuffle(v, (mask){2, 3, 0, 1, 6, 7, 4, 5});
+    v += __builtin_shuffle(v, (mask){1, 0, 3, 2, 5, 4, 7, 6});
+#else
+    v += __builtin_shuffle(v, (mask){2, 3, 0, 1});
+    v += __builtin_shuffle(v, (mask){1, 0, 3, 2});
+#endif
     return v[0];
 }
 
@@ -243,30 +247,30 @@ FNN_INLINE double SUF(lanes_body)(const fnn_net *net, int64_t m,
         const vec *gw = acc + L->w_off;
         REAL *W = params + L->w_off, *G = grads + L->w_off;
         int64_t q = 0;
-        if (LANES == 4) {
-            /* four accumulators at a time, transposed as they are summed:
-             * (a0 + a1) + (a2 + a3) for each */
-            typedef LANE_INT mask __attribute__((vector_size(FNN_LANE_BYTES)));
-            const mask even = {0, 4, 2, 6}, odd = {1, 5, 3, 7};
-            const mask lo = {0, 1, 4, 5}, hi = {2, 3, 6, 7};
-            for (; q + 4 <= nw; q += 4) {
-                const vec *a = gw + q;
-                vec ab = __builtin_shuffle(a[0], a[1], even)
-                         + __builtin_shuffle(a[0], a[1], odd);
-                vec cd = __builtin_shuffle(a[2], a[3], even)
-                         + __builtin_shuffle(a[2], a[3], odd);
-                vec g = __builtin_shuffle(ab, cd, lo)
-                        + __builtin_shuffle(ab, cd, hi);
-                if (lr != 0) {
-                    vec w;
-                    memcpy(&w, W + q, sizeof w);
-                    w = -lr * g + (1 - lr * wd) * w;
-                    memcpy(W + q, &w, sizeof w);
-                } else {
-                    memcpy(G + q, &g, sizeof g);
-                }
+#if LANE_N == 4
+        /* four accumulators at a time, transposed as they are summed:
+         * (a0 + a1) + (a2 + a3) for each */
+        typedef LANE_INT mask __attribute__((vector_size(FNN_LANE_BYTES)));
+        const mask even = {0, 4, 2, 6}, odd = {1, 5, 3, 7};
+        const mask lo = {0, 1, 4, 5}, hi = {2, 3, 6, 7};
+        for (; q + 4 <= nw; q += 4) {
+            const vec *a = gw + q;
+            vec ab = __builtin_shuffle(a[0], a[1], even)
+                     + __builtin_shuffle(a[0], a[1], odd);
+            vec cd = __builtin_shuffle(a[2], a[3], even)
+                     + __builtin_shuffle(a[2], a[3], odd);
+            vec g = __builtin_shuffle(ab, cd, lo)
+                    + __builtin_shuffle(ab, cd, hi);
+            if (lr != 0) {
+                vec w;
+                memcpy(&w, W + q, sizeof w);
+                w = -lr * g + (1 - lr * wd) * w;
+                memcpy(W + q, &w, sizeof w);
+            } else {
+                memcpy(G + q, &g, sizeof g);
             }
         }
+#endif
         for (; q < nw; q++) {
             const REAL g = SUF(lanes_sum)(gw[q]);
             if (lr != 0) {

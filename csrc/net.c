@@ -80,6 +80,7 @@ int fnn_net_init(fnn_net *net, fnn_layer *layers)
 #define BLAS_MEMBER dgemm
 #define SQRT sqrt
 #define LANE_INT int64_t
+#define LANE_N 4
 #include "gemm_impl.h"
 #include "act_impl.h"
 #include "loss_impl.h"
@@ -92,6 +93,7 @@ int fnn_net_init(fnn_net *net, fnn_layer *layers)
 #undef BLAS_MEMBER
 #undef SQRT
 #undef LANE_INT
+#undef LANE_N
 
 #define REAL float
 #define SUF(name) name##_f32
@@ -99,6 +101,7 @@ int fnn_net_init(fnn_net *net, fnn_layer *layers)
 #define BLAS_MEMBER sgemm
 #define SQRT sqrtf
 #define LANE_INT int32_t
+#define LANE_N 8
 #include "gemm_impl.h"
 #include "act_impl.h"
 #include "loss_impl.h"
@@ -111,3 +114,4 @@ int fnn_net_init(fnn_net *net, fnn_layer *layers)
 #undef BLAS_MEMBER
 #undef SQRT
 #undef LANE_INT
+#undef LANE_N

@@ -61,6 +61,7 @@ static int fnn_poller_due(fnn_poller *p)
 #define KSUF(name) name##_f64_in
 #define SQRT sqrt
 #define LANE_INT int64_t
+#define LANE_N 4
 #include "act_impl.h"
 #include "loss_impl.h"
 #include "optim_impl.h"
@@ -73,12 +74,14 @@ static int fnn_poller_due(fnn_poller *p)
 #undef KSUF
 #undef SQRT
 #undef LANE_INT
+#undef LANE_N
 
 #define REAL float
 #define SUF(name) name##_f32
 #define KSUF(name) name##_f32_in
 #define SQRT sqrtf
 #define LANE_INT int32_t
+#define LANE_N 8
 #include "act_impl.h"
 #include "loss_impl.h"
 #include "optim_impl.h"
@@ -91,3 +94,4 @@ static int fnn_poller_due(fnn_poller *p)
 #undef KSUF
 #undef SQRT
 #undef LANE_INT
+#undef LANE_N
