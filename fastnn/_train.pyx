@@ -341,12 +341,10 @@ cdef class NetCore:
 
     @lanes.setter
     def lanes(self, bint on):
-        cdef fnn_net probe = self.net
-        if on:
-            fnn_net_init(&probe, self.layers)
-            if not probe.lanes or self.net.lanes_ws == NULL:
-                raise ValueError("the small-network (lanes) step does not "
-                                 "cover this network")
+        # the scratch exists exactly when fnn_net_init chose the step
+        if on and self.net.lanes_ws == NULL:
+            raise ValueError("the small-network (lanes) step does not "
+                             "cover this network")
         self.net.lanes = 1 if on else 0
 
     def forward_orientation(self):
