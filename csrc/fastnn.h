@@ -249,8 +249,9 @@ typedef struct {
 
 /* Fills ws_col/iws_col of each layer, the workspace sizes of net and
  * net->lanes (1 for a small dense network: every layer's act elementwise,
- * loss sse, mse or bce, and a few thousand parameters at most).  Returns 0, or -1 if the layers do not chain (n_in of layer l != n_out of
- * layer l-1) or a weight or bias lies outside params. */
+ * loss sse, mse or bce, and a few thousand parameters at most).  Returns
+ * 0, or -1 if the layers do not chain (n_in of layer l != n_out of layer
+ * l-1) or a weight or bias lies outside params. */
 int fnn_net_init(fnn_net *net, fnn_layer *layers);
 
 /* Forward pass of m rows of x (m, n_in) stride ldx.  Activations go to ws;
