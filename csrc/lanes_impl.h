@@ -59,6 +59,35 @@ FNN_INLINE void SUF(lanes_load)(int64_t n, const REAL *const *rows,
     }
 }
 
+/* Where the scratch's y block starts (see lanes_body), after the x block
+ * and the layers' outputs. */
+FNN_INLINE SUF(lanevec) *SUF(lanes_yt)(const fnn_net *net)
+{
+    return (SUF(lanevec) *)net->lanes_ws + net->layers[0].n_in
+           + net->ws_cols - 2 * net->max_width;
+}
+
+/* Rows i0 + t of x and y for t < valid (the first of them again in the
+ * spare lanes), or rows order[i0 + t], transposed into the scratch's x
+ * and y blocks (lanes_body's xt and yt). */
+FNN_INLINE void SUF(lanes_block)(const fnn_net *net, int64_t i0,
+                                 int64_t valid, const REAL *x, int64_t ldx,
+                                 const REAL *y, int64_t ldy,
+                                 const int64_t *order)
+{
+    SUF(lanevec) *xt = (SUF(lanevec) *)net->lanes_ws;
+    SUF(lanevec) *yt = SUF(lanes_yt)(net);
+    const REAL *xr[LANES], *yr[LANES];
+    for (int64_t t = 0; t < LANES; t++) {
+        int64_t i = i0 + (t < valid ? t : 0);
+        i = order ? order[i] : i;
+        xr[t] = x + i * ldx;
+        yr[t] = y + i * ldy;
+    }
+    SUF(lanes_load)(net->layers[0].n_in, xr, xt);
+    SUF(lanes_load)(net->layers[net->n_layers - 1].n_out, yr, yt);
+}
+
 /* The sum of v's lanes, by halves: (v0 + v2) + (v1 + v3) for 4 lanes. */
 FNN_INLINE REAL SUF(lanes_sum)(SUF(lanevec) v)
 {
@@ -87,13 +116,16 @@ FNN_INLINE REAL SUF(lanes_sum)(SUF(lanevec) v)
     }
 
 /* The step over rows i of x and y for i < m, or rows order[i] if order
- * is not NULL (a shuffled minibatch read in place, not gathered). */
+ * is not NULL (a shuffled minibatch read in place, not gathered).
+ * preloaded (a constant at each use): m <= LANES, and lanes_block has
+ * already put the one block's x and y in the scratch (fit's full-batch
+ * epochs over a few rows: transposed once per fit, not per step). */
 FNN_INLINE double SUF(lanes_body)(const fnn_net *net, int64_t m,
                                   const REAL *x, int64_t ldx, const REAL *y,
                                   int64_t ldy, const int64_t *order,
                                   double scale, REAL lr, REAL wd,
                                   REAL *params, REAL *grads, REAL *snapshot,
-                                  int check_x)
+                                  int check_x, const int preloaded)
 {
     typedef SUF(lanevec) vec;
     /* scratch, in vectors: x block (n_in), each layer's output (n_out),
@@ -104,7 +136,7 @@ FNN_INLINE double SUF(lanes_body)(const fnn_net *net, int64_t m,
     const fnn_layer *L0 = &net->layers[0], *last = &net->layers[nl - 1];
     vec *xt = buf;
     vec *act = xt + L0->n_in;           /* layer l's output at act + ws_col */
-    vec *yt = act + net->ws_cols - 2 * net->max_width;
+    vec *yt = SUF(lanes_yt)(net);       /* = act + ws_cols - 2 max_width */
     vec *D0 = yt + last->n_out, *D1 = D0 + net->max_width;
     vec *acc = D1 + net->max_width;
     const int oact = fnn_out_act(net, 0);
@@ -115,15 +147,9 @@ FNN_INLINE double SUF(lanes_body)(const fnn_net *net, int64_t m,
     for (int64_t i0 = 0; i0 < m; i0 += LANES) {
         const int64_t valid = m - i0 < LANES ? m - i0 : LANES;
         const int first = i0 == 0;
-        const REAL *xr[LANES], *yr[LANES];
-        for (int64_t t = 0; t < LANES; t++) {
-            int64_t i = i0 + (t < valid ? t : 0);
-            i = order ? order[i] : i;
-            xr[t] = x + i * ldx;
-            yr[t] = y + i * ldy;
+        if (!preloaded) {
+            SUF(lanes_block)(net, i0, valid, x, ldx, y, ldy, order);
         }
-        SUF(lanes_load)(L0->n_in, xr, xt);
-        SUF(lanes_load)(nout, yr, yt);
 
         /* forward: z_j = sum_p w_pj in_p (p in order) + b_j, then act */
         const vec *in = xt;

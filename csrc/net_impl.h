@@ -39,7 +39,7 @@ static double SUF(lanes_step)(const fnn_net *net, int64_t m, const REAL *x,
                               REAL *grads, REAL *snapshot, int check_x)
 {
     return SUF(lanes_body)(net, m, x, ldx, y, ldy, NULL, scale, lr, wd,
-                           params, grads, snapshot, check_x);
+                           params, grads, snapshot, check_x, 0);
 }
 
 /* The forward pass; with check, NULL if the first layer's product x W is

@@ -1,6 +1,7 @@
 """Input checks at the API boundary: every array is checked once, converted
 once (C-contiguous, the network's dtype), and rejected with an error that
 names the problem before anything runs."""
+import math
 import numbers
 
 import numpy as np
@@ -146,15 +147,23 @@ def check_sample_weight(sw, n_samples, dtype):
 
 
 def check_positive_int(v, name, minimum=1):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
+    if (type(v) is not int and (isinstance(v, bool)
+                                or not isinstance(v, numbers.Integral))
+            or v < minimum):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
     return int(v)
 
 
 def check_real(v, name, minimum=None, maximum=None, open_min=False):
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v):
+    if type(v) is not float:            # the common case without ABC checks
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise ValueError(f"{name} must be a finite real number, got {v!r}")
+        try:
+            v = float(v)
+        except OverflowError:           # an int beyond the float range
+            raise ValueError(f"{name} must be a finite real number, got {v!r}") from None
+    if not math.isfinite(v):
         raise ValueError(f"{name} must be a finite real number, got {v!r}")
-    v = float(v)
     if minimum is not None and (v < minimum or (open_min and v == minimum)):
         op = ">" if open_min else ">="
         raise ValueError(f"{name} must be {op} {minimum}, got {v}")

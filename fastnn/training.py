@@ -144,7 +144,9 @@ def _schedule_values(schedule, e0, count, lr, samples_seen, n):
     if type(schedule) is Constant:          # the common case, without arrays
         if not (math.isfinite(lr) and lr >= 0):
             raise ValueError(f"lr_schedule gave invalid learning rates: {lr}")
-        return np.full(count, float(lr))
+        lrs = np.empty(count)
+        lrs.fill(lr)                        # np.full costs twice as much here
+        return lrs
     epochs = np.arange(e0, e0 + count, dtype=np.int64)
     seen = samples_seen + n * np.arange(count, dtype=np.int64)
     if hasattr(schedule, "values"):
@@ -186,28 +188,38 @@ class History:
     _SERIES = ("epochs", "loss", "seconds", "samples_per_sec", "lr")
 
     def __init__(self):
-        # Per-epoch series arrive from the native loop a chunk of epochs at a
-        # time; they are kept as arrays and turned into lists when read, so a
-        # 10,000-epoch fit of a tiny network does not pay for 50,000 Python
-        # appends.
-        self._chunks = {k: [] for k in self._SERIES}
+        # Epochs arrive from the native loop a chunk at a time; a chunk is
+        # kept as it came (epoch_loss and learning-rate arrays, the chunk's
+        # seconds per epoch) and the per-epoch lists are made when first
+        # read, so that a fit of 10,000 tiny epochs pays neither for 50,000
+        # Python appends nor for building arrays nobody reads.
+        self._chunks = []
         self._lists = {}
         self.val_loss = []
         self.val_metric = []
         self.stop_reason = None
         self.best_epoch = None
 
-    def _record(self, epochs, loss, seconds, samples_per_sec, lr):
-        """Append a chunk of epochs (arrays of equal length)."""
-        for k, v in zip(self._SERIES, (epochs, loss, seconds, samples_per_sec, lr)):
-            self._chunks[k].append(np.asarray(v, dtype=np.int64 if k == "epochs"
-                                              else np.float64))
+    def _record(self, e0, loss, seconds, samples_per_sec, lr):
+        """Append a chunk of len(loss) epochs, numbered from e0: loss and lr
+        hold one value per epoch, seconds and samples_per_sec one value for
+        every epoch of the chunk.  The arrays are kept, not copied."""
+        self._chunks.append((e0, loss, seconds, samples_per_sec, lr))
         self._lists = {}
 
     def _series(self, key):
         if key not in self._lists:
-            parts = self._chunks[key]
-            self._lists[key] = np.concatenate(parts).tolist() if parts else []
+            out = []
+            for e0, loss, sec, sps, lr in self._chunks:
+                k = len(loss)
+                if key == "epochs":
+                    out.extend(range(e0, e0 + k))
+                elif key in ("seconds", "samples_per_sec"):
+                    out.extend([float(sec if key == "seconds" else sps)] * k)
+                else:
+                    out.extend(np.asarray(loss if key == "loss" else lr,
+                                          dtype=np.float64).tolist())
+            self._lists[key] = out
         return self._lists[key]
 
     epochs = property(lambda self: self._series("epochs"), doc="epoch numbers")
@@ -219,8 +231,8 @@ class History:
 
     def last_loss(self):
         """The last epoch's training loss, or None (without building lists)."""
-        parts = self._chunks["loss"]
-        return float(parts[-1][-1]) if parts and len(parts[-1]) else None
+        last = self._chunks[-1][1] if self._chunks else ()
+        return float(last[-1]) if len(last) else None
 
     @property
     def history(self):
@@ -233,7 +245,7 @@ class History:
         return d
 
     def __len__(self):
-        return sum(len(c) for c in self._chunks["loss"])
+        return sum(len(c[1]) for c in self._chunks)
 
     def __repr__(self):
         last = f", last loss {self.loss[-1]:.6g}" if self.loss else ""
@@ -450,7 +462,8 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
             # rng.permuted row by row == rng.permutation(n) epoch after epoch
             order = (rng.permuted(np.tile(np.arange(n, dtype=np.int64), (ce, 1)), axis=1)
                      if use_order else None)
-            epoch_loss = np.full(ce, np.nan)
+            epoch_loss = np.empty(ce)
+            epoch_loss.fill(np.nan)
 
             def poll(e, s, _e0=e0, _el=epoch_loss):
                 if progress is not None:
@@ -474,10 +487,8 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
             if r["snapshot_epoch"] >= 0:
                 snap_epoch = e0 + r["snapshot_epoch"]
             if done:
-                hist._record(np.arange(e0, e0 + done), epoch_loss[:done],
-                             np.full(done, dt / done),
-                             np.full(done, n * done / dt if dt > 0 else math.inf),
-                             lrs[:done])
+                hist._record(e0, epoch_loss[:done], dt / done,
+                             n * done / dt if dt > 0 else math.inf, lrs[:done])
             samples_seen += done * n
             if r["exc"] is not None:
                 hist.stop_reason = ("interrupted" if isinstance(r["exc"], KeyboardInterrupt)
@@ -582,7 +593,7 @@ def _fit_reference(net, X, y, sw, epochs, batch, opt, schedule, rng, use_order,
                 break
             dt = time.perf_counter() - t0
             net.params[...] = p
-            hist._record([e], losses[:1], [dt], [n / dt if dt > 0 else math.inf], [lr])
+            hist._record(e, losses[:1], dt, n / dt if dt > 0 else math.inf, [lr])
             if _epoch_end(net, hist, e, val, cbs):
                 hist.stop_reason = "callback"
                 break

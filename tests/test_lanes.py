@@ -4,6 +4,11 @@ loss + gradient (fastnn/reference.py); it is also checked against the GEMM
 path of the same network (NetCore.lanes = False), across both dtypes, batch
 sizes around the 4/8-lane blocks, every elementwise activation, the losses
 it covers, saturating inputs, NaN-filled outputs, and non-finite input."""
+import os
+import signal
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -125,6 +130,103 @@ def test_lanes_fit_loop_matches_gemm_path(opt, batch, shuffle, loss, dtype):
     assert np.all(np.isfinite(ha.loss)) and ha.loss[-1] < ha.loss[0]
     np.testing.assert_allclose(ha.loss, hb.loss, rtol=tol)
     np.testing.assert_allclose(a.params, b.params, rtol=tol, atol=tol)
+
+
+LANE_N = {np.float64: 4, np.float32: 8}      # rows in one 32-byte vector
+
+
+def _core_fit(net, X, Y, epochs, batch, kind, **kw):
+    """NetCore.fit (the native loop) from the network's current parameters:
+    (status dict, epoch losses, parameters after)."""
+    lrs = np.linspace(0.05, 0.02, epochs)            # a schedule: lr per epoch
+    snap = np.full_like(net.params, np.nan)
+    vel = np.zeros_like(net.params)
+    r = net._core.fit(X, Y, None, None, lrs, batch, kind, vel=vel, sq=vel.copy(),
+                      snapshot=snap, **kw)
+    return r, r["epoch_loss"].copy(), net.params.copy(), snap
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("loss", ["sse", "mse", "bce"])
+@pytest.mark.parametrize("kind", [0, 2, 3], ids=["sgd", "nesterov", "adam"])
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 8])
+def test_lanes_fit_one_block_matches_gemm_path(rows, kind, loss, dtype):
+    """fit_lean's one-block form (csrc/train_impl.h): full-batch epochs over
+    at most LANE_N rows in order, the x and y blocks transposed once per
+    fit (rows 5 and 8 are one block in float32 only, two in float64), with
+    every knob of the native loop that changes the step or what it reports:
+    learning rate per epoch, L2 decay per row, the L2 term and a loss scale
+    in the reported loss, snapshots every 3 epochs from global epoch 7.
+    Epoch losses, parameters, snapshot and counters equal the GEMM path's."""
+    X, Y = _data("2-4-1", loss, rows, dtype)
+    a, b = (_net("2-4-1", "sigmoid", loss, True, dtype) for _ in range(2))
+    b._core.lanes = False
+    assert a._core.lanes
+    kw = dict(l2=0.3, l2_per_row=True, loss_l2=True, loss_scale=0.5,
+              snapshot_every=3, epoch0=7, momentum=0.5)
+    ra, la, pa, sa = _core_fit(a, X, Y, 25, rows, kind, **kw)
+    rb, lb, pb, sb = _core_fit(b, X, Y, 25, rows, kind, **kw)
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    assert ra["status"] == rb["status"] == 0
+    for k in ("epochs_done", "steps_done", "snapshot_epoch", "t"):
+        assert ra[k] == rb[k], k
+    assert ra["snapshot_epoch"] == 23           # global epoch 30, a multiple of 3
+    assert np.isfinite(la).all() and la[-1] < la[0]
+    np.testing.assert_allclose(la, lb, rtol=tol)
+    np.testing.assert_allclose(pa, pb, rtol=tol, atol=tol)
+    np.testing.assert_allclose(sa, sb, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("batch", [None, 2], ids=["one-block", "minibatch"])
+def test_lanes_fit_divergence_matches_gemm_path(batch, dtype):
+    """A fit that diverges on the lanes loop stops at the same epoch and
+    step as on the GEMM path, with the same parameters restored and the
+    same history."""
+    X, Y = _data("2-4-1", "sse", 3, dtype, scale=30.0)
+    nets = [_net("2-4-1", "identity", "sse", True, dtype) for _ in range(2)]
+    nets[1]._core.lanes = False
+    out = []
+    for net in nets:
+        with pytest.raises(FloatingPointError, match="non-finite at epoch") as exc:
+            net.fit(X, Y, epochs=500, batch_size=batch, lr=0.5, shuffle=False)
+        assert net.history.stop_reason == "diverged"
+        assert np.isfinite(net.params).all()
+        out.append((str(exc.value), net.params.copy(), net.history.loss))
+    assert nets[0]._core.lanes
+    assert out[0][0] == out[1][0]
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(out[0][1], out[1][1], rtol=tol)
+    np.testing.assert_allclose(out[0][2], out[1][2], rtol=tol)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
+@pytest.mark.parametrize("batch", [None, 3], ids=["one-block", "minibatch"])
+def test_lanes_fit_ctrl_c_stops_at_a_step_boundary(sigint_handler, batch):
+    """Ctrl-C reaches the lanes loop through its poll: the fit stops within
+    0.5 s with finite parameters and the epochs so far in the history, and
+    can be run again."""
+    X, Y = _data("2-4-1", "sse", 4, np.float64)
+    net = _net("2-4-1", "sigmoid", "sse", False, np.float64)
+    assert net._core.lanes
+    sent = []
+
+    def interrupt():
+        sent.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(0.3, interrupt)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, Y, epochs=10 ** 9, batch_size=batch, lr=0.01, shuffle=False)
+    caught = time.perf_counter()
+    timer.join()
+    assert caught - sent[0] < 0.5
+    h = net.history
+    assert h.stop_reason == "interrupted" and len(h) > 1000
+    assert np.isfinite(h.loss).all() and np.isfinite(net.params).all()
+    assert h.epochs == list(range(len(h)))
+    assert len(net.fit(X, Y, epochs=3, batch_size=batch, lr=0.01)) == 3
 
 
 def test_lanes_nonfinite_input_and_loss_touch_nothing():
