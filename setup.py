@@ -21,8 +21,13 @@ CSRC = ["csrc/act.c", "csrc/loss.c", "csrc/optim.c", "csrc/gemm.c",
 #   them on AVX2 and SSE2 too (AVX-512 manages with masks either way).  Results
 #   are unchanged: no reassociation, no finite-math assumptions (not -ffast-math).
 # -fopenmp-simd: honour "omp simd" (vectorization hints) without OpenMP threads.
+# -fno-wrapv: undoes the -fwrapv that CPython's own CFLAGS hand every extension
+#   (CPython relies on wrapping signed overflow; neither our C nor Cython's
+#   does, and the UBSan suite checks ours).  With wrapping defined, GCC keeps
+#   the int64 index arithmetic exact instead of simplifying it: a 2 -> 4 -> 1
+#   fit step took 6% more instructions and time (C harness, 1021 against 963).
 CFLAGS = ["-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-DFNN_OMP_SIMD",
-          "-Wno-unused-function"]
+          "-fno-wrapv", "-Wno-unused-function"]
 CFLAGS += ["-O0", "-g"] if DEBUG else ["-O3"]
 MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
 
