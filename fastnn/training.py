@@ -185,8 +185,6 @@ class History:
     'interrupted' or 'diverged'.
     """
 
-    _SERIES = ("epochs", "loss", "seconds", "samples_per_sec", "lr")
-
     def __init__(self):
         # Epochs arrive from the native loop a chunk at a time; a chunk is
         # kept as it came (epoch_loss and learning-rate arrays, the chunk's
