@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import Dense, Maxout, Network
+from fastnn import SGD, Dense, Maxout, Network
 from fastnn import reference as ref
 
 ACTS = ["sigmoid", "tanh", "relu", "leaky_relu", "elu"]
@@ -349,7 +349,30 @@ BAD_CALLS = [
     ("epochs", lambda n: n.fit(GOOD_X, GOOD_Y, epochs=-1), ValueError, "epochs"),
     ("batch", lambda n: n.fit(GOOD_X, GOOD_Y, batch_size=0), ValueError, "batch_size"),
     ("optimizer", lambda n: n.fit(GOOD_X, GOOD_Y, optimizer="rmsprop"), ValueError, "optimizer"),
+    ("fit lr inf", lambda n: n.fit(GOOD_X, GOOD_Y, lr=float("inf")), ValueError, "lr"),
+    ("fit lr NaN numpy", lambda n: n.fit(GOOD_X, GOOD_Y, lr=np.float64("nan")), ValueError, "lr"),
+    ("fit lr beyond float", lambda n: n.fit(GOOD_X, GOOD_Y, lr=10 ** 400), ValueError, "lr"),
+    ("fit lr bool", lambda n: n.fit(GOOD_X, GOOD_Y, lr=True), ValueError, "lr"),
+    ("fit lr string", lambda n: n.fit(GOOD_X, GOOD_Y, lr="0.1"), ValueError, "lr"),
+    ("fit momentum > 1", lambda n: n.fit(GOOD_X, GOOD_Y, optimizer=SGD(0.1, momentum=1.5)),
+     ValueError, "momentum"),
+    ("fit epochs float", lambda n: n.fit(GOOD_X, GOOD_Y, epochs=2.0), ValueError, "epochs"),
+    ("fit epochs bool", lambda n: n.fit(GOOD_X, GOOD_Y, epochs=True), ValueError, "epochs"),
 ]
+
+
+def test_fit_takes_numpy_scalars_and_ints_as_hyperparameters():
+    """The checks' fast paths (plain float and int) and their general ones
+    (numpy scalars, ints for reals) give the same fit."""
+    a, b = _net(), _net()
+    ha = a.fit(GOOD_X, GOOD_Y, epochs=3, lr=0.1, batch_size=2, seed=0)
+    hb = b.fit(GOOD_X, GOOD_Y, epochs=np.int64(3), lr=np.float64(0.1),
+               batch_size=np.int32(2), seed=0)
+    assert len(ha) == len(hb) == 3
+    np.testing.assert_array_equal(a.params, b.params)
+    c = _net()
+    c.fit(GOOD_X, GOOD_Y, epochs=1, lr=1, optimizer="sgd")      # an int lr
+    assert np.isfinite(c.params).all()
 
 
 @pytest.mark.parametrize("name,call,exc,msg", BAD_CALLS, ids=[b[0] for b in BAD_CALLS])
