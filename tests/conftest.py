@@ -14,7 +14,10 @@ judged on the scale of the computation that produced them.  Accuracy of
 the vectorized math (vmath.h) is measured separately in ulps.
 """
 import ctypes
+import os
 import signal
+import threading
+import time
 import zlib
 
 import numpy as np
@@ -202,3 +205,26 @@ def sigint_handler():
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, old)
+
+
+@pytest.fixture
+def ctrl_c(sigint_handler):
+    """ctrl_c(call, after=0.3): run call() while a timer sends SIGINT to this
+    process after `after` seconds; call must raise KeyboardInterrupt.
+    Returns the seconds from the signal to the exception."""
+    def run(call, after=0.3):
+        sent = []
+
+        def interrupt():
+            sent.append(time.perf_counter())
+            os.kill(os.getpid(), signal.SIGINT)
+
+        timer = threading.Timer(after, interrupt)
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                call()
+            return time.perf_counter() - sent[0]
+        finally:
+            timer.join()
+    return run
