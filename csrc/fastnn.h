@@ -327,6 +327,12 @@ typedef struct {
     void *sq;             /* Adam v */
 } fnn_optim;
 
+/* The first hold of fnn_fit_args.split_hold, in ms: long enough that a
+ * BLAS pool spinning after the caller's numpy work (OpenBLAS's idle threads
+ * spin for 2^28 clock ticks, 0.1 s at 2.6 GHz) is asleep after one or two
+ * holds, short enough that a fit is not held long for a passing stall. */
+#define FNN_HOLD_MS 64.0
+
 /* Called between steps, about every poll_ms milliseconds; nonzero stops. */
 typedef int (*fnn_poll_fn)(void *ctx, int64_t epoch, int64_t step);
 
@@ -379,11 +385,11 @@ typedef struct {
     void *ws2, *grads2; int32_t *iws2;
     /* In/out, kept by the caller between runs (start at 0): a split step
      * whose helper half takes over twice as long as the caller's (the
-     * helper's core busy elsewhere) counts as starved; after 4 in a row
-     * the next split_hold steps run unsplit, split_backoff (64, doubling
-     * up to 65536 while it recurs, reset by 256 good steps) of them.
-     * split_backoff < 0: never back off. */
-    int64_t split_hold, split_backoff;
+     * helper's core busy elsewhere) counts as starved; after 4 in a row the
+     * steps run unsplit until split_hold (ms on CLOCK_MONOTONIC), for
+     * split_backoff ms: FNN_HOLD_MS, doubling up to 32 times that while it
+     * recurs, reset by 256 good steps.  split_backoff < 0: never back off. */
+    double split_hold, split_backoff;
     int64_t epochs_done, steps_done, bad_epoch, bad_step, snapshot_epoch;
 } fnn_fit_args;
 

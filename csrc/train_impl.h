@@ -320,21 +320,21 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
     int64_t to_snap = (every - (a->epoch0 % every)) % every;
     fnn_poller poller;
     fnn_poller_init(&poller, a->poll_ms);
-    /* split-step back-off state, carried between calls in a */
-    int64_t *hold = &a->split_hold, *backoff = &a->split_backoff;
+    /* split-step back-off state, carried between calls in a (times in
+     * ms on now_ms's clock) */
+    double *hold = &a->split_hold, *backoff = &a->split_backoff;
     int n_starved = 0, n_good = 0;
-    /* Steps held unsplit because the helper was starved run in one of two
-     * forms, whichever the first two steps of each hold timed faster: the
-     * GEMMs sent to the BLAS in pieces, on this thread (the other core is
-     * busy with another process, which the BLAS's own second thread would
-     * wait for: seen 25 ms a seed step instead of 0.5 ms), or whole, on
-     * the BLAS's threads (the core is busy with the BLAS's own pool,
-     * spinning after the caller's numpy work: its threads take the
-     * GEMMs at once). */
     /* net with its GEMMs sent to the BLAS in pieces (fnn_blas.chunk_mnk)
      * that the BLAS runs on the calling thread: the split step's halves
      * (two threads in all, none borrowed from the BLAS's pool) and the
-     * held steps that run in pieces */
+     * steps held unsplit.  Held steps never hand whole GEMMs to the BLAS's
+     * threads: if the helper was starved by another process, the BLAS's
+     * second thread would wait for that core too (seen: 25 ms a seed step
+     * instead of 0.5 ms); if by the BLAS's own pool, spinning after the
+     * caller's numpy work, whole GEMMs would be fast but keep that pool
+     * awake, so that no later split step could get the core back (seen:
+     * 0.45 ms a seed step for the rest of the fit instead of 0.33 after a
+     * hold in pieces). */
     fnn_blas chunked_blas;
     fnn_net chunked_net = *net;
     if (par && net->blas && a->chunk_mnk > 0) {
@@ -342,8 +342,6 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
         chunked_blas.chunk_mnk = a->chunk_mnk;
         chunked_net.blas = &chunked_blas;
     }
-    int held_probe = 0, held_whole = 0;     /* steps timed in this hold */
-    double held_ms[2] = {0.0, 0.0};
     a->epochs_done = 0;
     a->steps_done = 0;
     a->bad_epoch = -1;
@@ -358,11 +356,11 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
             const int64_t mb = B < n - i0 ? B : n - i0;
             const int64_t next = i0 + mb < n
                 ? (B < n - i0 - mb ? B : n - i0 - mb) : 0;
-            const int split = par && mb >= a->par_rows && *hold == 0;
-            const int held = par && *hold > 0;
-            if (held) {
-                *hold -= 1;
+            if (par && *hold != 0 && now_ms() >= *hold) {
+                *hold = 0;              /* the hold is over */
             }
+            const int held = par && *hold != 0;
+            const int split = par && mb >= a->par_rows && !held;
             double wtot = (double)mb;
             if (SW) {
                 wtot = 0.0;
@@ -383,9 +381,10 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                                        next, scale, lr, wd, params, grads,
                                        snap, ws, iws, &starved);
                 /* A starved helper makes split steps slower than one thread
-                 * (seen: 2.3x slower with the other core compiling).  After
-                 * 4 such steps in a row run unsplit for `backoff` steps,
-                 * doubling each time it recurs, reset by 256 good steps. */
+                 * (seen: 2.3x slower with the other core compiling, 2.5x
+                 * beside OpenBLAS's spinning pool).  After 4 such steps in
+                 * a row run unsplit for FNN_HOLD_MS, doubling each time it
+                 * recurs up to 64 times that, reset by 256 good steps. */
                 if (!starved) {
                     n_starved = 0;
                     if (++n_good >= 256 && *backoff > 0) {
@@ -393,29 +392,21 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                     }
                 } else if (*backoff >= 0 && ++n_starved >= 4) {
                     n_starved = n_good = 0;
-                    *backoff = *backoff == 0 ? 64
-                             : *backoff < (1 << 16) ? 2 * *backoff : *backoff;
-                    *hold = *backoff;
-                    held_probe = 0;
+                    *backoff = *backoff == 0 ? FNN_HOLD_MS
+                             : *backoff < 32 * FNN_HOLD_MS ? 2 * *backoff
+                             : *backoff;
+                    *hold = now_ms() + *backoff;
                 }
             } else {
                 SUF(rows) r = SUF(fetch_rows)(a, nin, nout, order, i0, 0, mb);
                 if (order && next > 0) {
                     SUF(prefetch_rows)(next, nin, order + i0 + mb, X, a->ldx);
                 }
-                /* held: probe 0 in pieces, probe 1 whole, then the faster */
-                const int pieces = held && (held_probe == 0
-                                            || (held_probe >= 2 && !held_whole));
-                const double t0 = held && held_probe < 2 ? now_ms() : 0.0;
-                loss = SUF(fnn_net_loss_grad)(pieces ? &chunked_net : net, mb, r.x,
+                loss = SUF(fnn_net_loss_grad)(held ? &chunked_net : net, mb, r.x,
                                               r.ldx, r.y, r.ldy,
                                               r.sw, scale, fused ? lr : 0,
                                               fused ? wd : 0, params, grads,
                                               snap, ws, iws, 0);
-                if (held && held_probe < 2) {
-                    held_ms[held_probe++] = now_ms() - t0;
-                    held_whole = held_probe == 2 && held_ms[1] < held_ms[0];
-                }
             }
             if (!(loss - loss == 0)) {
                 a->bad_epoch = e;

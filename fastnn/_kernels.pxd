@@ -193,7 +193,7 @@ cdef extern from "fastnn.h" nogil:
         void *ws2
         void *grads2
         int32_t *iws2
-        int64_t split_hold, split_backoff
+        double split_hold, split_backoff
         int64_t epochs_done, steps_done, bad_epoch, bad_step, snapshot_epoch
 
     int fnn_pool_acquire()

@@ -219,7 +219,7 @@ cdef class NetCore:
     cdef readonly bint busy
     cdef object _holder
     cdef object _split_bufs
-    cdef readonly int64_t split_hold, split_backoff
+    cdef readonly double split_hold, split_backoff
 
     def __cinit__(self, list specs, int loss, cnp.ndarray params,
                   cnp.ndarray grads, int64_t n_weights):

@@ -14,6 +14,7 @@ of bigger networks)."""
 import multiprocessing
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -228,16 +229,23 @@ def stalled_helper():
 
 def test_starved_helper_backs_off_to_one_thread(split, monkeypatch, stalled_helper):
     """A helper 20 ms late at every task (its core busy elsewhere): after 4
-    such steps the fit runs unsplit for 64 steps, then tries again and backs
-    off for 128; the numbers are the same either way."""
+    such steps the fit runs unsplit for 64 ms, then tries again and backs
+    off for 128 ms; the numbers are the same either way.  A held step that
+    split would be starved too and double the back-off early."""
     monkeypatch.setitem(_train.SPLIT, "backoff", True)
     X, Y = data("mse", n=64)
     net = Network([Dense(16, "tanh"), Dense(2)], n_in=5, seed=0)
-    net.fit(X, Y, epochs=2, batch_size=16, seed=0)        # 8 steps: 4 starved
+    now = lambda: time.monotonic() * 1e3           # CLOCK_MONOTONIC, in ms
+    t0 = now()
+    net.fit(X, Y, epochs=2, batch_size=16, seed=0)        # 8 steps: 4 starved, 4 held
     core = net._core
-    assert core.split_backoff == 64 and core.split_hold == 64 - 4
-    net.fit(X, Y, epochs=16, batch_size=16, seed=1)       # 64 steps: 60 held, 4 starved
-    assert core.split_backoff == 128 and core.split_hold == 128
+    assert core.split_backoff == 64
+    assert t0 + 4 * 20 + 64 <= core.split_hold <= now() + 64
+    time.sleep((core.split_hold - now()) / 1e3 + 0.01)    # let the hold pass
+    t1 = now()
+    net.fit(X, Y, epochs=16, batch_size=16, seed=1)       # 64 steps: 4 starved, 60 held
+    assert core.split_backoff == 128
+    assert t1 + 4 * 20 + 128 <= core.split_hold <= now() + 128
     _train._test_stall_helper(0)
     ref_net = Network([Dense(16, "tanh"), Dense(2)], n_in=5, seed=0)
     _train.set_train_threads(1)
