@@ -11,19 +11,24 @@ baselines, side by side in one run, float64, 2 threads.
 - seed: shared/SEED.md's network via fit(epochs=2000, full batch) vs the
   seed NumPy loop (>= 1.5x), and fit's GFLOP/s vs the rate of the same five
   GEMMs per step (same shapes, transposes and fused-update beta) on the bare
-  BLAS in this run (>= 80%).
+  BLAS in this run (>= 80%).  The 1.5x target is judged on
+  test_seed_side_by_side: fit and the NumPy loop in alternating rounds,
+  each after the same idle pause, so that both meet the same phases of a
+  shared machine (see its docstring); test_seed_fit times each on its own,
+  for pytest-benchmark's table.
 
 Each timed round starts from the same weights (reset outside the timing).
 Before timing, fit is checked against the baseline it is compared with
 (same start, same batch order where the baseline can follow it).
 """
 import dataclasses
+import time
 
 import numpy as np
 import pytest
 
-from fastnn.bench import (WORKLOADS, BareGemm, initial_weights, make_data,
-                          numpy_runner, torch_runner)
+from fastnn.bench import (SETTLE_SECONDS, WORKLOADS, BareGemm, initial_weights,
+                          make_data, numpy_runner, torch_runner)
 from bench_seed import (SEED_LR, SEED_SHAPE, flops_per_step, problem, seed_loop,
                         seed_net)
 
@@ -245,8 +250,67 @@ def test_seed_fit(benchmark, report, impl):
         per = 1
     report.add(f"train/seed/{impl}", benchmark, per=per, unit="step", flops=flops)
     if impl == "blas-gemms":
-        report.speedup("issue 3: seed, fit vs the seed NumPy loop",
-                       "train/seed/fastnn-fit", "train/seed/numpy", 1.5)
+        report.speedup("seed, fit vs the seed NumPy loop, each timed on its own "
+                       "(context)", "train/seed/fastnn-fit", "train/seed/numpy")
         report.speedup("issue 3: seed, fit GFLOP/s as a fraction of the bare-BLAS "
                        "rate for the same GEMMs", "train/seed/fastnn-fit",
                        "train/seed/blas-gemms", 0.8)
+
+
+SEED_PAIRS = 9
+
+
+def test_seed_side_by_side(benchmark, report):
+    """The seed target (fit >= 1.5x the seed NumPy loop), timed in pairs:
+    each round is an idle pause, a fit of SEED_EPOCHS epochs, an idle pause
+    and SEED_EPOCHS steps of the NumPy loop, both from the same weights;
+    the ratio is that of the two medians over the rounds.
+
+    Why pairs: this VM runs at two speeds that alternate over seconds (its
+    two vCPUs sometimes share one physical core: two threads of GEMMs then
+    get about one core's rate).  Timed one after the other, as
+    test_seed_fit does, fit's rounds and the NumPy loop's can fall in
+    different phases, which moved the ratio between 0.95x and 3.04x from
+    run to run; alternating rounds meet the same phases.  The pauses
+    (fastnn.bench.SETTLE_SECONDS, as in `python -m fastnn bench`) let
+    OpenBLAS's pool, left spinning by the NumPy loop, fall asleep before
+    the fit, as it would be in a program that only trains; fit would
+    otherwise hold its first ~0.1-0.2 s of steps unsplit (see
+    fnn_fit_args.split_hold).  pytest-benchmark's own figure for this
+    test is the time of a whole round, pauses included."""
+    x, y, w1, w2 = problem(SEED_SHAPE)
+    net = seed_net(SEED_SHAPE, w1, w2, np.float64)
+    p0 = net.params.copy()
+    a, b = w1.copy(), w2.copy()
+    times = {"fastnn-fit": [], "numpy": []}
+
+    def pair():
+        np.copyto(net.params, p0)
+        np.copyto(a, w1)
+        np.copyto(b, w2)
+        time.sleep(SETTLE_SECONDS)
+        t0 = time.perf_counter()
+        net.fit(x, y, epochs=SEED_EPOCHS, lr=SEED_LR)
+        times["fastnn-fit"].append(time.perf_counter() - t0)
+        time.sleep(SETTLE_SECONDS)
+        t0 = time.perf_counter()
+        seed_loop(x, y, a, b, SEED_EPOCHS, SEED_LR)
+        times["numpy"].append(time.perf_counter() - t0)
+
+    benchmark.group = (f"seed side by side: one round = pause, fit "
+                       f"{SEED_EPOCHS} epochs, pause, NumPy loop {SEED_EPOCHS} steps")
+    benchmark.pedantic(pair, rounds=SEED_PAIRS, warmup_rounds=1)
+    np.testing.assert_allclose(net.params, np.concatenate([a.ravel(), b.ravel()]),
+                               rtol=1e-9, atol=1e-12)
+    flops = flops_per_step(SEED_SHAPE)
+    for impl, t in times.items():
+        t = t[-SEED_PAIRS:]                    # without the warm-up round
+        report.add_times(f"train/seed-pairs/{impl}", t, per=SEED_EPOCHS,
+                         unit="step", flops=flops)
+    ratios = np.array(times["numpy"][-SEED_PAIRS:]) / np.array(
+        times["fastnn-fit"][-SEED_PAIRS:])
+    report.speedup("issue 3: seed, fit vs the seed NumPy loop (alternating "
+                   "rounds)", "train/seed-pairs/fastnn-fit",
+                   "train/seed-pairs/numpy", 1.5)
+    report.note(f"  seed pairs, each round's ratio: "
+                + " ".join(f"{r:.2f}" for r in ratios) + "x")

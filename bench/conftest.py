@@ -72,6 +72,16 @@ class Report:
         self.rows[key] = row
         return row
 
+    def add_times(self, key, times, per=1, unit="call", flops=None, extra=""):
+        """Record a case timed by the test itself (seconds per call, one
+        per round), e.g. one of two workloads timed in alternation."""
+        t = np.asarray(times, dtype=float) / per
+        row = {"median": float(np.median(t)), "min": float(t.min()),
+               "rounds": len(t), "unit": unit, "flops": flops,
+               "elements": None, "nbytes": None, "extra": extra}
+        self.rows[key] = row
+        return row
+
     def speedup(self, label, fast, slow, target=None):
         """Report t(slow) / t(fast) at the end (keys of add())."""
         self.ratios.append((label, fast, slow, target))
