@@ -312,5 +312,5 @@ def test_seed_side_by_side(benchmark, report):
     report.speedup("issue 3: seed, fit vs the seed NumPy loop (alternating "
                    "rounds)", "train/seed-pairs/fastnn-fit",
                    "train/seed-pairs/numpy", 1.5)
-    report.note(f"  seed pairs, each round's ratio: "
+    report.note("  seed pairs, each round's ratio: "
                 + " ".join(f"{r:.2f}" for r in ratios) + "x")
