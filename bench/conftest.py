@@ -44,6 +44,7 @@ class Report:
     def __init__(self):
         self.rows = {}          # key -> dict
         self.ratios = []        # (label, fast key, slow key, target)
+        self.paired = []        # (label, per-round ratios, target)
         self.notes = []
         self.derived = []       # callables rows -> list of lines
 
@@ -85,6 +86,11 @@ class Report:
     def speedup(self, label, fast, slow, target=None):
         """Report t(slow) / t(fast) at the end (keys of add())."""
         self.ratios.append((label, fast, slow, target))
+
+    def paired_ratio(self, label, ratios, target=None):
+        """Report the median of per-round ratios t(slow) / t(fast) of two
+        cases timed in alternating rounds (one ratio per round)."""
+        self.paired.append((label, np.asarray(ratios, dtype=float), target))
 
     def note(self, text):
         self.notes.append(text)
@@ -144,6 +150,19 @@ class Report:
                     goal = (f"  target >= {target:g}x: "
                             f"{'met' if med >= target else 'NOT met'} (median)")
                 out.append(f"  {label}: {med:.2f}x median, {best:.2f}x min{goal}")
+        if self.paired:
+            out.append("")
+            out.append("paired ratios, fit and its baseline in alternating rounds "
+                       "(median of the per-round ratios t_baseline / t_fastnn):")
+            for label, r, target in self.paired:
+                goal = ""
+                if target is not None:
+                    med = float(np.median(r))
+                    goal = (f"  target >= {target:g}x: "
+                            f"{'met' if med >= target else 'NOT met'}; "
+                            f"{int((r >= target).sum())} of {len(r)} rounds")
+                out.append(f"  {label}: {np.median(r):.3g}x median, "
+                           f"{r.min():.3g}-{r.max():.3g}x over {len(r)} rounds{goal}")
         for fn in self.derived:
             try:
                 out.extend(fn(self.rows) or [])
