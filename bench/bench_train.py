@@ -40,14 +40,8 @@ SEED_EPOCHS = 2000
 
 
 def _fit_bench(benchmark, net, X, Y, rounds, **fit_kw):
-    p0 = net.params.copy()
-
-    def setup():
-        np.copyto(net.params, p0)
-        net._opt_state = None
-
-    benchmark.pedantic(lambda: net.fit(X, Y, **fit_kw), setup=setup, rounds=rounds,
-                       warmup_rounds=1)
+    fit = _fit_side(net, X, Y, **fit_kw)
+    benchmark.pedantic(fit, setup=fit.reset, rounds=rounds, warmup_rounds=1)
 
 
 def _side_by_side(benchmark, report, wname, label, target, fit, baseline,
@@ -120,6 +114,45 @@ class _Side:
         return self.call()
 
 
+def _fit_side(net, X, Y, **fit_kw):
+    """net.fit(X, Y, **fit_kw), reset to net's parameters as they are now
+    (and no optimizer state)."""
+    p0 = net.params.copy()
+
+    def reset():
+        np.copyto(net.params, p0)
+        net._opt_state = None
+    return _Side(lambda: net.fit(X, Y, **fit_kw), reset)
+
+
+def _seed_loop_side(x, y, w1, w2, steps, lr):
+    """`steps` steps of the seed NumPy loop from w1, w2 (copied);
+    .weights: the loop's two weight matrices, updated in place."""
+    a, b = w1.copy(), w2.copy()
+
+    def reset():                # returns None: pytest-benchmark's setup
+        np.copyto(a, w1)        # would take a value for call arguments
+        np.copyto(b, w2)
+    side = _Side(lambda: seed_loop(x, y, a, b, steps, lr), reset)
+    side.weights = (a, b)
+    return side
+
+
+def _numpy_loop_side(wl, X, Y, weights, epochs):
+    """`epochs` epochs of fastnn.bench's NumPy loop for wl, in fit's batch
+    order for seed 0; .params: its [W, b, W, b, ...], updated in place."""
+    run, params = numpy_runner(wl, X, Y, weights, 0)
+    p0 = [p.copy() for p in params]
+
+    def reset():
+        for p, q in zip(params, p0):
+            np.copyto(p, q)
+        run.reset()
+    side = _Side(lambda: run(epochs), reset)
+    side.params = params
+    return side
+
+
 # ---- tiny ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("impl", ["fastnn-fit", "numpy"])
@@ -140,13 +173,8 @@ def test_tiny(benchmark, report, impl):
         net.set_weights([w1, w2])
         _fit_bench(benchmark, net, X, Y, 15, epochs=TINY_STEPS, lr=wl.lr)
     else:
-        a, b = w1.copy(), w2.copy()
-
-        def setup():
-            np.copyto(a, w1)
-            np.copyto(b, w2)
-        benchmark.pedantic(lambda: seed_loop(X, Y, a, b, TINY_STEPS, wl.lr),
-                           setup=setup, rounds=5, warmup_rounds=1)
+        loop = _seed_loop_side(X, Y, w1, w2, TINY_STEPS, wl.lr)
+        benchmark.pedantic(loop, setup=loop.reset, rounds=5, warmup_rounds=1)
     report.add(f"train/tiny/{impl}", benchmark, per=TINY_STEPS, unit="step")
     if impl == "numpy":
         report.speedup("tiny, fit vs the NumPy loop, each timed on its own "
@@ -163,16 +191,12 @@ def test_tiny_side_by_side(benchmark, report):
     w1, w2 = [W for W, _ in initial_weights(wl)]
     net = wl.network()
     net.set_weights([w1, w2])
-    p0 = net.params.copy()
-    a, b = w1.copy(), w2.copy()
-    fit = _Side(lambda: net.fit(X, Y, epochs=TINY_STEPS, lr=wl.lr),
-                lambda: np.copyto(net.params, p0))
-    loop = _Side(lambda: seed_loop(X, Y, a, b, TINY_STEPS, wl.lr),
-                 lambda: (np.copyto(a, w1), np.copyto(b, w2)))
+    fit = _fit_side(net, X, Y, epochs=TINY_STEPS, lr=wl.lr)
+    loop = _seed_loop_side(X, Y, w1, w2, TINY_STEPS, wl.lr)
     _side_by_side(benchmark, report, "tiny", "tiny, fit vs the NumPy loop (per "
                   "step)", 100, fit, loop, TINY_STEPS, rounds=15, warm=True)
-    np.testing.assert_allclose(net.params, np.concatenate([a.ravel(), b.ravel()]),
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(net.params, np.concatenate(
+        [w.ravel() for w in loop.weights]), rtol=1e-9, atol=1e-12)
 
 
 # ---- small -----------------------------------------------------------------------
@@ -247,15 +271,8 @@ def test_small(benchmark, report, threads, impl):
         _fit_bench(benchmark, net, X, Y, 15, epochs=SMALL_EPOCHS,
                    batch_size=wl.batch, lr=wl.lr, seed=0)
     elif impl == "numpy":
-        run, params = numpy_runner(wl, X, Y, weights, 0)
-        p0 = [p.copy() for p in params]
-
-        def setup():
-            for p, q in zip(params, p0):
-                np.copyto(p, q)
-            run.reset()
-        benchmark.pedantic(lambda: run(SMALL_EPOCHS), setup=setup, rounds=5,
-                           warmup_rounds=1)
+        loop = _numpy_loop_side(wl, X, Y, weights, SMALL_EPOCHS)
+        benchmark.pedantic(loop, setup=loop.reset, rounds=5, warmup_rounds=1)
     else:
         torch = pytest.importorskip("torch")
         torch.set_num_threads(threads)
@@ -297,23 +314,14 @@ def test_small_side_by_side(benchmark, report):
     _check_small_numpy(wl, X, Y, weights)
     net = wl.network()
     net.set_weights(weights)
-    p0 = net.params.copy()
-    run, params = numpy_runner(wl, X, Y, weights, 0)
-    q0 = [p.copy() for p in params]
-
-    def reset_loop():
-        for p, q in zip(params, q0):
-            np.copyto(p, q)
-        run.reset()
-    fit = _Side(lambda: net.fit(X, Y, epochs=SMALL_EPOCHS, batch_size=wl.batch,
-                                lr=wl.lr, seed=0),
-                lambda: np.copyto(net.params, p0))
-    loop = _Side(lambda: run(SMALL_EPOCHS), reset_loop)
+    fit = _fit_side(net, X, Y, epochs=SMALL_EPOCHS, batch_size=wl.batch,
+                    lr=wl.lr, seed=0)
+    loop = _numpy_loop_side(wl, X, Y, weights, SMALL_EPOCHS)
     _side_by_side(benchmark, report, "small", "small, fit vs the NumPy "
                   "minibatch loop", 6, fit, loop,
                   SMALL_EPOCHS * wl.steps_per_epoch, rounds=15, warm=True)
     mine = [l.W for l in net.layers] + [l.b for l in net.layers]
-    for g, w in zip(mine, params[0::2] + params[1::2]):
+    for g, w in zip(mine, loop.params[0::2] + loop.params[1::2]):
         np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
 
 
@@ -361,13 +369,8 @@ def test_seed_fit(benchmark, report, impl):
         per = SEED_EPOCHS
     elif impl == "numpy":
         benchmark.group = f"seed workload float64, {SEED_EPOCHS} full-batch steps"
-        a, b = w1.copy(), w2.copy()
-
-        def setup():
-            np.copyto(a, w1)
-            np.copyto(b, w2)
-        benchmark.pedantic(lambda: seed_loop(x, y, a, b, SEED_EPOCHS, SEED_LR),
-                           setup=setup, rounds=3, warmup_rounds=1)
+        loop = _seed_loop_side(x, y, w1, w2, SEED_EPOCHS, SEED_LR)
+        benchmark.pedantic(loop, setup=loop.reset, rounds=3, warmup_rounds=1)
         per = SEED_EPOCHS
     else:
         benchmark.group = "seed: the five GEMMs of one step on the bare BLAS"
@@ -400,17 +403,13 @@ def test_seed_side_by_side(benchmark, report):
     unsplit (fnn_fit_args.split_hold)."""
     x, y, w1, w2 = problem(SEED_SHAPE)
     net = seed_net(SEED_SHAPE, w1, w2, np.float64)
-    p0 = net.params.copy()
-    a, b = w1.copy(), w2.copy()
-    fit = _Side(lambda: net.fit(x, y, epochs=SEED_PAIR_STEPS, lr=SEED_LR),
-                lambda: np.copyto(net.params, p0))
-    loop = _Side(lambda: seed_loop(x, y, a, b, SEED_PAIR_STEPS, SEED_LR),
-                 lambda: (np.copyto(a, w1), np.copyto(b, w2)))
+    fit = _fit_side(net, x, y, epochs=SEED_PAIR_STEPS, lr=SEED_LR)
+    loop = _seed_loop_side(x, y, w1, w2, SEED_PAIR_STEPS, SEED_LR)
     _side_by_side(benchmark, report, "seed", "seed, fit vs the seed NumPy loop",
                   1.5, fit, loop, SEED_PAIR_STEPS, rounds=SEED_PAIRS,
                   settle=SEED_SETTLE, flops=flops_per_step(SEED_SHAPE))
-    np.testing.assert_allclose(net.params, np.concatenate([a.ravel(), b.ravel()]),
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(net.params, np.concatenate(
+        [w.ravel() for w in loop.weights]), rtol=1e-9, atol=1e-12)
 
 
 def test_seed_gemm_rate_side_by_side(benchmark, report):
@@ -421,14 +420,12 @@ def test_seed_gemm_rate_side_by_side(benchmark, report):
     the same flops, so the ratio of rates is the ratio of times."""
     x, y, w1, w2 = problem(SEED_SHAPE)
     net = seed_net(SEED_SHAPE, w1, w2, np.float64)
-    p0 = net.params.copy()
     step = _seed_gemms()
 
     def gemms():
         for _ in range(SEED_PAIR_STEPS):
             step()
-    fit = _Side(lambda: net.fit(x, y, epochs=SEED_PAIR_STEPS, lr=SEED_LR),
-                lambda: np.copyto(net.params, p0))
+    fit = _fit_side(net, x, y, epochs=SEED_PAIR_STEPS, lr=SEED_LR)
     _side_by_side(benchmark, report, "seed-gemm-rate", "seed, fit GFLOP/s as a "
                   "fraction of the bare-BLAS rate for the same GEMMs", 0.8, fit,
                   _Side(gemms, lambda: None), SEED_PAIR_STEPS, rounds=SEED_PAIRS,
