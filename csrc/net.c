@@ -1,6 +1,7 @@
-/* net.c -- a whole network's forward pass and its fused loss + backward
- * (+ SGD) step, composed only of the kernels in act.c, loss.c, optim.c and
- * gemm.c.  Caller-owned workspace (layout in net_impl.h); no allocation. */
+/* net.c -- the network description (fnn_net_init): checks the layer
+ * layout, places each layer's scratch in the workspace and picks the
+ * small-network step.  The forward pass and the fused loss + backward (+
+ * SGD) step are in net_f32.c / net_f64.c (one body, net_impl.h). */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -69,49 +70,3 @@ int fnn_net_init(fnn_net *net, fnn_layer *layers)
     net->lanes = lanes_fit(net);
     return 0;
 }
-
-/* Every kernel body is included here again as an always-inline function
- * (inline.h), so each CPU clone of fnn_net_forward / fnn_net_loss_grad is
- * one function with the kernels compiled for that CPU. */
-
-#define REAL double
-#define SUF(name) name##_f64
-#define KSUF(name) name##_f64_in
-#define BLAS_MEMBER dgemm
-#define SQRT sqrt
-#define LANE_INT int64_t
-#define LANE_N 4
-#include "gemm_impl.h"
-#include "act_impl.h"
-#include "loss_impl.h"
-#include "optim_impl.h"
-#include "lanes_impl.h"
-#include "net_impl.h"
-#undef REAL
-#undef SUF
-#undef KSUF
-#undef BLAS_MEMBER
-#undef SQRT
-#undef LANE_INT
-#undef LANE_N
-
-#define REAL float
-#define SUF(name) name##_f32
-#define KSUF(name) name##_f32_in
-#define BLAS_MEMBER sgemm
-#define SQRT sqrtf
-#define LANE_INT int32_t
-#define LANE_N 8
-#include "gemm_impl.h"
-#include "act_impl.h"
-#include "loss_impl.h"
-#include "optim_impl.h"
-#include "lanes_impl.h"
-#include "net_impl.h"
-#undef REAL
-#undef SUF
-#undef KSUF
-#undef BLAS_MEMBER
-#undef SQRT
-#undef LANE_INT
-#undef LANE_N

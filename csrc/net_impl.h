@@ -204,24 +204,37 @@ FNN_INLINE double KSUF(loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
     return loss;
 }
 
-FNN_CLONES
+/* The one compiled copy of the loss and backward pass per dtype and CPU
+ * target, behind both entry points below (each inlining it would compile
+ * the whole step twice more for one branch of difference). */
+FNN_CLONES __attribute__((noinline))
+static double SUF(loss_grad_any)(const fnn_net *net, int64_t m, const REAL *x,
+                                 int64_t ldx, const REAL *y, int64_t ldy,
+                                 const REAL *sw, double scale, REAL lr,
+                                 REAL wd, REAL *params, REAL *grads,
+                                 REAL *snapshot, REAL *ws, int32_t *iws,
+                                 int check_x, REAL **dz0)
+{
+    return KSUF(loss_grad)(net, m, x, ldx, y, ldy, sw, scale, lr, wd, params,
+                           grads, snapshot, ws, iws, check_x, dz0);
+}
+
 double SUF(fnn_net_loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
                               int64_t ldx, const REAL *y, int64_t ldy,
                               const REAL *sw, double scale, REAL lr, REAL wd,
                               REAL *params, REAL *grads, REAL *snapshot,
                               REAL *ws, int32_t *iws, int check_x)
 {
-    return KSUF(loss_grad)(net, m, x, ldx, y, ldy, sw, scale, lr, wd, params,
-                           grads, snapshot, ws, iws, check_x, NULL);
+    return SUF(loss_grad_any)(net, m, x, ldx, y, ldy, sw, scale, lr, wd,
+                              params, grads, snapshot, ws, iws, check_x, NULL);
 }
 
-FNN_CLONES
 double SUF(fnn_net_loss_dz0)(const fnn_net *net, int64_t m, const REAL *x,
                              int64_t ldx, const REAL *y, int64_t ldy,
                              const REAL *sw, double scale, REAL *params,
                              REAL *grads, REAL *ws, int32_t *iws, REAL **dz0)
 {
     *dz0 = NULL;
-    return KSUF(loss_grad)(net, m, x, ldx, y, ldy, sw, scale, 0, 0, params,
-                           grads, NULL, ws, iws, 0, dz0);
+    return SUF(loss_grad_any)(net, m, x, ldx, y, ldy, sw, scale, 0, 0, params,
+                              grads, NULL, ws, iws, 0, dz0);
 }

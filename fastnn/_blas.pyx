@@ -6,12 +6,13 @@
 # that handle searches its dependencies).  Then numpy's matmul and fastnn's
 # steps share one BLAS thread pool; two pools (numpy's and scipy's bundled
 # OpenBLAS) spin against each other on a small machine.  Fallback:
-# scipy.linalg.cython_blas (Fortran convention).
+# scipy.linalg.cython_blas (Fortran convention), looked up only when used:
+# importing scipy.linalg costs more than the rest of `import fastnn`.
 import ctypes
 import os
 
+from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from libc.stdint cimport int64_t
-from scipy.linalg.cython_blas cimport sgemm as _f77_sgemm, dgemm as _f77_dgemm
 
 from fastnn._kernels cimport (
     fnn_blas, fnn_gemm_f32, fnn_gemm_f64,
@@ -53,6 +54,19 @@ _CANDIDATES = (
 
 cdef const fnn_blas *blas_handle() noexcept nogil:
     return &_handle
+
+
+cdef void *_capsule_pointer(object capi, str name) except NULL:
+    cap = capi[name]
+    return PyCapsule_GetPointer(cap, PyCapsule_GetName(cap))
+
+
+def _scipy_f77_gemm():
+    """The (sgemm, dgemm) addresses of scipy.linalg.cython_blas."""
+    from scipy.linalg import cython_blas
+    capi = cython_blas.__pyx_capi__
+    return (<size_t>_capsule_pointer(capi, "sgemm"),
+            <size_t>_capsule_pointer(capi, "dgemm"))
 
 
 def _numpy_extension_path():
@@ -134,9 +148,10 @@ def use_blas(which="auto"):
                             "scipy.linalg.cython_blas.dgemm"),
                 "config": None, "set_num_threads": None,
                 "get_num_threads": None}
+        sa, da = _scipy_f77_gemm()
         _handle.api = FNN_BLAS_F77
-        _handle.sgemm = <void *>_f77_sgemm
-        _handle.dgemm = <void *>_f77_dgemm
+        _handle.sgemm = <void *><size_t>sa
+        _handle.dgemm = <void *><size_t>da
     _info = info
     return blas_info()
 
