@@ -415,11 +415,13 @@ def test_from_sklearn_wrong_type():
     X, y, _ = DATA["binary"]
     fitted_fastnn = _fit(fk.MLPClassifier(**_params("binary")), X, y)
     regressor = _fit(sk.MLPRegressor(**_params("regression-1out")), X, y.astype(float))
-    with pytest.raises(TypeError, match="expects a fitted sklearn.neural_network.MLPClassifier"):
+    with pytest.raises(TypeError,
+                       match="expects a fitted sklearn.neural_network.MLPClassifier"):
         fk.MLPClassifier.from_sklearn(fitted_fastnn)
     with pytest.raises(TypeError, match="got sklearn.neural_network.*MLPRegressor"):
         fk.MLPClassifier.from_sklearn(regressor)
-    with pytest.raises(TypeError, match="expects a fitted sklearn.neural_network.MLPRegressor"):
+    with pytest.raises(TypeError,
+                       match="expects a fitted sklearn.neural_network.MLPRegressor"):
         fk.MLPRegressor.from_sklearn("model.pkl")
 
 

@@ -202,10 +202,13 @@ def test_save_to_bytes_and_file(tmp_path):
 
 # ---- estimators ---------------------------------------------------------------
 
-sklearn = pytest.importorskip("sklearn", reason="the estimators need scikit-learn")
-from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
-
-from fastnn.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+try:
+    from sklearn.exceptions import ConvergenceWarning, NotFittedError
+    from fastnn.sklearn import MLPClassifier, MLPRegressor
+except ImportError:                                   # pragma: no cover
+    MLPClassifier = MLPRegressor = None
+needs_sklearn = pytest.mark.skipif(MLPClassifier is None, reason="fastnn.sklearn's "
+                                   "estimators need scikit-learn")
 
 
 def _fit(est, X, y):
@@ -270,6 +273,7 @@ CLASSIFIER_CASES = [("binary", "int"), ("binary", "str"), ("binary", "bool"),
 @pytest.mark.parametrize("act", ["relu", "logistic", "elu", "maxout",
                                  ["leaky_relu", "tanh"]], ids=str)
 @pytest.mark.parametrize("task, labels", CLASSIFIER_CASES)
+@needs_sklearn
 def test_classifier(task, labels, act, dtype):
     X, y = _cls_data(task, labels)
     est = _fit(MLPClassifier((8, 6), activation=act, max_iter=40, random_state=0,
@@ -277,6 +281,7 @@ def test_classifier(task, labels, act, dtype):
     check_classifier(est, task, dtype)
 
 
+@needs_sklearn
 def test_classifier_one_class_seen():
     """partial_fit with classes given but one class in y: LabelBinarizer
     decodes every row to the one class it was fitted on."""
@@ -291,6 +296,7 @@ def test_classifier_one_class_seen():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["identity", "tanh", "maxout", ["elu", "relu"]], ids=str)
 @pytest.mark.parametrize("case", ["1out", "2out", "poisson"])
+@needs_sklearn
 def test_regressor(case, act, dtype):
     rng = np.random.default_rng(1)
     X = rng.standard_normal((80, 4))
@@ -312,6 +318,7 @@ def test_regressor(case, act, dtype):
         assert_close(got, est.predict(X), dtype)
 
 
+@needs_sklearn
 def test_estimator_from_sklearn_and_replaced_coefs():
     """An estimator built by from_sklearn, and one whose coefs_ were replaced
     by the user, export what they predict."""
@@ -351,6 +358,7 @@ SKL2ONNX_CASES = [("binary", "int"), ("binary", "bool"), ("multiclass", "str"),
 @pytest.mark.parametrize("zipmap", [True, False])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("task, labels", SKL2ONNX_CASES)
+@needs_sklearn
 def test_skl2onnx_classifier_matches_sklearns_graph(task, labels, dtype, zipmap):
     """skl2onnx.to_onnx on a fastnn classifier gives the graph skl2onnx
     gives the same model as scikit-learn's MLPClassifier: the same output
@@ -398,6 +406,7 @@ def test_skl2onnx_classifier_matches_sklearns_graph(task, labels, dtype, zipmap)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@needs_sklearn
 def test_skl2onnx_regressor_matches_sklearns_graph(dtype):
     skl2onnx = _skl2onnx()
     rng = np.random.default_rng(0)
@@ -415,6 +424,7 @@ def test_skl2onnx_regressor_matches_sklearns_graph(dtype):
 
 
 @pytest.mark.parametrize("case", ["2out", "poisson", "maxout", "elu-list"])
+@needs_sklearn
 def test_skl2onnx_beyond_sklearns_converter(case):
     """What skl2onnx's own MLP converters do not cover: several outputs (its
     converter flattens them to (N * n_outputs, 1)), loss='poisson' (exp
@@ -437,6 +447,7 @@ def test_skl2onnx_beyond_sklearns_converter(case):
     assert_close(v, est.predict(X).reshape(len(X), -1), np.float64)
 
 
+@needs_sklearn
 def test_skl2onnx_pipeline_and_options():
     skl2onnx = _skl2onnx()
     from sklearn.pipeline import make_pipeline
@@ -460,6 +471,7 @@ def test_skl2onnx_pipeline_and_options():
     assert [o.name for o in proto.graph.output] == ["output_label", "scat", "sdog", "semu"]
 
 
+@needs_sklearn
 def test_register_skl2onnx_twice():
     _skl2onnx()
     fastnn.onnx.register_skl2onnx()
@@ -483,6 +495,7 @@ def test_missing_onnx_names_the_extra(monkeypatch):
         fastnn.to_onnx(net)
 
 
+@needs_sklearn
 def test_unbuilt_and_unfitted():
     with pytest.raises(ValueError, match="not built"):
         fastnn.to_onnx(Network([Dense(3, "relu"), Dense(1)]))
@@ -491,6 +504,7 @@ def test_unbuilt_and_unfitted():
             fastnn.to_onnx(est)
 
 
+@needs_sklearn
 def test_wrong_model_type():
     sk = pytest.importorskip("sklearn.neural_network")
     for bad in (None, "net.onnx", sk.MLPClassifier(), Dense(3)):
@@ -521,6 +535,7 @@ def test_nonfinite_parameters():
         fastnn.to_onnx(net)
 
 
+@needs_sklearn
 def test_unsupported_label_type():
     X, y = _cls_data("binary", "int")
     est = _fit(MLPClassifier((3,), max_iter=5, random_state=0), X, y)
