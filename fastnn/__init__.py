@@ -13,6 +13,7 @@ from fastnn._blas import blas_info, set_num_threads, use_blas
 from fastnn._train import set_train_threads, train_threads
 from fastnn.io import FormatError, load, save
 from fastnn.nn import Dense, Maxout, Network
+from fastnn.onnx import to_onnx
 from fastnn.training import (Adam, Callback, Constant, EarlyStopping, History,
                              InverseScaling, SGD, StepDecay)
 
@@ -21,4 +22,4 @@ __version__ = "0.1.0"
 __all__ = ["Network", "Dense", "Maxout", "SGD", "Adam", "Constant",
            "InverseScaling", "StepDecay", "History", "Callback", "EarlyStopping",
            "blas_info", "use_blas", "set_num_threads", "set_train_threads", "train_threads", "save", "load", "FormatError",
-           "__version__"]
+           "to_onnx", "__version__"]

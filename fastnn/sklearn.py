@@ -737,6 +737,22 @@ class _BaseMLP(BaseEstimator):
         tags.input_tags.sparse = True
         return tags
 
+    def to_sklearn(self):
+        """This estimator as scikit-learn's own MLPClassifier / MLPRegressor:
+        same parameters, bit-identical weights, fitted attributes and
+        optimizer state (fastnn-only options raise ValueError); see
+        fastnn._convert."""
+        from fastnn._convert import to_sklearn
+        return to_sklearn(self)
+
+    @classmethod
+    def from_sklearn(cls, sk_est):
+        """A fitted fastnn estimator equal to the fitted scikit-learn
+        estimator sk_est (parameters, weights bit for bit, fitted attributes,
+        optimizer state); see fastnn._convert."""
+        from fastnn._convert import from_sklearn
+        return from_sklearn(cls, sk_est)
+
 
 class _EpochRunner:
     """Runs one epoch of minibatches and returns scikit-learn's epoch loss:
