@@ -11,9 +11,7 @@ against.
 """
 from fastnn._blas import blas_info, set_num_threads, use_blas
 from fastnn._train import set_train_threads, train_threads
-from fastnn.io import FormatError, load, save
 from fastnn.nn import Dense, Maxout, Network
-from fastnn.onnx import to_onnx
 from fastnn.training import (Adam, Callback, Constant, EarlyStopping, History,
                              InverseScaling, SGD, StepDecay)
 
@@ -21,5 +19,24 @@ __version__ = "0.1.0"
 
 __all__ = ["Network", "Dense", "Maxout", "SGD", "Adam", "Constant",
            "InverseScaling", "StepDecay", "History", "Callback", "EarlyStopping",
-           "blas_info", "use_blas", "set_num_threads", "set_train_threads", "train_threads", "save", "load", "FormatError",
-           "to_onnx", "__version__"]
+           "blas_info", "use_blas", "set_num_threads", "set_train_threads",
+           "train_threads", "save", "load", "FormatError", "to_onnx",
+           "__version__"]
+
+# Loaded on first use, to keep `import fastnn` short: name -> module.
+_LAZY = {"save": "fastnn.io", "load": "fastnn.io", "FormatError": "fastnn.io",
+         "to_onnx": "fastnn.onnx"}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
