@@ -30,10 +30,10 @@ from setuptools.command.build_ext import build_ext
 DEBUG = os.environ.get("FASTNN_DEBUG", "") not in ("", "0")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# net_f32.c / net_f64.c first: the longest compiles start first.
-CORE_SOURCES = ["csrc/net_f64.c", "csrc/net_f32.c", "csrc/train.c",
-                "csrc/act.c", "csrc/gemm.c", "csrc/loss.c", "csrc/optim.c",
-                "csrc/net.c", "csrc/pool.c"]
+# Every csrc/*.c is part of the core; the slowest compiles start first.
+_SLOW_FIRST = ["csrc/net_f64.c", "csrc/net_f32.c", "csrc/train.c"]
+CORE_SOURCES = [s for s in _SLOW_FIRST if os.path.exists(s)] + sorted(
+    set(glob.glob("csrc/*.c")) - set(_SLOW_FIRST))
 CORE_HEADERS = sorted(glob.glob("csrc/*.h"))
 # -fno-math-errno: sqrt and friends need not set errno (so they vectorize).
 # -fno-trapping-math: FP operations may be computed speculatively, which lets
@@ -198,7 +198,7 @@ def ext(name, pyx):
                      define_macros=MACROS)
 
 
-setup(ext_modules=[ext("fastnn._blas", "fastnn/_blas.pyx"),
-                   ext("fastnn._kernels", "fastnn/_kernels.pyx"),
-                   ext("fastnn._train", "fastnn/_train.pyx")],
+# One extension per fastnn/*.pyx, each linked against the core.
+setup(ext_modules=[ext("fastnn." + os.path.basename(p)[:-4], p)
+                   for p in sorted(glob.glob("fastnn/*.pyx"))],
       cmdclass={"build_ext": BuildExt})
