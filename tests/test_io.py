@@ -429,7 +429,7 @@ EDITS = {
     "array-listed-missing": (lambda h: h["arrays"].update(
         extra={"shape": [1], "dtype": "<f8", "sha256": "0" * 64}) or h, "lists"),
     "optimizer-kind": (lambda h: h["optimizer"].update(kind="sgd") or h,
-                       "optimizer_sq"),
+                       "second moments"),
     "optimizer-t": (lambda h: h["optimizer"].update(t=-1) or h, "optimizer.t"),
     "seed": (lambda h: h["network"].update(seed="abc") or h, "seed"),
     "backend": (lambda h: h["network"].update(backend="gpu") or h, "backend"),
