@@ -291,7 +291,9 @@ class _BaseMLP(BaseEstimator):
     coefs_[i] and intercepts_[i] are views into one flat float buffer (all
     weights first, then all biases: scikit-learn's _pack layout), which the
     compiled network trains in place.  If they are replaced by other arrays
-    (user code, unpickling), the network is rebuilt from them on next use.
+    (user code, or a pickle from before _to_state existed), the network is
+    rebuilt from them on next use.  _to_state / _from_state describe the
+    whole estimator, for fastnn.save / fastnn.load and for pickling.
     """
 
     _parameter_constraints: dict = {
@@ -543,14 +545,15 @@ class _BaseMLP(BaseEstimator):
         self._best_coefs, self._best_intercepts = parts[:nl], parts[nl:]
 
     def __getstate__(self):
+        params = self.get_params(deep=False)
         extra = {k: v for k, v in self.__dict__.items()
-                 if k not in self._STATE_ATTRS and k not in self.get_params(deep=False)}
+                 if k not in self._STATE_ATTRS and k not in params}
         return {"fastnn_estimator": self._to_state(), "extra": extra}
 
     def __setstate__(self, state):
         if "fastnn_estimator" not in state:
-            # pickled by fastnn 0.1.0 (its __dict__, without the network):
-            # the network is rebuilt from coefs_ on first use
+            # pickled before _to_state existed (the __dict__, without the
+            # network): the network is rebuilt from coefs_ on first use
             self.__dict__.update(state)
             return
         self._set_state(state["fastnn_estimator"])

@@ -1,14 +1,15 @@
 """Writes the format-version-1 model files in this directory and what each
 must load as (tests/test_io.py, test_v1_files_*).
 
-The files were written by fastnn 0.1.0 as it stood before Network and the
-estimators exported their own state (fastnn.io then read and wrote their
-private attributes itself), so they pin down what that writer produced.
-The script reads those private attributes directly, not through fastnn.io,
-to record the expected state; it is kept to show how the files were made,
-and runs only with that version:
+The files were written by fastnn 0.1.0 at commit 5a201ae, before Network
+and the estimators exported their own state (fastnn.io then read and wrote
+their private attributes itself), so they pin down what that writer
+produced.  The script reads those private attributes directly, not through
+fastnn.io, to record the expected state.  It is kept to show how the files
+were made; rerunning it with a later fastnn would overwrite the very files
+that test the older writer.  With that commit's build on the path:
 
-    python tests/data/make_v1_files.py      # from the repository root
+    PYTHONPATH=<that checkout> python tests/data/make_v1_files.py
 
 For each model NAME it writes NAME.fnn (fastnn.save) and NAME.expected.npz:
 the parameters, the training state, the predictions on a probe set, and the
