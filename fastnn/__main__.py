@@ -104,7 +104,7 @@ def main(argv=None):
     print(f"steps/second: fastnn {sps_f:,.0f} ({1e3 * t_fast / a.steps:.3f} ms/step), "
           f"NumPy {sps_n:,.0f} ({1e3 * t_np / a.steps:.3f} ms/step); "
           f"fastnn is {sps_f / sps_n:.2f}x the NumPy loop")
-    print("(one run on a possibly shared machine; bench/bench_seed.py gives medians)")
+    print("(one run on a possibly shared machine; bench/bench_lecture.py gives medians)")
     return 0
 
 
