@@ -16,7 +16,6 @@ import numpy as np
 
 from fastnn import reference as ref
 from fastnn._kernels import ACTIVATIONS, LOSSES
-from fastnn.reference import DENSE_ACTIVATIONS
 from fastnn._validation import (check_matrix, check_positive_int, check_real,
                                 check_sample_weight, check_targets)
 
@@ -33,9 +32,9 @@ def _act_name(act):
     if not isinstance(act, str):
         raise TypeError(f"activation must be a string, got {act!r}")
     a = _ACT_ALIASES.get(act.lower(), act.lower())
-    if a not in DENSE_ACTIVATIONS:
+    if a not in ref.DENSE_ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; expected one of "
-                         f"{DENSE_ACTIVATIONS}")
+                         f"{ref.DENSE_ACTIVATIONS}")
     return a
 
 
