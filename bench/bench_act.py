@@ -1,6 +1,6 @@
 """Bias + activation kernels: fnn_bias_act_forward / _backward for every
 elementwise activation, maxout and softmax, float32 and float64, at hidden
-layer shapes of the seed (64 x 100) and large (1024 x 1024) workloads and
+layer shapes of the lecture (64 x 100) and large (1024 x 1024) workloads and
 output shapes for softmax; vs fastnn.reference and vs the NumPy expression
 a user writes (np.exp & co.), plus bare np.exp of the same size.  Saturated
 inputs (|z| ~ 100: exp overflows float32 beyond 88) are timed next to normal
@@ -15,7 +15,7 @@ import pytest
 from fastnn import _kernels as K
 from fastnn import reference as ref
 
-ACTS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu"]
+ACTS = list(ref.ELEMENTWISE)
 ALPHA = {"leaky_relu": 0.1, "elu": 1.0}
 SHAPES = [(64, 100), (1024, 1024)]
 SATURATING = ["sigmoid", "tanh", "elu"]

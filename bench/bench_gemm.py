@@ -1,10 +1,10 @@
 """GEMM: fastnn's row-major gemm vs numpy.matmul vs a bare BLAS call, for the
 shapes fastnn's networks run (forward X.W, weight gradient X^T.D, input
-gradient D.W^T of the tiny, small, seed, medium and large workloads), float32
+gradient D.W^T of the tiny, small, lecture, medium and large workloads), float32
 and float64; GFLOP/s = 2mnk/t.  Each case first checks fastnn's result
 against fastnn.reference.gemm.
 
-Plus the thread-pool demonstration (issue 2): numpy's matmul (256x256,
+Plus the thread-pool demonstration: numpy's matmul (256x256,
 float64) alternating with fastnn gemms or fastnn train steps costs about the
 sum of each alone when fastnn runs on numpy's own BLAS
 (fastnn.use_blas('numpy')), and much more on scipy's separately bundled
@@ -17,16 +17,16 @@ import pytest
 import fastnn
 from fastnn import reference as ref
 from fastnn._blas import gemm
-from fastnn.bench import BareGemm
+from harness.machine import BareGemm
 
 # (label, m, n, k, trans_a, trans_b): op(a) (m, k), op(b) (k, n)
 SHAPES = [
     ("tiny-fwd", 4, 4, 2, False, False),          # built-in loops (small_mnk)
     ("small-fwd", 32, 32, 20, False, False),
     ("small-dW", 20, 32, 32, True, False),
-    ("seed-fwd", 64, 100, 1000, False, False),
-    ("seed-dW", 1000, 100, 64, True, False),
-    ("seed-dH", 64, 100, 10, False, True),
+    ("lecture-fwd", 64, 100, 1000, False, False),
+    ("lecture-dW", 1000, 100, 64, True, False),
+    ("lecture-dH", 64, 100, 10, False, True),
     ("medium-fwd", 256, 256, 784, False, False),
     ("medium-dW", 784, 256, 256, True, False),
     ("large-fwd", 1024, 1024, 1024, False, False),
@@ -105,7 +105,7 @@ def test_gemm(benchmark, report, rng, dtype, shape, impl):
 
 # ---- the thread-pool demonstration ------------------------------------------
 
-PAIR_N = 256          # numpy side: 256x256 float64 matmul, as in issue 2
+PAIR_N = 256          # numpy side: 256x256 float64 matmul
 
 
 def _train_net():
@@ -169,7 +169,7 @@ def test_threadpool_pair(benchmark, report, threads, partner, mode):
 
 
 def _pool_summary(rows):
-    out = ["", "thread pools (issue 2): per-pair time of numpy matmul 256^3 f64 + "
+    out = ["", "thread pools: per-pair time of numpy matmul 256^3 f64 + "
            "one fastnn op, vs the sum of each alone (median):"]
     for partner in ("gemm", "train_step"):
         g = lambda m: rows[f"pools/{partner}/{m}"]["median"]  # noqa: E731

@@ -1,6 +1,6 @@
 """Fused loss + output gradient (fnn_loss_grad: value, dz and the bias
 gradient db in one pass) for sse, mse, bce and softmax_ce, float32 and
-float64, at the output shapes of the workloads (small batch 32 x 1, seed
+float64, at the output shapes of the workloads (small batch 32 x 1, lecture
 64 x 10, medium 256 x 10, large 1024 x 10); vs fastnn.reference.loss_grad
 and vs the NumPy a user writes (stable forms: logaddexp, max-subtracted
 log-sum-exp).  Throughput: elements/s and GB/s (reads z and y, writes dz).

@@ -1,6 +1,6 @@
 """Optimizers over one flat parameter buffer (fnn_sgd_step, _momentum_step
 plain and Nesterov, _adam_step), float32 and float64, at the parameter
-counts of the seed (101,000), medium (203,530) and large (2,109,450)
+counts of the lecture (101,000), medium (203,530) and large (2,109,450)
 networks; vs fastnn.reference and vs the in-place NumPy a careful user
 writes (scikit-learn's optimizer style).  Throughput: elements/s and GB/s
 (sgd moves 3 arrays, momentum 5, Adam 7).  Each case first checks one step,
@@ -12,7 +12,7 @@ import pytest
 from fastnn import _kernels as K
 from fastnn import reference as ref
 
-SIZES = {"seed": 101_000, "medium": 203_530, "large": 2_109_450}
+SIZES = {"lecture": 101_000, "medium": 203_530, "large": 2_109_450}
 DTYPES = [np.float32, np.float64]
 OPTS = ["sgd", "momentum", "nesterov", "adam"]
 ARRAYS_MOVED = {"sgd": 3, "momentum": 5, "nesterov": 5, "adam": 7}

@@ -1,4 +1,4 @@
-"""Issue 4: fastnn.sklearn against scikit-learn's MLP, side by side in one
+"""fastnn.sklearn against scikit-learn's MLP, side by side in one
 run, on scikit-learn's defaults (hidden (100,), relu, adam, batch 200,
 alpha 1e-4, max_iter 200, tol 1e-4, float64):
 
@@ -13,7 +13,7 @@ reproduces scikit-learn's run (same initial weights, batch order and
 updates), both stop at the same epoch and the ratio compares equal work.
 Before timing, each case checks that claim: after 10 epochs both give the
 same coefs_ (1e-8 relative), and the full fits end with the same n_iter_.
-Target (issue 4): fit >= 4x faster, with the same accuracy / R^2.
+Target: fit >= 4x faster, with the same accuracy / R^2.
 
 Both sides get the machine's two cores: scikit-learn through numpy's
 OpenBLAS (2 threads; it threads none of these GEMMs, all below ~2^20
@@ -110,9 +110,9 @@ def test_fit_defaults(benchmark, report, name, impl):
         ours = _cache.get((name, "fastnn"))
         if ours is not None:
             assert ours.n_iter_ == est.n_iter_, "both runs stop at the same epoch"
-            report.note(f"issue 4: {name}: test {metric} fastnn "
+            report.note(f"{name}: test {metric} fastnn "
                         f"{ours.score(Xte, yte):.4f} vs scikit-learn {score:.4f}, "
                         f"both after {est.n_iter_} epochs")
-        report.speedup(f"issue 4: {name}, fastnn.sklearn vs scikit-learn fit "
+        report.speedup(f"{name}, fastnn.sklearn vs scikit-learn fit "
                        "(defaults)", f"sklearn/{name}/fastnn",
                        f"sklearn/{name}/sklearn", 4)

@@ -1,19 +1,19 @@
-"""Native training (issue 3's performance targets): net.fit against its
-baselines, side by side in one run, float64, 2 threads.
+"""Native training: net.fit against its baselines, side by side in one
+run, float64, 2 threads.
 
 - tiny: 2 -> 4 -> 1 sigmoid (no biases, sse), N=4 full batch, 10,000 steps
-  per fit: fit per step vs the seed-style NumPy loop (target >= 100x).
+  per fit: fit per step vs the lecture's NumPy loop (target >= 100x).
 - small: 20 -> 32 -> 1 relu (biases, mse), 1,000 samples, batch 32, 50
   epochs: fit vs a NumPy minibatch loop (>= 6x), and vs PyTorch CPU as users
   write it, nn.Sequential + torch.optim.SGD over torch.randperm minibatches
   (>= 30x); PyTorch with a DataLoader (the tutorial form) is timed as well,
   over 5 epochs, for context.
-- seed: shared/SEED.md's network via fit(epochs=2000, full batch) vs the
-  seed NumPy loop (>= 1.5x), and fit's GFLOP/s vs the rate of the same five
-  GEMMs per step (same shapes, transposes and fused-update beta) on the bare
-  BLAS in this run (>= 80%).
+- lecture: the lecture notes' network via fit(epochs=2000, full batch) vs
+  the lecture's NumPy loop (>= 1.5x), and fit's GFLOP/s vs the rate of the
+  same five GEMMs per step (same shapes, transposes and fused-update beta)
+  on the bare BLAS in this run (>= 80%).
 
-The targets against a NumPy loop (tiny, small, seed) and the GEMM-rate
+The targets against a NumPy loop (tiny, small, lecture) and the GEMM-rate
 target are judged on test_*_side_by_side: fit and its baseline in
 alternating rounds, so that both meet the same phases of a shared machine
 (see _side_by_side).  The test_<workload> cases time each side on its own,
@@ -29,14 +29,15 @@ import time
 import numpy as np
 import pytest
 
-from fastnn.bench import (WORKLOADS, BareGemm, initial_weights, make_data,
-                          numpy_runner, torch_runner)
-from bench_seed import (SEED_LR, SEED_SHAPE, flops_per_step, problem, seed_loop,
-                        seed_net)
+from fastnn.lecture import LECTURE_LR, LECTURE_SHAPE, lecture_numpy_loop
+from harness.machine import BareGemm
+from harness.peers import torch_runner
+from harness.workloads import WORKLOADS, initial_weights, make_data, numpy_runner
+from bench_lecture import flops_per_step, lecture_net, problem
 
 TINY_STEPS = 10_000
 SMALL_EPOCHS = 50
-SEED_EPOCHS = 2000
+LECTURE_EPOCHS = 2000
 
 
 def _fit_bench(benchmark, net, X, Y, rounds, **fit_kw):
@@ -47,7 +48,7 @@ def _fit_bench(benchmark, net, X, Y, rounds, **fit_kw):
 def _side_by_side(benchmark, report, wname, label, target, fit, baseline,
                   per, rounds, settle=0.0, warm=False, flops=None,
                   baseline_key="numpy"):
-    """An issue-3 target judged on alternating rounds.  Each round times one
+    """A speed target judged on alternating rounds.  Each round times one
     call of fit, then one of the baseline, each from the same start (its
     reset); before its timed call a side gets, if `warm`, one untimed call
     (and the reset again), and, if `settle`, an idle pause of that many
@@ -59,7 +60,7 @@ def _side_by_side(benchmark, report, wname, label, target, fit, baseline,
     second (a step then takes 1.3-2x longer; its two vCPUs seem to share
     one core).  Timed in separate tests, as the test_<workload> cases here
     are for pytest-benchmark's table, fit's rounds and the baseline's can
-    fall in different phases: that moved the seed ratio between 0.95x and
+    fall in different phases: that moved the lecture ratio between 0.95x and
     3.04x from run to run.  Alternating short rounds mostly meet the same
     phase, and the median of the rounds' ratios sets aside the rounds that
     do not (the ratio of the two medians does not: with the slow phase in
@@ -67,7 +68,7 @@ def _side_by_side(benchmark, report, wname, label, target, fit, baseline,
     `warm`: a short fit right after the NumPy loop pays 0.1-0.25 ms once
     (measured for the 10,000-step tiny fit: ~95 against ~80 ns a step),
     and the NumPy loop after fit a little too; the targets are per step.
-    `settle`: see test_seed_side_by_side.  pytest-benchmark's own figure
+    `settle`: see test_lecture_side_by_side.  pytest-benchmark's own figure
     for these tests is the time of a whole round.  baseline_key names the
     baseline's row in the report."""
     times = {"fastnn-fit": [], baseline_key: []}
@@ -101,7 +102,7 @@ def _side_by_side(benchmark, report, wname, label, target, fit, baseline,
                    f"train/{wname}-pairs/{baseline_key}")
     ratios = (np.array(times[baseline_key][-rounds:])
               / np.array(times["fastnn-fit"][-rounds:]))
-    report.paired_ratio(f"issue 3: {label}", ratios, target)
+    report.paired_ratio(label, ratios, target)
 
 
 class _Side:
@@ -125,21 +126,22 @@ def _fit_side(net, X, Y, **fit_kw):
     return _Side(lambda: net.fit(X, Y, **fit_kw), reset)
 
 
-def _seed_loop_side(x, y, w1, w2, steps, lr):
-    """`steps` steps of the seed NumPy loop from w1, w2 (copied);
+def _lecture_loop_side(x, y, w1, w2, steps, lr):
+    """`steps` steps of the lecture's NumPy loop from w1, w2 (copied);
     .weights: the loop's two weight matrices, updated in place."""
     a, b = w1.copy(), w2.copy()
 
     def reset():                # returns None: pytest-benchmark's setup
         np.copyto(a, w1)        # would take a value for call arguments
         np.copyto(b, w2)
-    side = _Side(lambda: seed_loop(x, y, a, b, steps, lr), reset)
+    side = _Side(lambda: lecture_numpy_loop(x, y, a, b, steps, lr), reset)
     side.weights = (a, b)
     return side
 
 
 def _numpy_loop_side(wl, X, Y, weights, epochs):
-    """`epochs` epochs of fastnn.bench's NumPy loop for wl, in fit's batch
+    """`epochs` epochs of the generalized NumPy loop (harness.workloads) for
+    wl, in fit's batch
     order for seed 0; .params: its [W, b, W, b, ...], updated in place."""
     run, params = numpy_runner(wl, X, Y, weights, 0)
     p0 = [p.copy() for p in params]
@@ -166,14 +168,14 @@ def test_tiny(benchmark, report, impl):
         net.set_weights([w1, w2])
         # check: 200 steps of fit == the NumPy loop from the same start
         a, b = w1.copy(), w2.copy()
-        seed_loop(X, Y, a, b, 200, wl.lr)
+        lecture_numpy_loop(X, Y, a, b, 200, wl.lr)
         net.fit(X, Y, epochs=200, lr=wl.lr)
         np.testing.assert_allclose(net.layers[0].W, a, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(net.layers[1].W, b, rtol=1e-9, atol=1e-12)
         net.set_weights([w1, w2])
         _fit_bench(benchmark, net, X, Y, 15, epochs=TINY_STEPS, lr=wl.lr)
     else:
-        loop = _seed_loop_side(X, Y, w1, w2, TINY_STEPS, wl.lr)
+        loop = _lecture_loop_side(X, Y, w1, w2, TINY_STEPS, wl.lr)
         benchmark.pedantic(loop, setup=loop.reset, rounds=5, warmup_rounds=1)
     report.add(f"train/tiny/{impl}", benchmark, per=TINY_STEPS, unit="step")
     if impl == "numpy":
@@ -192,7 +194,7 @@ def test_tiny_side_by_side(benchmark, report):
     net = wl.network()
     net.set_weights([w1, w2])
     fit = _fit_side(net, X, Y, epochs=TINY_STEPS, lr=wl.lr)
-    loop = _seed_loop_side(X, Y, w1, w2, TINY_STEPS, wl.lr)
+    loop = _lecture_loop_side(X, Y, w1, w2, TINY_STEPS, wl.lr)
     _side_by_side(benchmark, report, "tiny", "tiny, fit vs the NumPy loop (per "
                   "step)", 100, fit, loop, TINY_STEPS, rounds=15, warm=True)
     np.testing.assert_allclose(net.params, np.concatenate(
@@ -297,7 +299,7 @@ def test_small(benchmark, report, threads, impl):
         report.speedup("small, fit vs the NumPy minibatch loop, each timed on "
                        "its own (context)", "train/small/fastnn-fit",
                        "train/small/numpy")
-        report.speedup("issue 3: small, fit vs PyTorch (nn.Sequential + optim.SGD, "
+        report.speedup("small, fit vs PyTorch (nn.Sequential + optim.SGD, "
                        "randperm batches)", "train/small/fastnn-fit",
                        "train/small/torch", 30)
         report.speedup("small, fit vs PyTorch with a DataLoader (context)",
@@ -325,12 +327,12 @@ def test_small_side_by_side(benchmark, report):
         np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
 
 
-# ---- seed ------------------------------------------------------------------------
+# ---- lecture ---------------------------------------------------------------------
 
-def _seed_gemms():
-    """The five GEMMs of one seed training step, as fastnn issues them, on
+def _lecture_gemms():
+    """The five GEMMs of one lecture training step, as fastnn issues them, on
     the bare BLAS: X.W1, H.W2, D2.W2^T, W2 += -lr H^T.D2, W1 += -lr X^T.D1."""
-    N, D_in, H, D_out = SEED_SHAPE
+    N, D_in, H, D_out = LECTURE_SHAPE
     r = np.random.default_rng(3)
     x = r.standard_normal((N, D_in))
     w1 = r.standard_normal((D_in, H))
@@ -353,81 +355,83 @@ def _seed_gemms():
 
 
 @pytest.mark.parametrize("impl", ["fastnn-fit", "numpy", "blas-gemms"])
-def test_seed_fit(benchmark, report, impl):
-    flops = flops_per_step(SEED_SHAPE)
-    x, y, w1, w2 = problem(SEED_SHAPE)
+def test_lecture_fit(benchmark, report, impl):
+    flops = flops_per_step(LECTURE_SHAPE)
+    x, y, w1, w2 = problem(LECTURE_SHAPE)
     if impl == "fastnn-fit":
-        benchmark.group = f"seed workload float64, {SEED_EPOCHS} full-batch steps"
-        net = seed_net(SEED_SHAPE, w1, w2, np.float64)
-        a, b = w1.copy(), w2.copy()             # check: 20 steps == the seed loop
-        seed_loop(x, y, a, b, 20, SEED_LR)
-        net.fit(x, y, epochs=20, lr=SEED_LR)
+        benchmark.group = f"lecture workload float64, {LECTURE_EPOCHS} full-batch steps"
+        net = lecture_net(LECTURE_SHAPE, w1, w2, np.float64)
+        a, b = w1.copy(), w2.copy()             # check: 20 steps == the lecture loop
+        lecture_numpy_loop(x, y, a, b, 20, LECTURE_LR)
+        net.fit(x, y, epochs=20, lr=LECTURE_LR)
         np.testing.assert_allclose(net.layers[0].W, a, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(net.layers[1].W, b, rtol=1e-10, atol=1e-12)
         net.set_weights([w1, w2])
-        _fit_bench(benchmark, net, x, y, 3, epochs=SEED_EPOCHS, lr=SEED_LR)
-        per = SEED_EPOCHS
+        _fit_bench(benchmark, net, x, y, 3, epochs=LECTURE_EPOCHS, lr=LECTURE_LR)
+        per = LECTURE_EPOCHS
     elif impl == "numpy":
-        benchmark.group = f"seed workload float64, {SEED_EPOCHS} full-batch steps"
-        loop = _seed_loop_side(x, y, w1, w2, SEED_EPOCHS, SEED_LR)
+        benchmark.group = f"lecture workload float64, {LECTURE_EPOCHS} full-batch steps"
+        loop = _lecture_loop_side(x, y, w1, w2, LECTURE_EPOCHS, LECTURE_LR)
         benchmark.pedantic(loop, setup=loop.reset, rounds=3, warmup_rounds=1)
-        per = SEED_EPOCHS
+        per = LECTURE_EPOCHS
     else:
-        benchmark.group = "seed: the five GEMMs of one step on the bare BLAS"
-        benchmark(_seed_gemms())
+        benchmark.group = "lecture: the five GEMMs of one step on the bare BLAS"
+        benchmark(_lecture_gemms())
         per = 1
-    report.add(f"train/seed/{impl}", benchmark, per=per, unit="step", flops=flops)
+    report.add(f"train/lecture/{impl}", benchmark, per=per, unit="step", flops=flops)
     if impl == "blas-gemms":
-        report.speedup("seed, fit vs the seed NumPy loop, each timed on its own "
-                       "(context)", "train/seed/fastnn-fit", "train/seed/numpy")
-        report.speedup("seed, fit GFLOP/s as a fraction of the bare-BLAS "
+        report.speedup("lecture, fit vs the lecture's NumPy loop, each timed on "
+                       "its own (context)", "train/lecture/fastnn-fit",
+                       "train/lecture/numpy")
+        report.speedup("lecture, fit GFLOP/s as a fraction of the bare-BLAS "
                        "rate for the same GEMMs, each timed on its own (context)",
-                       "train/seed/fastnn-fit", "train/seed/blas-gemms")
+                       "train/lecture/fastnn-fit", "train/lecture/blas-gemms")
 
 
-SEED_PAIRS = 15
-SEED_PAIR_STEPS = 500      # fit 0.15 s, the NumPy loop 0.27 s
+LECTURE_PAIRS = 15
+LECTURE_PAIR_STEPS = 500      # fit 0.15 s, the NumPy loop 0.27 s
 # OpenBLAS's idle threads spin for 2^28 clock ticks after its last threaded
 # call, 0.1 s at this machine's 2.6 GHz: 2.5x that
-SEED_SETTLE = 0.25
+LECTURE_SETTLE = 0.25
 
 
-def test_seed_side_by_side(benchmark, report):
-    """The seed target, fit >= 1.5x the seed NumPy loop, on SEED_PAIRS
-    alternating rounds of SEED_PAIR_STEPS steps (see _side_by_side; short
+def test_lecture_side_by_side(benchmark, report):
+    """The lecture target, fit >= 1.5x the lecture's NumPy loop, on
+    LECTURE_PAIRS alternating rounds of LECTURE_PAIR_STEPS steps (see
+    _side_by_side; short
     rounds, so that both sides of a round mostly meet the same phase of
-    the VM), each call after a pause of SEED_SETTLE seconds.  The pause
+    the VM), each call after a pause of LECTURE_SETTLE seconds.  The pause
     lets OpenBLAS's pool, left spinning by the NumPy loop's threaded GEMMs,
     fall asleep before the fit, as it would be in a program that only
     trains; beside it fit would hold its first ~0.1-0.2 s of steps
     unsplit (fnn_fit_args.split_hold)."""
-    x, y, w1, w2 = problem(SEED_SHAPE)
-    net = seed_net(SEED_SHAPE, w1, w2, np.float64)
-    fit = _fit_side(net, x, y, epochs=SEED_PAIR_STEPS, lr=SEED_LR)
-    loop = _seed_loop_side(x, y, w1, w2, SEED_PAIR_STEPS, SEED_LR)
-    _side_by_side(benchmark, report, "seed", "seed, fit vs the seed NumPy loop",
-                  1.5, fit, loop, SEED_PAIR_STEPS, rounds=SEED_PAIRS,
-                  settle=SEED_SETTLE, flops=flops_per_step(SEED_SHAPE))
+    x, y, w1, w2 = problem(LECTURE_SHAPE)
+    net = lecture_net(LECTURE_SHAPE, w1, w2, np.float64)
+    fit = _fit_side(net, x, y, epochs=LECTURE_PAIR_STEPS, lr=LECTURE_LR)
+    loop = _lecture_loop_side(x, y, w1, w2, LECTURE_PAIR_STEPS, LECTURE_LR)
+    _side_by_side(benchmark, report, "lecture", "lecture, fit vs the lecture's "
+                  "NumPy loop", 1.5, fit, loop, LECTURE_PAIR_STEPS, rounds=LECTURE_PAIRS,
+                  settle=LECTURE_SETTLE, flops=flops_per_step(LECTURE_SHAPE))
     np.testing.assert_allclose(net.params, np.concatenate(
         [w.ravel() for w in loop.weights]), rtol=1e-9, atol=1e-12)
 
 
-def test_seed_gemm_rate_side_by_side(benchmark, report):
-    """The seed fit's GFLOP/s as a fraction of the bare BLAS's for the same
-    five GEMMs a step (target >= 0.8), on SEED_PAIRS alternating rounds of
-    SEED_PAIR_STEPS steps, each after a SEED_SETTLE pause (the bare GEMMs
-    run on OpenBLAS's threads), as in test_seed_side_by_side: both sides do
-    the same flops, so the ratio of rates is the ratio of times."""
-    x, y, w1, w2 = problem(SEED_SHAPE)
-    net = seed_net(SEED_SHAPE, w1, w2, np.float64)
-    step = _seed_gemms()
+def test_lecture_gemm_rate_side_by_side(benchmark, report):
+    """The lecture fit's GFLOP/s as a fraction of the bare BLAS's for the same
+    five GEMMs a step (target >= 0.8), on LECTURE_PAIRS alternating rounds
+    of LECTURE_PAIR_STEPS steps, each after a LECTURE_SETTLE pause (the bare
+    GEMMs run on OpenBLAS's threads), as in test_lecture_side_by_side: both
+    sides do the same flops, so the ratio of rates is the ratio of times."""
+    x, y, w1, w2 = problem(LECTURE_SHAPE)
+    net = lecture_net(LECTURE_SHAPE, w1, w2, np.float64)
+    step = _lecture_gemms()
 
     def gemms():
-        for _ in range(SEED_PAIR_STEPS):
+        for _ in range(LECTURE_PAIR_STEPS):
             step()
-    fit = _fit_side(net, x, y, epochs=SEED_PAIR_STEPS, lr=SEED_LR)
-    _side_by_side(benchmark, report, "seed-gemm-rate", "seed, fit GFLOP/s as a "
+    fit = _fit_side(net, x, y, epochs=LECTURE_PAIR_STEPS, lr=LECTURE_LR)
+    _side_by_side(benchmark, report, "lecture-gemm-rate", "lecture, fit GFLOP/s as a "
                   "fraction of the bare-BLAS rate for the same GEMMs", 0.8, fit,
-                  _Side(gemms, lambda: None), SEED_PAIR_STEPS, rounds=SEED_PAIRS,
-                  settle=SEED_SETTLE, flops=flops_per_step(SEED_SHAPE),
+                  _Side(gemms, lambda: None), LECTURE_PAIR_STEPS, rounds=LECTURE_PAIRS,
+                  settle=LECTURE_SETTLE, flops=flops_per_step(LECTURE_SHAPE),
                   baseline_key="blas-gemms")

@@ -7,7 +7,7 @@
 - The `report` fixture collects one line per timed case (median and min
   per call or per step, and a throughput) and the speed ratios between cases
   measured in this run; they are printed at the end of the session, after
-  pytest-benchmark's own table.  Targets from the issues are shown next to
+  pytest-benchmark's own table.  Speed targets are shown next to
   the ratios, never asserted: speed is judged on a quiet machine, while the
   correctness checks that precede each timing do fail the run.
 
@@ -24,12 +24,12 @@ THREADS = int(os.environ.get("FASTNN_BENCH_THREADS", "2"))
 
 
 def pytest_configure(config):
-    from fastnn.bench import limit_threads
+    from harness.machine import limit_threads
     config._fastnn_thread_limits = limit_threads(THREADS)
 
 
 def pytest_report_header(config):
-    from fastnn.bench import header_lines
+    from harness.machine import header_lines
     return ["fastnn benchmarks -- " + line for line in header_lines(THREADS)]
 
 
@@ -185,7 +185,7 @@ def pytest_terminal_summary(terminalreporter):
     if not lines:
         return
     terminalreporter.section("fastnn benchmark summary")
-    from fastnn.bench import header_lines
+    from harness.machine import header_lines
     for line in header_lines(THREADS):
         terminalreporter.write_line(line)
     for line in lines:

@@ -4,32 +4,16 @@ NumPy loop side by side, from the same start, and compare.
     python -m fastnn                      # the seed: 64 x 1000 -> 100 -> 10, 2000 steps
     python -m fastnn --dtype float32      # fastnn in float32 against the float64 seed
     python -m fastnn --sizes 64 1000 100 10 --steps 500 --print-every 100
-    python -m fastnn bench [...]          # the comparison suite (see --help there)
+    python -m fastnn bench [...]          # the benchmark suite of bench/ (see --help there)
 """
 import argparse
+import os
 import sys
 import time
 
 import numpy as np
 
-
-def seed_numpy_loop(x, y, w1, w2, steps, lr, print_every, out):
-    """The seed's 20-line NumPy loop (shared/SEED.md), verbatim but for the
-    print frequency.  Updates w1, w2 in place; returns the last loss."""
-    loss = None
-    for t in range(steps):
-        h = 1 / (1 + np.exp(-x.dot(w1)))            # forward pass: sigmoid hidden layer
-        y_pred = h.dot(w2)                          #               linear output
-        loss = np.square(y_pred - y).sum()          # sum-of-squares loss
-        if print_every and (t % print_every == 0 or t == steps - 1):
-            out(t, loss)
-        grad_y_pred = 2.0 * (y_pred - y)            # analytical gradients
-        grad_w2 = h.T.dot(grad_y_pred)
-        grad_h = grad_y_pred.dot(w2.T)
-        grad_w1 = x.T.dot(grad_h * h * (1 - h))
-        w1 -= lr * grad_w1                          # gradient descent
-        w2 -= lr * grad_w2
-    return loss
+from fastnn.lecture import lecture_numpy_loop
 
 
 def _parse(argv):
@@ -57,8 +41,7 @@ def _parse(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "bench":
-        from fastnn.bench import main as bench_main
-        return bench_main(argv[1:])
+        return _bench(argv[1:])
     a = _parse(argv)
     for name, v in zip(("N", "D_IN", "H", "D_OUT"), a.sizes):
         if v < 1:
@@ -106,8 +89,8 @@ def main(argv=None):
     n_losses = {}
     v1, v2 = w1.copy(), w2.copy()
     t0 = time.perf_counter()
-    seed_numpy_loop(x, y, v1, v2, a.steps, a.lr, a.print_every,
-                    lambda t, L: n_losses.__setitem__(t, L))
+    lecture_numpy_loop(x, y, v1, v2, a.steps, a.lr, a.print_every,
+                       lambda t, L: n_losses.__setitem__(t, L))
     t_np = time.perf_counter() - t0
 
     print(f"{'step':>6}  {'loss (NumPy seed)':>20}  {'loss (fastnn)':>20}")
@@ -121,8 +104,26 @@ def main(argv=None):
     print(f"steps/second: fastnn {sps_f:,.0f} ({1e3 * t_fast / a.steps:.3f} ms/step), "
           f"NumPy {sps_n:,.0f} ({1e3 * t_np / a.steps:.3f} ms/step); "
           f"fastnn is {sps_f / sps_n:.2f}x the NumPy loop")
-    print("(one run on a possibly shared machine; bench/bench_seed.py gives medians)")
+    print("(one run on a possibly shared machine; bench/bench_lecture.py gives medians)")
     return 0
+
+
+def _bench(argv):
+    """``python -m fastnn bench``: the comparison suite of the repository's
+    bench/ directory (bench/harness), which stays outside the package: it
+    runs from a source checkout."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    bench_dir = os.path.join(root, "bench")
+    if not os.path.isfile(os.path.join(bench_dir, "harness", "suite.py")):
+        raise SystemExit(
+            "python -m fastnn bench: the benchmark suite lives in the bench/ "
+            "directory of the fastnn repository, which this installation does "
+            f"not have (looked in {bench_dir}); run it from a source checkout "
+            "(pip install -e '.[bench]' there)")
+    if bench_dir not in sys.path:
+        sys.path.insert(0, bench_dir)
+    from harness.suite import main as bench_main
+    return bench_main(argv, root=root)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,18 @@ ctypedef fused floating:
     float
     double
 
-ACTIVATIONS = {"identity": FNN_IDENTITY, "sigmoid": FNN_SIGMOID,
-               "tanh": FNN_TANH, "relu": FNN_RELU, "leaky_relu": FNN_LRELU,
-               "elu": FNN_ELU, "maxout": FNN_MAXOUT, "softmax": FNN_SOFTMAX}
+from fastnn.reference import ACTIVATIONS as _ACTIVATION_NAMES, ELEMENTWISE
+
+# activation name -> C code: fastnn.reference.ACTIVATIONS lists the names in
+# the order of these codes (the tests run every name through the kernels and
+# compare with the reference of the same name)
+ACTIVATIONS = dict(zip(_ACTIVATION_NAMES, (
+    FNN_IDENTITY, FNN_SIGMOID, FNN_TANH, FNN_RELU, FNN_LRELU, FNN_ELU,
+    FNN_MAXOUT, FNN_SOFTMAX)))
+if len(ACTIVATIONS) != len(_ACTIVATION_NAMES):
+    raise ImportError("fastnn.reference.ACTIVATIONS does not match the C codes")
 LOSSES = {"sse": FNN_SSE, "mse": FNN_MSE, "bce": FNN_BCE,
           "softmax_ce": FNN_SOFTMAX_CE}
-ELEMENTWISE = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu")
 
 
 cdef int64_t _ld(arr) except -1:

@@ -71,6 +71,9 @@ import zipfile
 
 import numpy as np
 
+from fastnn._train import OPT_KINDS as _OPT_KINDS
+from fastnn.reference import DENSE_ACTIVATIONS
+
 __all__ = ["save", "load", "FormatError", "FORMAT", "VERSION"]
 
 FORMAT = "fastnn-model"
@@ -84,11 +87,12 @@ MAX_PARAMS = 1 << 40
 MAX_NPY_HEADER = 1 << 16
 
 _FLOAT_DTYPES = {"float32": "<f4", "float64": "<f8"}
-_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
-                "softmax")
 _LOSSES = ("mse", "sse", "bce", "softmax_ce")
 _KINDS = ("Network", "MLPClassifier", "MLPRegressor")
-_OPT_KINDS = ("sgd", "momentum", "nesterov", "adam")
+# an estimator's optimizer entry: these floats, and kind, t, solver,
+# lr_schedule, nesterov
+_EST_OPT_FLOATS = ("learning_rate_init", "learning_rate", "momentum", "power_t",
+                   "beta_1", "beta_2", "epsilon")
 
 
 class FormatError(ValueError):
@@ -156,129 +160,138 @@ def _npy_bytes(arr):
 
 
 # ---- writing -----------------------------------------------------------------
+# The models describe themselves (Network._to_state, the estimators'
+# _to_state); this module encodes those descriptions as header entries and
+# arrays.
 
-def _layer_header(layer):
-    if layer.kind == "maxout":
-        return {"type": "maxout", "units": int(layer.units),
-                "pieces": int(layer.pieces), "bias": bool(layer.bias)}
-    return {"type": "dense", "units": int(layer.units),
-            "activation": layer.activation, "alpha": float(layer.alpha),
-            "bias": bool(layer.bias)}
+def _architecture_parts(ns):
+    """(header entries, arrays) of a network description: dtype, n_in,
+    layers, loss and params."""
+    header = {"dtype": ns["dtype"], "n_in": int(ns["n_in"]),
+              "layers": [dict(l) for l in ns["layers"]], "loss": ns["loss"]}
+    return header, {"params": ns["params"]}
 
 
 def _network_parts(net):
     """(header, arrays) describing a built Network."""
-    if not net.built:
+    ns = net._to_state()
+    if ns["n_in"] is None:
         raise ValueError("the network is not built yet: nothing to save")
-    seed = net.seed if isinstance(net.seed, numbers.Integral) else None
-    header = {"dtype": net.dtype.name, "n_in": int(net.n_in),
-              "layers": [_layer_header(l) for l in net.layers],
-              "loss": net.loss_name,
-              "network": {"init": net.init, "seed": None if seed is None else int(seed),
-                          "backend": net.backend}}
-    arrays = {"params": net.params}
-    opt = getattr(net, "_opt_state", None)
+    header, arrays = _architecture_parts(ns)
+    seed = ns["seed"] if isinstance(ns["seed"], numbers.Integral) else None
+    header["network"] = {"init": ns["init"],
+                         "seed": None if seed is None else int(seed),
+                         "backend": ns["backend"]}
+    opt = ns["optimizer"]
     header["optimizer"] = None
     if opt is not None:
         header["optimizer"] = {"kind": opt["kind"], "t": int(opt["t"])}
         arrays["optimizer_vel"] = opt["vel"]
-        if opt.get("sq") is not None:
+        if opt["sq"] is not None:
             arrays["optimizer_sq"] = opt["sq"]
     return header, arrays
 
 
+def _encode_param(k, v):
+    """A constructor parameter as a JSON value."""
+    if k == "hidden_layer_sizes":
+        return [int(h) for h in (v if hasattr(v, "__iter__") else [v])]
+    if k == "activation":
+        return v if isinstance(v, str) else [str(a) for a in v]
+    if k == "dtype":
+        return None if v is None else np.dtype(v).name
+    if k == "random_state":
+        if isinstance(v, numbers.Integral):
+            return int(v)
+        if v is not None:
+            warnings.warn("random_state is a RandomState instance, which a fastnn "
+                          "model file does not store: saved as None", UserWarning,
+                          stacklevel=6)
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, numbers.Real):
+        return _enc_float(v)
+    if not (v is None or isinstance(v, str)):
+        raise TypeError(f"cannot save parameter {k}={v!r}")
+    return v
+
+
+def _optional_float(v):
+    return None if v is None else _enc_float(v)
+
+
+def _stochastic_parts(st, fitted, arrays):
+    """sgd / adam's record and early-stopping state into the header entries
+    `fitted` and `arrays`."""
+    fitted["best_loss_"] = _optional_float(st["best_loss_"])
+    fitted["best_validation_score_"] = _optional_float(st["best_validation_score_"])
+    fitted["no_improvement_count"] = int(st["no_improvement_count"])
+    vs = st["validation_scores_"]
+    fitted["has_validation_scores"] = vs is not None
+    arrays["loss_curve"] = np.asarray(st["loss_curve_"], dtype=np.float64).reshape(-1)
+    if vs is not None:
+        arrays["validation_scores"] = np.asarray(vs, dtype=np.float64).reshape(-1)
+    arrays["best_params"] = st["best_params"]
+
+
+def _label_parts(labels, fitted, arrays):
+    """A classifier's classes and label type into `fitted` and `arrays`
+    (object labels, which must be strings, stored as text)."""
+    classes = np.asarray(labels["classes_"])
+    obj = classes.dtype == object
+    if obj:
+        if not all(isinstance(c, str) for c in classes):
+            raise TypeError("cannot save class labels of mixed or "
+                            f"non-string object types: {classes!r}")
+        classes = classes.astype(str)
+    if classes.dtype.kind not in "biufU":
+        raise TypeError(f"cannot save class labels of dtype {classes.dtype}")
+    arrays["classes"] = classes
+    fitted["classes_object"] = bool(obj)
+    fitted["y_type"] = labels["y_type"]
+    fitted["sparse_input"] = bool(labels["sparse_input"])
+
+
+def _estimator_optimizer_header(opt, arrays):
+    if opt is None:
+        return None
+    h = {k: _enc_float(opt[k]) for k in _EST_OPT_FLOATS}
+    h.update(kind=opt["kind"], t=int(opt["t"]), solver=opt["solver"],
+             lr_schedule=opt["lr_schedule"], nesterov=bool(opt["nesterov"]))
+    if opt["vel"] is not None:
+        arrays["optimizer_vel"] = opt["vel"]
+    if opt["sq"] is not None:
+        arrays["optimizer_sq"] = opt["sq"]
+    return h
+
+
 def _estimator_parts(est):
     from sklearn.utils.validation import check_is_fitted
-    from fastnn.sklearn import MLPClassifier, _Optimizer
     check_is_fitted(est)
-    net = est._get_net()
-    header, arrays = _network_parts(net)
-    del header["network"]
-    header["optimizer"] = None
-    for k in ("optimizer_vel", "optimizer_sq"):
-        arrays.pop(k, None)
-    params = est.get_params(deep=False)
-    enc = {}
-    for k, v in params.items():
-        if k == "hidden_layer_sizes":
-            v = [int(h) for h in (v if hasattr(v, "__iter__") else [v])]
-        elif k == "activation":
-            v = v if isinstance(v, str) else [str(a) for a in v]
-        elif k == "dtype":
-            v = None if v is None else np.dtype(v).name
-        elif k == "random_state":
-            if isinstance(v, numbers.Integral):
-                v = int(v)
-            elif v is not None:
-                warnings.warn("random_state is a RandomState instance, which "
-                              "a fastnn model file does not store: saved as "
-                              "None", UserWarning, stacklevel=3)
-                v = None
-        elif isinstance(v, (bool, np.bool_)):
-            v = bool(v)
-        elif isinstance(v, numbers.Integral):
-            v = int(v)
-        elif isinstance(v, numbers.Real):
-            v = _enc_float(v)
-        elif not (v is None or isinstance(v, str)):
-            raise TypeError(f"cannot save parameter {k}={v!r}")
-        enc[k] = v
-    fitted = {"n_iter_": int(est.n_iter_), "t_": int(est.t_),
-              "loss_": _enc_float(est.loss_), "n_layers_": int(est.n_layers_),
-              "n_outputs_": int(est.n_outputs_),
-              "out_activation_": est.out_activation_,
-              "n_features_in_": int(est.n_features_in_),
-              "hidden_activations": list(est._hidden_acts)}
-    stochastic = hasattr(est, "loss_curve_")
-    fitted["stochastic"] = stochastic
-    if stochastic:
-        fitted["best_loss_"] = (None if est.best_loss_ is None
-                                else _enc_float(est.best_loss_))
-        fitted["best_validation_score_"] = (
-            None if est.best_validation_score_ is None
-            else _enc_float(est.best_validation_score_))
-        fitted["no_improvement_count"] = int(est._no_improvement_count)
-        fitted["has_validation_scores"] = est.validation_scores_ is not None
-        arrays["loss_curve"] = np.asarray(est.loss_curve_, dtype=np.float64).reshape(-1)
-        if est.validation_scores_ is not None:
-            arrays["validation_scores"] = np.asarray(est.validation_scores_,
-                                                     dtype=np.float64).reshape(-1)
-        arrays["best_params"] = np.concatenate(
-            [np.asarray(a, dtype=net.dtype).ravel()
-             for a in est._best_coefs + est._best_intercepts])
-    if hasattr(est, "feature_names_in_"):
-        names = [str(n) for n in est.feature_names_in_]
-        arrays["feature_names"] = np.array(names, dtype=str)
-    if isinstance(est, MLPClassifier):
-        lb = est._label_binarizer
-        classes = np.asarray(est.classes_)
-        obj = classes.dtype == object
-        if obj:
-            if not all(isinstance(c, str) for c in classes):
-                raise TypeError("cannot save class labels of mixed or "
-                                f"non-string object types: {classes!r}")
-            classes = classes.astype(str)
-        if classes.dtype.kind not in "biufU":
-            raise TypeError(f"cannot save class labels of dtype {classes.dtype}")
-        arrays["classes"] = classes
-        fitted["classes_object"] = bool(obj)
-        fitted["y_type"] = lb.y_type_
-        fitted["sparse_input"] = bool(lb.sparse_input_)
-    opt = getattr(est, "_optimizer", None)
-    if isinstance(opt, _Optimizer):
-        header["optimizer"] = {
-            "kind": opt.kind, "t": int(opt.t), "solver": opt.solver,
-            "learning_rate_init": _enc_float(opt.learning_rate_init),
-            "learning_rate": _enc_float(opt.learning_rate),
-            "lr_schedule": opt.lr_schedule, "momentum": _enc_float(opt.momentum),
-            "nesterov": bool(opt.nesterov), "power_t": _enc_float(opt.power_t),
-            "beta_1": _enc_float(opt.beta_1), "beta_2": _enc_float(opt.beta_2),
-            "epsilon": _enc_float(opt.epsilon)}
-        if opt.vel is not None:
-            arrays["optimizer_vel"] = opt.vel
-        if opt.sq is not None:
-            arrays["optimizer_sq"] = opt.sq
-    header["estimator"] = {"params": enc, "fitted": fitted}
+    state = est._to_state()
+    f = state["fitted"]
+    header, arrays = _architecture_parts(f["network"])
+    fitted = {"n_iter_": int(f["n_iter_"]), "t_": int(f["t_"]),
+              "loss_": _enc_float(f["loss_"]), "n_layers_": int(f["n_layers_"]),
+              "n_outputs_": int(f["n_outputs_"]),
+              "out_activation_": f["out_activation_"],
+              "n_features_in_": int(f["n_features_in_"]),
+              "hidden_activations": list(f["hidden_activations"]),
+              "stochastic": f["stochastic"] is not None}
+    if f["stochastic"] is not None:
+        _stochastic_parts(f["stochastic"], fitted, arrays)
+    if f["feature_names_in_"] is not None:
+        arrays["feature_names"] = np.array([str(n) for n in f["feature_names_in_"]],
+                                           dtype=str)
+    if f["labels"] is not None:
+        _label_parts(f["labels"], fitted, arrays)
+    header["optimizer"] = _estimator_optimizer_header(f["optimizer"], arrays)
+    header["estimator"] = {"params": {k: _encode_param(k, v)
+                                      for k, v in state["params"].items()},
+                           "fitted": fitted}
     return header, arrays
 
 
@@ -404,6 +417,10 @@ def _parse_npy(data, spec, name):
 
 
 def _check_layers(header):
+    """(n_in, layers, n_params, loss) from the header, each layer as the
+    dict Network._to_state uses, checked before anything is sized from
+    them: known types and activations, sizes in range, the parameter count
+    bounded."""
     n_in = _int(header["n_in"], "n_in", 1, MAX_UNITS)
     layers = header["layers"]
     if not isinstance(layers, list) or not 1 <= len(layers) <= MAX_LAYERS:
@@ -418,14 +435,11 @@ def _check_layers(header):
         kind = _choice(l.get("type"), f"{what}.type", ("dense", "maxout"))
         if kind == "dense":
             _obj(l, what, ("type", "units", "activation", "alpha", "bias"))
-            act = _choice(l["activation"], f"{what}.activation", _ACTIVATIONS)
-            if act == "softmax" and i != len(layers) - 1:
-                _fail(f"{what}: softmax is for the output layer only")
-            alpha = _dec_float(l["alpha"], f"{what}.alpha", allow_nonfinite=False)
+            _choice(l["activation"], f"{what}.activation", DENSE_ACTIVATIONS)
+            _dec_float(l["alpha"], f"{what}.alpha", allow_nonfinite=False)
             pieces = 1
         else:
             _obj(l, what, ("type", "units", "pieces", "bias"))
-            act, alpha = "maxout", 0.0
             pieces = _int(l["pieces"], f"{what}.pieces", 1, MAX_PIECES)
         units = _int(l["units"], f"{what}.units", 1, MAX_UNITS)
         if not isinstance(l["bias"], bool):
@@ -435,22 +449,10 @@ def _check_layers(header):
         n_b += cols if l["bias"] else 0
         if n_w + n_b > MAX_PARAMS:
             _fail(f"the layers declare more than {MAX_PARAMS} parameters")
-        out.append((kind, units, act, alpha, pieces, l["bias"], fan_in))
+        out.append(dict(l))
         fan_in = units
     loss = _choice(header["loss"], "loss", _LOSSES)
     return n_in, out, n_w + n_b, loss
-
-
-def _build_network(n_in, layers, loss, dtype, net_meta=None):
-    from fastnn.nn import Dense, Maxout, Network
-    objs = []
-    for kind, units, act, alpha, pieces, bias, _ in layers:
-        if kind == "maxout":
-            objs.append(Maxout(units, pieces, bias=bias))
-        else:
-            objs.append(Dense(units, act, bias=bias, alpha=alpha))
-    kw = {} if net_meta is None else dict(net_meta)
-    return Network(objs, loss=loss, n_in=n_in, dtype=dtype, **kw)
 
 
 def load(path):
@@ -549,51 +551,65 @@ def _check_no_extra(arrays, allowed):
 
 
 def _construct(header, arrays):
+    """The model a checked archive describes: header and arrays decoded into
+    the model's _to_state() description (every entry type- and range-
+    checked here), which the model class rebuilds itself from (checking
+    that it makes sense: FormatError through load)."""
     kind = _choice(header["kind"], "kind", _KINDS)
     dtype = _choice(header["dtype"], "dtype", tuple(_FLOAT_DTYPES))
     n_in, layers, n_params, loss = _check_layers(header)
-    params = _float_array(arrays, "params", dtype, n_params)
+    arch = {"layers": layers, "loss": loss, "dtype": dtype, "n_in": n_in,
+            "params": _float_array(arrays, "params", dtype, n_params)}
     if kind == "Network":
-        if "estimator" in header or "network" not in header:
-            _fail("a Network file has a 'network' entry and no 'estimator'")
-        net_meta = _obj(header["network"], "network", ("init", "seed", "backend"))
-        _choice(net_meta["init"], "network.init", ("normal", "glorot", "he"))
-        _int(net_meta["seed"], "network.seed", 0, (1 << 128), allow_none=True)
-        _choice(net_meta["backend"], "network.backend", ("native", "reference"))
-        _check_no_extra(arrays, ("params", "optimizer_vel", "optimizer_sq"))
-        net = _build_network(n_in, layers, loss, dtype, net_meta)
-        net.params[...] = params
-        opt = header["optimizer"]
-        if opt is not None:
-            _obj(opt, "optimizer", ("kind", "t"))
-            k = _choice(opt["kind"], "optimizer.kind", _OPT_KINDS)
-            t = _int(opt["t"], "optimizer.t", 0, 1 << 62)
-            vel = _float_array(arrays, "optimizer_vel", dtype, n_params)
-            sq = _float_array(arrays, "optimizer_sq", dtype, n_params,
-                              required=k == "adam")
-            if k != "adam" and sq is not None:
-                _fail("optimizer_sq belongs to adam only")
-            net._opt_state = {"kind": k, "vel": vel, "sq": sq, "t": t}
-        elif "optimizer_vel" in arrays or "optimizer_sq" in arrays:
-            _fail("optimizer arrays without optimizer state")
-        return net
-    return _construct_estimator(kind, header, arrays, n_in, layers, loss, dtype,
-                                params, n_params)
+        return _construct_network(header, arrays, arch, n_params)
+    return _construct_estimator(kind, header, arrays, arch, n_params)
 
 
-def _construct_estimator(kind, header, arrays, n_in, layers, loss, dtype, params,
-                         n_params):
-    from fastnn import sklearn as fsk
-    if "network" in header or "estimator" not in header:
-        _fail("an estimator file has an 'estimator' entry and no 'network'")
-    est_h = _obj(header["estimator"], "estimator", ("params", "fitted"))
-    cls = getattr(fsk, kind)
-    p = dict(_obj(est_h["params"], "estimator.params",
-                  tuple(cls().get_params(deep=False))))
+def _construct_network(header, arrays, arch, n_params):
+    from fastnn.nn import Network
+    if "estimator" in header or "network" not in header:
+        _fail("a Network file has a 'network' entry and no 'estimator'")
+    meta = _obj(header["network"], "network", ("init", "seed", "backend"))
+    _int(meta["seed"], "network.seed", 0, (1 << 128), allow_none=True)
+    _check_no_extra(arrays, ("params", "optimizer_vel", "optimizer_sq"))
+    dtype = arch["dtype"]
+    opt = header["optimizer"]
+    if opt is not None:
+        _obj(opt, "optimizer", ("kind", "t"))
+        opt = {"kind": _choice(opt["kind"], "optimizer.kind", tuple(_OPT_KINDS)),
+               "t": _int(opt["t"], "optimizer.t", 0, 1 << 62),
+               "vel": _float_array(arrays, "optimizer_vel", dtype, n_params),
+               "sq": _float_array(arrays, "optimizer_sq", dtype, n_params,
+                                  required=False)}
+    elif "optimizer_vel" in arrays or "optimizer_sq" in arrays:
+        _fail("optimizer arrays without optimizer state")
+    # the file does not hold the training history
+    return Network._from_state(dict(arch, init=meta["init"], seed=meta["seed"],
+                                    backend=meta["backend"], optimizer=opt,
+                                    history=None))
+
+
+# ---- estimators --------------------------------------------------------------------
+
+_FIT_KEYS = ("n_iter_", "t_", "loss_", "n_layers_", "n_outputs_",
+             "out_activation_", "n_features_in_", "hidden_activations",
+             "stochastic")
+_STOCHASTIC_KEYS = ("best_loss_", "best_validation_score_", "no_improvement_count",
+                    "has_validation_scores")
+_LABEL_KEYS = ("classes_object", "y_type", "sparse_input")
+
+
+def _bool(v, what):
+    if not isinstance(v, bool):
+        _fail(f"{what} must be true or false")
+    return v
+
+
+def _decode_params(cls, p):
+    """The constructor parameters of `cls` from the header's JSON values."""
+    p = dict(_obj(p, "estimator.params", tuple(cls().get_params(deep=False))))
     if isinstance(p["hidden_layer_sizes"], list):
         p["hidden_layer_sizes"] = tuple(p["hidden_layer_sizes"])
-    if isinstance(p["activation"], list):
-        p["activation"] = list(p["activation"])
     if p["dtype"] is not None:
         p["dtype"] = np.dtype(_choice(p["dtype"], "dtype", tuple(_FLOAT_DTYPES))).type
     for k in ("alpha", "learning_rate_init", "power_t", "tol", "momentum",
@@ -601,178 +617,120 @@ def _construct_estimator(kind, header, arrays, n_in, layers, loss, dtype, params
         p[k] = _dec_float(p[k], f"estimator.params.{k}", allow_nonfinite=False)
     if isinstance(p["n_iter_no_change"], str):
         p["n_iter_no_change"] = _dec_float(p["n_iter_no_change"], "n_iter_no_change")
-    est = cls(**p)
-    est._validate_params()        # InvalidParameterError is a ValueError
+    return p
 
-    fit_keys = ["n_iter_", "t_", "loss_", "n_layers_", "n_outputs_",
-                "out_activation_", "n_features_in_", "hidden_activations",
-                "stochastic"]
-    opt_keys = ["best_loss_", "best_validation_score_", "no_improvement_count",
-                "has_validation_scores"]
-    clf_keys = ["classes_object", "y_type", "sparse_input"]
-    f = _obj(est_h["fitted"], "estimator.fitted", fit_keys,
-             opt_keys + clf_keys)
-    is_clf = kind == "MLPClassifier"
-    if is_clf != all(k in f for k in clf_keys) or (
-            not is_clf and any(k in f for k in clf_keys)):
-        _fail("classifier entries do not match the estimator kind")
-    if not isinstance(f["stochastic"], bool):
-        _fail("estimator.fitted.stochastic must be true or false")
-    if f["stochastic"] != all(k in f for k in opt_keys) or (
-            not f["stochastic"] and any(k in f for k in opt_keys)):
-        _fail("stochastic-solver entries do not match 'stochastic'")
 
-    # the layers must be exactly what the estimator builds
+def _decode_fitted(f, arch):
+    """The fitted state's scalar entries, type- and range-checked."""
     acts = f["hidden_activations"]
-    if not isinstance(acts, list) or len(acts) != len(layers) - 1:
-        _fail("hidden_activations must list one activation per hidden layer")
-    from fastnn.sklearn import HIDDEN_ACTIVATIONS, MAXOUT_PIECES, _OUTPUTS
-    for i, a in enumerate(acts):
-        _choice(a, f"hidden_activations[{i}]", tuple(HIDDEN_ACTIVATIONS))
-        kind_i, units, act, alpha, pieces, bias, _ = layers[i]
-        want = HIDDEN_ACTIVATIONS[a]
-        if want == "maxout":
-            ok = kind_i == "maxout" and pieces == MAXOUT_PIECES
-        else:
-            ok = kind_i == "dense" and act == want
-        if not ok or not bias:
-            _fail(f"layers[{i}] does not match hidden activation {a!r}")
-    out_act = _choice(f["out_activation_"], "out_activation_", tuple(_OUTPUTS))
-    kind_o, n_out, act_o, _, _, bias_o, _ = layers[-1]
-    if (kind_o, act_o, bias_o) != ("dense", _OUTPUTS[out_act][0], True) or \
-            loss != _OUTPUTS[out_act][1]:
-        _fail(f"the output layer does not match out_activation_ {out_act!r}")
-    if is_clf == (out_act in ("identity", "exp")):
-        _fail(f"out_activation_ {out_act!r} does not fit a {kind}")
-    if not is_clf and (out_act == "exp") != (p["loss"] == "poisson"):
-        _fail("out_activation_ does not match the loss parameter")
-    if _int(f["n_outputs_"], "n_outputs_", 1, MAX_UNITS) != n_out:
-        _fail("n_outputs_ does not match the output layer")
-    if _int(f["n_layers_"], "n_layers_", 2, MAX_LAYERS + 1) != len(layers) + 1:
-        _fail("n_layers_ does not match the layers")
-    if _int(f["n_features_in_"], "n_features_in_", 1, MAX_UNITS) != n_in:
-        _fail("n_features_in_ does not match n_in")
+    if not isinstance(acts, list) or not all(isinstance(a, str) for a in acts):
+        _fail("hidden_activations must be a list of names")
+    out_act = f["out_activation_"]
+    if not isinstance(out_act, str):
+        _fail(f"out_activation_ must be a name, got {out_act!r}")
+    return {"n_iter_": _int(f["n_iter_"], "n_iter_", 0, 1 << 62),
+            "t_": _int(f["t_"], "t_", 0, 1 << 62),
+            "loss_": _dec_float(f["loss_"], "loss_"),
+            "n_layers_": _int(f["n_layers_"], "n_layers_", 2, MAX_LAYERS + 1),
+            "n_outputs_": _int(f["n_outputs_"], "n_outputs_", 1, MAX_UNITS),
+            "out_activation_": out_act,
+            "n_features_in_": _int(f["n_features_in_"], "n_features_in_", 1,
+                                   MAX_UNITS),
+            "hidden_activations": acts, "network": arch}
+
+
+def _decode_stochastic(f, arrays, dtype, n_params):
+    vs = None
+    if _bool(f["has_validation_scores"], "has_validation_scores"):
+        if "validation_scores" not in arrays:
+            _fail("validation_scores are missing")
+        vs = _float_array(arrays, "validation_scores", "float64",
+                          len(arrays["validation_scores"]), finite=False).tolist()
+    curve = _float_array(arrays, "loss_curve", "float64",
+                         len(arrays.get("loss_curve", ())), finite=False)
+    return {"loss_curve_": curve.tolist(),
+            "best_loss_": _dec_float(f["best_loss_"], "best_loss_", allow_none=True),
+            "best_validation_score_": _dec_float(
+                f["best_validation_score_"], "best_validation_score_",
+                allow_none=True),
+            "validation_scores_": vs,
+            "no_improvement_count": _int(f["no_improvement_count"],
+                                         "no_improvement_count", 0, 1 << 62),
+            "best_params": _float_array(arrays, "best_params", dtype, n_params)}
+
+
+def _decode_labels(f, arrays):
+    if "classes" not in arrays:
+        _fail("a classifier file needs its classes")
+    classes = arrays["classes"]
+    if _bool(f["classes_object"], "classes_object"):
+        if classes.dtype.kind != "U":
+            _fail("object class labels are stored as strings")
+        classes = np.array(classes.tolist(), dtype=object)
+    return {"classes_": classes, "y_type": _choice(
+                f["y_type"], "y_type", ("binary", "multiclass",
+                                        "multilabel-indicator")),
+            "sparse_input": _bool(f["sparse_input"], "sparse_input")}
+
+
+def _decode_estimator_optimizer(h, arrays, dtype, n_params):
+    if h is None:
+        if "optimizer_vel" in arrays or "optimizer_sq" in arrays:
+            _fail("optimizer arrays without optimizer state")
+        return None
+    _obj(h, "optimizer", ("kind", "t", "solver", "lr_schedule", "nesterov")
+         + _EST_OPT_FLOATS)
+    opt = {k: _dec_float(h[k], f"optimizer.{k}", allow_nonfinite=False)
+           for k in _EST_OPT_FLOATS}
+    opt.update(
+        kind=_choice(h["kind"], "optimizer.kind", tuple(_OPT_KINDS)),
+        t=_int(h["t"], "optimizer.t", 0, 1 << 62),
+        solver=_choice(h["solver"], "optimizer.solver", ("sgd", "adam")),
+        lr_schedule=_choice(h["lr_schedule"], "optimizer.lr_schedule",
+                            ("constant", "invscaling", "adaptive")),
+        nesterov=_bool(h["nesterov"], "optimizer.nesterov"),
+        vel=_float_array(arrays, "optimizer_vel", dtype, n_params, required=False),
+        sq=_float_array(arrays, "optimizer_sq", dtype, n_params, required=False))
+    return opt
+
+
+def _construct_estimator(kind, header, arrays, arch, n_params):
+    from fastnn import sklearn as fsk
+    if "network" in header or "estimator" not in header:
+        _fail("an estimator file has an 'estimator' entry and no 'network'")
+    est_h = _obj(header["estimator"], "estimator", ("params", "fitted"))
+    cls = getattr(fsk, kind)
+    params = _decode_params(cls, est_h["params"])
+    f = _obj(est_h["fitted"], "estimator.fitted", _FIT_KEYS,
+             _STOCHASTIC_KEYS + _LABEL_KEYS)
+    is_clf = kind == "MLPClassifier"
+    if any(k in f for k in _LABEL_KEYS) and not (
+            is_clf and all(k in f for k in _LABEL_KEYS)) or \
+            (is_clf and not all(k in f for k in _LABEL_KEYS)):
+        _fail("classifier entries do not match the estimator kind")
+    stochastic = _bool(f["stochastic"], "estimator.fitted.stochastic")
+    if any(k in f for k in _STOCHASTIC_KEYS) and not stochastic or \
+            stochastic and not all(k in f for k in _STOCHASTIC_KEYS):
+        _fail("stochastic-solver entries do not match 'stochastic'")
 
     allowed = {"params", "feature_names", "optimizer_vel", "optimizer_sq"}
     if is_clf:
         allowed.add("classes")
-    if f["stochastic"]:
+    if stochastic:
         allowed |= {"loss_curve", "best_params"}
         if f["has_validation_scores"]:
             allowed.add("validation_scores")
     _check_no_extra(arrays, allowed)
 
-    est.n_iter_ = _int(f["n_iter_"], "n_iter_", 0, 1 << 62)
-    est.t_ = _int(f["t_"], "t_", 0, 1 << 62)
-    est.loss_ = _dec_float(f["loss_"], "loss_")
-    est.n_layers_ = len(layers) + 1
-    est.n_outputs_ = n_out
-    est.out_activation_ = out_act
-    est.n_features_in_ = n_in
-    if "feature_names" in arrays:
-        names = arrays["feature_names"]
-        if names.dtype.kind != "U" or names.shape != (n_in,):
-            _fail("feature_names must be n_in strings")
-        est.feature_names_in_ = np.array(names.tolist(), dtype=object)
-
-    if is_clf:
-        from sklearn.preprocessing import LabelBinarizer
-        if "classes" not in arrays:
-            _fail("a classifier file needs its classes")
-        classes = arrays["classes"]
-        if classes.ndim != 1 or classes.size < 1:
-            _fail("classes must be a non-empty 1-D array")
-        if len(np.unique(classes)) != classes.size or not (
-                np.all(classes[:-1] < classes[1:]) if classes.size > 1 else True):
-            _fail("classes must be sorted and distinct")
-        if not isinstance(f["classes_object"], bool) or \
-                not isinstance(f["sparse_input"], bool):
-            _fail("classes_object / sparse_input must be true or false")
-        if f["classes_object"]:
-            if classes.dtype.kind != "U":
-                _fail("object class labels are stored as strings")
-            classes = np.array(classes.tolist(), dtype=object)
-        y_type = _choice(f["y_type"], "y_type",
-                         ("binary", "multiclass", "multilabel-indicator"))
-        k = classes.size
-        want = {"binary": (1, "logistic"), "multiclass": (k, "softmax"),
-                "multilabel-indicator": (k, "logistic")}[y_type]
-        if y_type == "binary" and k > 2 or y_type == "multiclass" and k < 3:
-            _fail(f"{k} classes do not make a {y_type} problem")
-        if (n_out, out_act) != want:
-            _fail(f"{y_type} with {k} classes needs {want[0]} {want[1]} outputs, "
-                  f"the file has {n_out} {out_act}")
-        lb = LabelBinarizer()
-        lb.classes_, lb.y_type_, lb.sparse_input_ = classes, y_type, f["sparse_input"]
-        est._label_binarizer = lb
-        est.classes_ = classes
-
-    if f["stochastic"]:
-        est.loss_curve_ = [float(v) for v in _float_array(
-            arrays, "loss_curve", "float64", len(arrays.get("loss_curve", ())),
-            finite=False)]
-        est.best_loss_ = _dec_float(f["best_loss_"], "best_loss_", allow_none=True)
-        est.best_validation_score_ = _dec_float(
-            f["best_validation_score_"], "best_validation_score_", allow_none=True)
-        est._no_improvement_count = _int(f["no_improvement_count"],
-                                         "no_improvement_count", 0, 1 << 62)
-        if not isinstance(f["has_validation_scores"], bool):
-            _fail("has_validation_scores must be true or false")
-        est.validation_scores_ = None
-        if f["has_validation_scores"]:
-            vs = arrays.get("validation_scores")
-            if vs is None:
-                _fail("validation_scores are missing")
-            est.validation_scores_ = [float(v) for v in _float_array(
-                arrays, "validation_scores", "float64", len(vs), finite=False)]
-    net = _build_network(n_in, layers, loss, dtype)
-    net.params[...] = params
-    est._set_net(net, acts)
-    if f["stochastic"]:
-        best = _float_array(arrays, "best_params", dtype, n_params)
-        # best_params follows the packed order: coefs then intercepts
-        parts, off = [], 0
-        for a in est.coefs_ + est.intercepts_:
-            parts.append(best[off:off + a.size].reshape(a.shape).copy())
-            off += a.size
-        nl = len(est.coefs_)
-        est._best_coefs, est._best_intercepts = parts[:nl], parts[nl:]
-    est._optimizer = _load_optimizer(header["optimizer"], arrays, dtype, n_params)
-    if est._optimizer is None:
-        del est._optimizer
-    return est
-
-
-def _load_optimizer(h, arrays, dtype, n_params):
-    from fastnn.sklearn import _Optimizer
-    if h is None:
-        if "optimizer_vel" in arrays or "optimizer_sq" in arrays:
-            _fail("optimizer arrays without optimizer state")
-        return None
-    keys = ("kind", "t", "solver", "learning_rate_init", "learning_rate",
-            "lr_schedule", "momentum", "nesterov", "power_t", "beta_1", "beta_2",
-            "epsilon")
-    _obj(h, "optimizer", keys)
-    solver = _choice(h["solver"], "optimizer.solver", ("sgd", "adam"))
-    sched = _choice(h["lr_schedule"], "optimizer.lr_schedule",
-                    ("constant", "invscaling", "adaptive"))
-    if not isinstance(h["nesterov"], bool):
-        _fail("optimizer.nesterov must be true or false")
-    fl = {k: _dec_float(h[k], f"optimizer.{k}", allow_nonfinite=False)
-          for k in ("learning_rate_init", "learning_rate", "momentum", "power_t",
-                    "beta_1", "beta_2", "epsilon")}
-    opt = _Optimizer(solver, 0, dtype, fl["learning_rate_init"], sched,
-                     fl["momentum"], h["nesterov"], fl["power_t"], fl["beta_1"],
-                     fl["beta_2"], fl["epsilon"])
-    if _choice(h["kind"], "optimizer.kind", _OPT_KINDS) != opt.kind:
-        _fail("optimizer.kind does not match its parameters")
-    opt.learning_rate = fl["learning_rate"]
-    opt.t = _int(h["t"], "optimizer.t", 0, 1 << 62)
-    opt.vel = _float_array(arrays, "optimizer_vel", dtype, n_params,
-                           required=opt.kind != "sgd")
-    opt.sq = _float_array(arrays, "optimizer_sq", dtype, n_params,
-                          required=opt.kind == "adam")
-    if (opt.kind == "sgd" and opt.vel is not None) or \
-            (opt.kind != "adam" and opt.sq is not None):
-        _fail("optimizer arrays do not match optimizer.kind")
-    return opt
+    dtype = arch["dtype"]
+    fitted = _decode_fitted(f, arch)
+    names = arrays.get("feature_names")
+    if names is not None and (names.dtype.kind != "U" or names.ndim != 1):
+        _fail("feature_names must be strings")
+    fitted["feature_names_in_"] = names
+    fitted["stochastic"] = (_decode_stochastic(f, arrays, dtype, n_params)
+                            if stochastic else None)
+    fitted["labels"] = _decode_labels(f, arrays) if is_clf else None
+    fitted["optimizer"] = _decode_estimator_optimizer(header["optimizer"], arrays,
+                                                      dtype, n_params)
+    return cls._from_state({"params": params, "fitted": fitted}, check_params=True)

@@ -8,13 +8,14 @@ fan_out, so ``Z = X @ W + b`` as in the seed) and ``b`` are views into it;
 L2 decay run as one loop over that prefix.
 """
 import contextlib
+import copy
 import math
 import threading
 
 import numpy as np
 
 from fastnn import reference as ref
-from fastnn._kernels import ACTIVATIONS, ELEMENTWISE, LOSSES
+from fastnn._kernels import ACTIVATIONS, LOSSES
 from fastnn._validation import (check_matrix, check_positive_int, check_real,
                                 check_sample_weight, check_targets)
 
@@ -31,9 +32,9 @@ def _act_name(act):
     if not isinstance(act, str):
         raise TypeError(f"activation must be a string, got {act!r}")
     a = _ACT_ALIASES.get(act.lower(), act.lower())
-    if a not in ELEMENTWISE and a != "softmax":
+    if a not in ref.DENSE_ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; expected one of "
-                         f"{ELEMENTWISE + ('softmax',)}")
+                         f"{ref.DENSE_ACTIVATIONS}")
     return a
 
 
@@ -74,6 +75,11 @@ class Dense:
         return (f"Dense({self.units}, activation={self.activation!r}"
                 f"{extra}, bias={self.bias})")
 
+    def _to_state(self):
+        return {"type": "dense", "units": int(self.units),
+                "activation": self.activation, "alpha": float(self.alpha),
+                "bias": bool(self.bias)}
+
 
 class Maxout:
     """A maxout layer: unit j outputs max over p of ``X @ W[:, j*pieces+p] +
@@ -93,6 +99,20 @@ class Maxout:
 
     def __repr__(self):
         return f"Maxout({self.units}, pieces={self.pieces}, bias={self.bias})"
+
+    def _to_state(self):
+        return {"type": "maxout", "units": int(self.units),
+                "pieces": int(self.pieces), "bias": bool(self.bias)}
+
+
+def _layer_from_state(d):
+    """The Dense or Maxout a layer's _to_state() describes."""
+    if not isinstance(d, dict) or d.get("type") not in ("dense", "maxout"):
+        raise ValueError(f"a layer is described by a dict with type 'dense' or "
+                         f"'maxout', got {d!r}")
+    if d["type"] == "maxout":
+        return Maxout(d["units"], d["pieces"], bias=d["bias"])
+    return Dense(d["units"], d["activation"], bias=d["bias"], alpha=d["alpha"])
 
 
 class Network:
@@ -182,7 +202,13 @@ class Network:
             if n_in != self.n_in:
                 raise ValueError(f"network already built for {self.n_in} inputs")
             return self
-        n_in = check_positive_int(n_in, "n_in")
+        self._allocate(check_positive_int(n_in, "n_in"))
+        self._initialize()
+        return self
+
+    def _allocate(self, n_in):
+        """The layout for n_in inputs: params and grads (zeros), the layers'
+        views into them and the compiled core; the weights not initialized."""
         fan_in, w_off, shapes = n_in, 0, []
         for l in self.layers:
             cols = l.units * l.pieces
@@ -204,14 +230,12 @@ class Network:
             l.dW = self.grads[wo:wo + fi * cols].reshape(fi, cols)
             l.db = self.grads[bo:bo + cols] if bo >= 0 else None
             self._layout.append((fi, l.units, wo, bo))
-        self._initialize()
         if self.backend == "native":
             from fastnn._train import NetCore
             specs = [(fi, l.units, ACTIVATIONS[l.activation], l.pieces, l.alpha, wo, bo)
                      for l, (fi, _, wo, bo) in zip(self.layers, self._layout)]
             self._core = NetCore(specs, LOSSES[self.loss_name], self.params,
                                  self.grads, n_weights)
-        return self
 
     def _initialize(self):
         rng = np.random.default_rng(self.seed)
@@ -246,6 +270,118 @@ class Network:
             if len(shape) != 2 or shape[1] < 1:
                 check_matrix(X, self.dtype)   # raises the precise error
             self.build(shape[1])
+
+    # ---- state: what fastnn.save writes and pickling / deepcopy carry -------
+
+    # the attributes _set_state makes; any others are the user's own, and
+    # pickling carries them as they are
+    _STATE_ATTRS = frozenset((
+        "layers", "loss_name", "dtype", "init", "seed", "backend", "n_in",
+        "params", "grads", "n_weights", "n_params", "_layout", "_core",
+        "_ref_lock", "history", "_opt_state"))
+
+    def _to_state(self):
+        """The network as plain data, the one description that fastnn.save
+        (through fastnn.io) and pickling / deepcopy both use:
+
+            layers     one dict per layer: {"type": "dense", "units",
+                       "activation", "alpha", "bias"} or {"type": "maxout",
+                       "units", "pieces", "bias"}
+            loss, dtype (name), init, seed, backend   as given to Network
+            n_in, params    None if not built; params the flat buffer
+            optimizer  None, or the training state fit continues from:
+                       {"kind", "t", "vel", "sq"} (vel / sq in the params
+                       layout, sq None but for adam)
+            history    the last fit's History, or None
+
+        grads is not part of it: it is scratch that the next loss_and_grad
+        fills.  Arrays are the network's own, not copies."""
+        opt = self._opt_state
+        if opt is not None:
+            opt = {"kind": opt["kind"], "t": int(opt["t"]), "vel": opt["vel"],
+                   "sq": opt.get("sq")}
+        return {"layers": [l._to_state() for l in self.layers],
+                "loss": self.loss_name, "dtype": self.dtype.name,
+                "init": self.init, "seed": self.seed, "backend": self.backend,
+                "n_in": self.n_in, "params": self.params, "optimizer": opt,
+                "history": self.history}
+
+    @classmethod
+    def _from_state(cls, state):
+        """A new Network from a _to_state() description; ValueError or
+        TypeError if the description is inconsistent.  Arrays are copied."""
+        net = cls.__new__(cls)
+        net._set_state(state)
+        return net
+
+    def _set_state(self, state):
+        layers = [_layer_from_state(d) for d in state["layers"]]
+        Network.__init__(self, layers, loss=state["loss"], dtype=state["dtype"],
+                         init=state["init"], seed=state["seed"],
+                         backend=state["backend"])
+        n_in, params, opt = state["n_in"], state["params"], state["optimizer"]
+        if n_in is None:
+            if params is not None or opt is not None:
+                raise ValueError("a network that is not built has no parameters "
+                                 "or optimizer state")
+        else:
+            self._allocate(check_positive_int(n_in, "n_in"))
+            self.params[...] = self._state_array(params, "params")
+            if opt is not None:
+                self._opt_state = self._opt_from_state(opt)
+        self.history = state.get("history")
+
+    def _state_array(self, a, name):
+        """`a` checked to be a 1-D array of the params' dtype and size."""
+        if not isinstance(a, np.ndarray) or a.dtype != self.dtype \
+                or a.shape != self.params.shape:
+            what = (f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray)
+                    else type(a).__name__)
+            raise ValueError(f"{name} must be {self.dtype} of shape "
+                             f"{self.params.shape}, got {what}")
+        return a
+
+    def _opt_from_state(self, opt):
+        from fastnn._train import OPT_KINDS
+        kind = opt["kind"]
+        if kind not in OPT_KINDS:
+            raise ValueError(f"unknown optimizer kind {kind!r}; expected one of "
+                             f"{tuple(OPT_KINDS)}")
+        t = opt["t"]
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
+            raise ValueError(f"the optimizer's step count t must be an integer "
+                             f">= 0, got {t!r}")
+        sq = opt.get("sq")
+        if (sq is not None) != (kind == "adam"):
+            raise ValueError("the optimizer's second moments (sq) belong to adam, "
+                             f"and adam only: kind {kind!r}, sq "
+                             f"{'given' if sq is not None else 'missing'}")
+        vel = self._state_array(opt["vel"], "the optimizer's vel").copy()
+        if sq is not None:
+            sq = self._state_array(sq, "the optimizer's sq").copy()
+        return {"kind": kind, "vel": vel, "sq": sq, "t": int(t)}
+
+    def __getstate__(self):
+        extra = {k: v for k, v in self.__dict__.items() if k not in self._STATE_ATTRS}
+        return {"fastnn_network": self._to_state(), "extra": extra}
+
+    def __setstate__(self, state):
+        self._set_state(state["fastnn_network"])
+        self.__dict__.update(state["extra"])
+
+    def __deepcopy__(self, memo):
+        # the arrays are copied once, by _set_state; the rest (history,
+        # a Generator given as seed, the user's attributes) deep-copied
+        state = self._to_state()
+        arrays = {"params": state.pop("params"), "optimizer": state.pop("optimizer")}
+        state = copy.deepcopy(state, memo)
+        state.update(arrays)
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new._set_state(state)
+        extra = {k: v for k, v in self.__dict__.items() if k not in self._STATE_ATTRS}
+        new.__dict__.update(copy.deepcopy(extra, memo))
+        return new
 
     # ---- parameters -------------------------------------------------------
 

@@ -9,7 +9,14 @@ baseline the benchmarks measure next to the seed loop.
 """
 import numpy as np
 
+# The activations, by name: the one list fastnn's modules, its file format
+# and its tests take them from (fastnn._kernels binds these names to the C
+# codes of csrc/fastnn.h, in this order).  ELEMENTWISE act on each value
+# alone; a Dense layer takes those or softmax (output layers only); maxout is
+# a layer kind of its own (Maxout).
 ELEMENTWISE = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu")
+DENSE_ACTIVATIONS = ELEMENTWISE + ("softmax",)
+ACTIVATIONS = ELEMENTWISE + ("maxout", "softmax")
 
 
 def _f64(a):

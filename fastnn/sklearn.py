@@ -113,6 +113,14 @@ _NONFINITE_MSG = ("Solver produced non-finite parameter weights. The input data 
                   "may contain large values and need to be preprocessed.")
 
 
+def _hidden_layer(units, activation):
+    """The fastnn layer of a hidden layer with scikit-learn's activation
+    name (or fastnn's additions)."""
+    from fastnn.nn import Dense, Maxout
+    f = HIDDEN_ACTIVATIONS[activation]
+    return Maxout(units, MAXOUT_PIECES) if f == "maxout" else Dense(units, f)
+
+
 def _poisson_loss(y_true, y_pred, sample_weight=None):
     """scikit-learn's half Poisson deviance (neural_network/_base.py)."""
     return np.average(xlogy(y_true, y_true / y_pred) - y_true + y_pred,
@@ -205,6 +213,49 @@ class _Optimizer:
         self.sq = np.zeros(n_params, dtype) if self.kind == "adam" else None
         self.t = 0
 
+    _FLOATS = ("learning_rate_init", "learning_rate", "momentum", "power_t",
+               "beta_1", "beta_2", "epsilon")
+
+    def _to_state(self):
+        """The optimizer as plain data (arrays its own, not copies): solver,
+        lr_schedule, nesterov, the float hyper-parameters and the current
+        learning_rate (_FLOATS), kind, step count t, and vel / sq in the
+        params layout (None where the kind has none)."""
+        state = {k: getattr(self, k) for k in self._FLOATS}
+        state.update(solver=self.solver, lr_schedule=self.lr_schedule,
+                     nesterov=bool(self.nesterov), kind=self.kind, t=int(self.t),
+                     vel=self.vel, sq=self.sq)
+        return state
+
+    @classmethod
+    def _from_state(cls, state, n_params, dtype):
+        """The optimizer a _to_state() describes, for n_params parameters of
+        dtype (arrays copied); ValueError if the description is inconsistent."""
+        opt = cls(state["solver"], 0, dtype, state["learning_rate_init"],
+                  state["lr_schedule"], state["momentum"], state["nesterov"],
+                  state["power_t"], state["beta_1"], state["beta_2"],
+                  state["epsilon"])
+        if state["kind"] != opt.kind:
+            raise ValueError(f"optimizer.kind {state['kind']!r} does not match its "
+                             f"parameters (which make {opt.kind!r})")
+        opt.learning_rate = state["learning_rate"]
+        t = state["t"]
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
+            raise ValueError(f"optimizer.t must be an integer >= 0, got {t!r}")
+        opt.t = int(t)
+        for k, needed in (("vel", opt.kind != "sgd"), ("sq", opt.kind == "adam")):
+            a = state[k]
+            if (a is not None) != needed:
+                raise ValueError(f"optimizer arrays do not match optimizer.kind "
+                                 f"{opt.kind!r}: {k} {'missing' if needed else 'given'}")
+            if a is not None:
+                if not isinstance(a, np.ndarray) or a.shape != (n_params,) \
+                        or a.dtype != dtype:
+                    raise ValueError(f"optimizer {k} must be {np.dtype(dtype)} of "
+                                     f"shape ({n_params},)")
+                setattr(opt, k, a.copy())
+        return opt
+
     @property
     def epoch_lr(self):
         """The learning rate handed to the native loop for the next epoch
@@ -240,7 +291,9 @@ class _BaseMLP(BaseEstimator):
     coefs_[i] and intercepts_[i] are views into one flat float buffer (all
     weights first, then all biases: scikit-learn's _pack layout), which the
     compiled network trains in place.  If they are replaced by other arrays
-    (user code, unpickling), the network is rebuilt from them on next use.
+    (user code, or a pickle from before _to_state existed), the network is
+    rebuilt from them on next use.  _to_state / _from_state describe the
+    whole estimator, for fastnn.save / fastnn.load and for pickling.
     """
 
     _parameter_constraints: dict = {
@@ -304,18 +357,207 @@ class _BaseMLP(BaseEstimator):
         self.max_fun = max_fun
         self.dtype = dtype
 
-    # ---- pickling: the compiled network is rebuilt from coefs_ on use -----
+    # ---- state: what fastnn.save writes and pickling / deepcopy carry -----
+
+    _FITTED = ("n_iter_", "t_", "loss_", "n_layers_", "n_outputs_",
+               "out_activation_", "n_features_in_")
+    _STOCHASTIC = ("loss_curve_", "best_loss_", "validation_scores_",
+                   "best_validation_score_")
+    # the attributes _set_state makes (and _random_state, which every fit
+    # draws afresh); any others are the user's own, and pickling carries
+    # them as they are
+    _STATE_ATTRS = frozenset(_FITTED + _STOCHASTIC + (
+        "coefs_", "intercepts_", "feature_names_in_", "classes_",
+        "_label_binarizer", "_net", "_views", "_hidden_acts", "_best_coefs",
+        "_best_intercepts", "_no_improvement_count", "_optimizer",
+        "_random_state"))
+
+    def _to_state(self):
+        """The estimator as plain data, the one description that fastnn.save
+        (through fastnn.io) and pickling / deepcopy both use:
+
+            params   get_params(deep=False)
+            fitted   None if not fitted, else a dict:
+              network        {"layers", "loss", "dtype", "n_in", "params"}
+                             as in Network._to_state (params: coefs_ then
+                             intercepts_, flat)
+              hidden_activations   one name per hidden layer
+              n_iter_, t_, loss_, n_layers_, n_outputs_, out_activation_,
+              n_features_in_, feature_names_in_ (None if absent)
+              stochastic     None (lbfgs), or loss_curve_, best_loss_,
+                             validation_scores_, best_validation_score_,
+                             no_improvement_count and best_params (early
+                             stopping's best, in the params layout)
+              labels         None (regressor), or classes_, y_type and
+                             sparse_input (the label binarizer's)
+              optimizer      None, or the sgd / adam state training
+                             continues from (_Optimizer._to_state)
+
+        Arrays are the estimator's own where it keeps them flat."""
+        params = self.get_params(deep=False)
+        if not hasattr(self, "coefs_"):
+            return {"params": params, "fitted": None}
+        net = self._get_net()
+        ns = net._to_state()
+        fitted = {k: getattr(self, k) for k in self._FITTED}
+        fitted.update(
+            network={k: ns[k] for k in ("layers", "loss", "dtype", "n_in", "params")},
+            hidden_activations=list(self._hidden_acts),
+            feature_names_in_=getattr(self, "feature_names_in_", None),
+            stochastic=None, labels=None, optimizer=None)
+        if hasattr(self, "loss_curve_"):
+            st = {k: getattr(self, k) for k in self._STOCHASTIC}
+            st["no_improvement_count"] = self._no_improvement_count
+            st["best_params"] = np.concatenate(
+                [np.asarray(a, dtype=net.dtype).ravel()
+                 for a in self._best_coefs + self._best_intercepts])
+            fitted["stochastic"] = st
+        if is_classifier(self):
+            lb = self._label_binarizer
+            fitted["labels"] = {"classes_": self.classes_, "y_type": lb.y_type_,
+                                "sparse_input": bool(lb.sparse_input_)}
+        opt = getattr(self, "_optimizer", None)
+        if isinstance(opt, _Optimizer):
+            fitted["optimizer"] = opt._to_state()
+        return {"params": params, "fitted": fitted}
+
+    @classmethod
+    def _from_state(cls, state, check_params=False):
+        """A new estimator from a _to_state() description (arrays copied).
+        check_params: also validate the constructor parameters and their
+        agreement with the fitted state, as fit would (fastnn.load does;
+        unpickling does not, so that an estimator pickles whatever its
+        parameters).  ValueError or TypeError if the description is
+        inconsistent."""
+        est = cls.__new__(cls)
+        est._set_state(state, check_params)
+        return est
+
+    def _set_state(self, state, check_params=False):
+        self.__init__(**state["params"])
+        if check_params:
+            self._validate_params()        # InvalidParameterError: a ValueError
+        f = state["fitted"]
+        if f is None:
+            return
+        net_state = f["network"]
+        layers, acts, out_act = self._check_state_layers(f)
+        n_out = layers[-1]["units"]
+        if check_params and not is_classifier(self) and \
+                (out_act == "exp") != (self.loss == "poisson"):
+            raise ValueError("out_activation_ does not match the loss parameter")
+        for k, want in (("n_outputs_", n_out), ("n_layers_", len(layers) + 1),
+                        ("n_features_in_", net_state["n_in"])):
+            if f[k] != want:
+                raise ValueError(f"{k} is {f[k]!r}, the network says {want}")
+        for k in self._FITTED:
+            setattr(self, k, f[k])
+        if f["feature_names_in_"] is not None:
+            names = np.asarray(f["feature_names_in_"])
+            if names.shape != (self.n_features_in_,):
+                raise ValueError("feature_names_in_ must name every feature")
+            self.feature_names_in_ = np.array(names.tolist(), dtype=object)
+        if is_classifier(self) != (f["labels"] is not None):
+            raise ValueError("classifier entries do not match the estimator kind")
+        if f["labels"] is not None:
+            self._set_labels_state(f["labels"], n_out, out_act)
+        net = self._build_net(net_state["n_in"], [l["units"] for l in layers[:-1]],
+                              acts, out_act, n_out, net_state["dtype"])
+        net.params[...] = net._state_array(net_state["params"], "params")
+        if f["stochastic"] is not None:
+            self._set_stochastic_state(f["stochastic"], net)
+        if f["optimizer"] is not None:
+            self._optimizer = _Optimizer._from_state(f["optimizer"], net.n_params,
+                                                     net.dtype)
+
+    def _check_state_layers(self, f):
+        """(layers, hidden activations, out_activation_) of a fitted state,
+        checked to be the network this estimator builds for them."""
+        from fastnn.nn import Dense
+        net_state = f["network"]
+        layers, acts = net_state["layers"], f["hidden_activations"]
+        if not isinstance(acts, list) or len(acts) != len(layers) - 1:
+            raise ValueError("hidden_activations must list one activation per "
+                             "hidden layer")
+        for i, (a, layer) in enumerate(zip(acts, layers)):
+            if a not in HIDDEN_ACTIVATIONS:
+                raise ValueError(f"hidden_activations[{i}] must be one of "
+                                 f"{sorted(HIDDEN_ACTIVATIONS)}, got {a!r}")
+            if layer != _hidden_layer(layer.get("units"), a)._to_state():
+                raise ValueError(f"layers[{i}] does not match hidden activation {a!r}")
+        out_act = f["out_activation_"]
+        if out_act not in _OUTPUTS:
+            raise ValueError(f"out_activation_ must be one of {sorted(_OUTPUTS)}, "
+                             f"got {out_act!r}")
+        f_out, loss = _OUTPUTS[out_act]
+        if layers[-1] != Dense(layers[-1].get("units"), f_out)._to_state() or \
+                net_state["loss"] != loss:
+            raise ValueError(f"the output layer does not match out_activation_ "
+                             f"{out_act!r}")
+        if is_classifier(self) == (out_act in ("identity", "exp")):
+            raise ValueError(f"out_activation_ {out_act!r} does not fit a "
+                             f"{type(self).__name__}")
+        return layers, acts, out_act
+
+    def _set_labels_state(self, labels, n_out, out_act):
+        """classes_ and the label binarizer, checked against the outputs."""
+        classes = np.asarray(labels["classes_"])
+        if classes.ndim != 1 or classes.size < 1:
+            raise ValueError("classes must be a non-empty 1-D array")
+        if len(np.unique(classes)) != classes.size or not (
+                classes.size < 2 or np.all(classes[:-1] < classes[1:])):
+            raise ValueError("classes must be sorted and distinct")
+        y_type, k = labels["y_type"], classes.size
+        want = {"binary": (1, "logistic"), "multiclass": (k, "softmax"),
+                "multilabel-indicator": (k, "logistic")}.get(y_type)
+        if want is None:
+            raise ValueError(f"y_type must be binary, multiclass or "
+                             f"multilabel-indicator, got {y_type!r}")
+        if y_type == "binary" and k > 2 or y_type == "multiclass" and k < 3:
+            raise ValueError(f"{k} classes do not make a {y_type} problem")
+        if (n_out, out_act) != want:
+            raise ValueError(f"{y_type} with {k} classes needs {want[0]} {want[1]} "
+                             f"outputs, the network has {n_out} {out_act}")
+        lb = LabelBinarizer()
+        lb.classes_, lb.y_type_ = classes.copy(), y_type
+        lb.sparse_input_ = bool(labels["sparse_input"])
+        self._label_binarizer = lb
+        self.classes_ = lb.classes_
+
+    def _set_stochastic_state(self, st, net):
+        """sgd / adam's record and early stopping's state; net is built."""
+        self.loss_curve_ = list(st["loss_curve_"])
+        vs = st["validation_scores_"]
+        self.validation_scores_ = None if vs is None else list(vs)
+        self.best_loss_ = st["best_loss_"]
+        self.best_validation_score_ = st["best_validation_score_"]
+        n = st["no_improvement_count"]
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"no_improvement_count must be an integer >= 0, "
+                             f"got {n!r}")
+        self._no_improvement_count = int(n)
+        best = net._state_array(st["best_params"], "best_params")
+        parts, off = [], 0                  # the params layout: coefs, intercepts
+        for a in self.coefs_ + self.intercepts_:
+            parts.append(best[off:off + a.size].reshape(a.shape).copy())
+            off += a.size
+        nl = len(self.coefs_)
+        self._best_coefs, self._best_intercepts = parts[:nl], parts[nl:]
 
     def __getstate__(self):
-        state = super().__getstate__()
-        state = dict(state)
-        for k in ("_net", "_views"):
-            state.pop(k, None)
-        # views pickle as plain arrays; copy so no buffer is shared afterwards
-        for k in ("coefs_", "intercepts_"):
-            if k in state:
-                state[k] = [np.array(a) for a in state[k]]
-        return state
+        params = self.get_params(deep=False)
+        extra = {k: v for k, v in self.__dict__.items()
+                 if k not in self._STATE_ATTRS and k not in params}
+        return {"fastnn_estimator": self._to_state(), "extra": extra}
+
+    def __setstate__(self, state):
+        if "fastnn_estimator" not in state:
+            # pickled before _to_state existed (the __dict__, without the
+            # network): the network is rebuilt from coefs_ on first use
+            self.__dict__.update(state)
+            return
+        self._set_state(state["fastnn_estimator"])
+        self.__dict__.update(state["extra"])
 
     # ---- the network ------------------------------------------------------
 
@@ -350,11 +592,8 @@ class _BaseMLP(BaseEstimator):
     def _build_net(self, n_in, units, acts, out_act, n_out, dtype):
         """A fastnn Network for these layers; returns it with coefs_ /
         intercepts_ pointed at its parameter views (values not set)."""
-        from fastnn.nn import Dense, Maxout, Network
-        layers = []
-        for u, a in zip(units, acts):
-            f = HIDDEN_ACTIVATIONS[a]
-            layers.append(Maxout(u, MAXOUT_PIECES) if f == "maxout" else Dense(u, f))
+        from fastnn.nn import Dense, Network
+        layers = [_hidden_layer(u, a) for u, a in zip(units, acts)]
         f_out, loss = _OUTPUTS[out_act]
         layers.append(Dense(n_out, f_out))
         net = Network(layers, loss=loss, n_in=n_in, dtype=dtype, seed=0)

@@ -23,6 +23,8 @@ import zlib
 import numpy as np
 import pytest
 
+from fastnn.reference import ELEMENTWISE  # noqa: F401  (re-exported to the tests)
+
 try:
     from hypothesis import HealthCheck, settings
     settings.register_profile(
@@ -39,7 +41,6 @@ EPS = {np.float32: float(np.finfo(np.float32).eps),
 # sizes around the SIMD widths (4/8/16 lanes) and their unrolls
 SIZES = (1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 49)
 ROWS = (1, 3, 8, 17)
-ELEMENTWISE = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu")
 ALPHA = {"leaky_relu": 0.1, "elu": 1.3}   # slope / scale used in the tests
 
 

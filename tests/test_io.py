@@ -429,7 +429,7 @@ EDITS = {
     "array-listed-missing": (lambda h: h["arrays"].update(
         extra={"shape": [1], "dtype": "<f8", "sha256": "0" * 64}) or h, "lists"),
     "optimizer-kind": (lambda h: h["optimizer"].update(kind="sgd") or h,
-                       "optimizer_sq"),
+                       "second moments"),
     "optimizer-t": (lambda h: h["optimizer"].update(t=-1) or h, "optimizer.t"),
     "seed": (lambda h: h["network"].update(seed="abc") or h, "seed"),
     "backend": (lambda h: h["network"].update(backend="gpu") or h, "backend"),
@@ -628,3 +628,122 @@ def test_estimator_truncation_and_flips(clf_file, tmp_path):
             continue
         np.testing.assert_array_equal(other.predict_proba(X), est.predict_proba(X))
         np.testing.assert_array_equal(other.predict(X), est.predict(X))
+
+
+# ---- files written by earlier versions --------------------------------------------
+# tests/data/v1_*.fnn were written by fastnn 0.1.0 before the models exported
+# their own state (tests/data/make_v1_files.py); NAME.expected.npz holds what
+# each must load as.  Parameters and training state must come back exactly.
+# Predictions and continued training are compared to rounding only: the
+# kernels' SIMD path (and so the last bits) depends on the CPU.
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+V1_DTYPES = ["float64", "float32"]
+
+
+def _v1(name):
+    model = fastnn.load(os.path.join(DATA, name + ".fnn"))
+    with np.load(os.path.join(DATA, name + ".expected.npz"), allow_pickle=False) as d:
+        exp = dict(d)
+    return model, exp
+
+
+def _close(got, want, dtype, what):
+    rtol = 1e-10 if dtype == "float64" else 2e-5
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol, err_msg=what)
+
+
+def _flat(arrays):
+    return np.concatenate([np.asarray(a).ravel() for a in arrays])
+
+
+@pytest.mark.parametrize("dtype", V1_DTYPES)
+def test_v1_files_network(dtype):
+    net, exp = _v1(f"v1_network_{dtype}")
+    assert isinstance(net, Network) and net.dtype == np.dtype(dtype)
+    assert repr(net) == (f"Network([Maxout(3, pieces=2, bias=True), Dense(4, "
+                         f"activation='leaky_relu', alpha=0.2, bias=True), Dense(2, "
+                         f"activation='elu', alpha=1.0, bias=False), Dense(3, "
+                         f"activation='softmax', bias=True)], loss='softmax_ce', "
+                         f"n_in=5, dtype={dtype})")
+    assert (net.init, net.seed, net.backend) == ("glorot", 3, "native")
+    np.testing.assert_array_equal(net.params, exp["params"])
+    assert net.params.dtype == np.dtype(dtype)
+    st = net._opt_state
+    kind = "adam" if dtype == "float64" else "nesterov"
+    assert st["kind"] == kind and st["t"] == exp["opt_t"]
+    np.testing.assert_array_equal(st["vel"], exp["opt_vel"])
+    if kind == "adam":                      # only adam counts its steps
+        assert st["t"] > 0
+        np.testing.assert_array_equal(st["sq"], exp["opt_sq"])
+    else:
+        assert st["sq"] is None
+    for l in net.layers:                    # views into the loaded buffer
+        assert np.shares_memory(l.W, net.params)
+    _close(net.forward(exp["probe"]), exp["predict"], dtype, "predictions")
+    net.fit(exp["Xc"], exp["Yc"], epochs=2, batch_size=4, optimizer=kind, seed=5)
+    _close(net.params, exp["continued_params"], dtype, "continued training")
+
+
+def _check_v1_estimator(est, exp, dtype):
+    assert est.coefs_[0].dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(_flat(est.coefs_), exp["coefs"])
+    np.testing.assert_array_equal(_flat(est.intercepts_), exp["intercepts"])
+    assert est.n_iter_ == exp["n_iter_"] and est.t_ == exp["t_"]
+    assert est.loss_ == exp["loss_"]
+    assert est.loss_curve_ == exp["loss_curve_"].tolist()
+    assert est._no_improvement_count == exp["no_improvement_count"]
+    np.testing.assert_array_equal(_flat(est._best_coefs + est._best_intercepts),
+                                  exp["best_coefs"])
+    opt = est._optimizer
+    assert opt.t == exp["opt_t"] and opt.learning_rate == exp["opt_learning_rate"]
+    for k in ("vel", "sq"):
+        if "opt_" + k in exp:
+            np.testing.assert_array_equal(getattr(opt, k), exp["opt_" + k])
+            assert getattr(opt, k).dtype == np.dtype(dtype)
+        else:
+            assert getattr(opt, k) is None
+    if "validation_scores_" in exp:
+        assert est.validation_scores_ == exp["validation_scores_"].tolist()
+        assert est.best_validation_score_ == exp["best_validation_score_"]
+        assert est.best_loss_ is None
+    else:
+        assert est.validation_scores_ is None and est.best_validation_score_ is None
+        assert est.best_loss_ == exp["best_loss_"]
+
+
+@pytest.mark.parametrize("dtype", V1_DTYPES)
+def test_v1_files_classifier(dtype):
+    pytest.importorskip("sklearn")
+    from fastnn.sklearn import MLPClassifier
+    est, exp = _v1(f"v1_classifier_{dtype}")
+    assert type(est) is MLPClassifier
+    assert est.early_stopping and est.warm_start and est.n_iter_no_change == 4
+    assert est.solver == ("sgd" if dtype == "float64" else "adam")
+    assert est.activation == ["tanh", "maxout"] and est.hidden_layer_sizes == (6, 5)
+    _check_v1_estimator(est, exp, dtype)
+    assert est._no_improvement_count > 0          # mid-run early-stopping state
+    np.testing.assert_array_equal(est.classes_, exp["classes"])
+    np.testing.assert_array_equal(est.predict(exp["probe"]), exp["predict"])
+    _close(est.predict_proba(exp["probe"]), exp["predict_proba"], dtype,
+           "predict_proba")
+    _fit_quiet(est, exp["X"], exp["y"])           # warm start: the count carries on
+    assert est.n_iter_ == exp["continued_n_iter_"]
+    assert est.validation_scores_ == exp["continued_validation_scores_"].tolist()
+    _close(_flat(est.coefs_ + est.intercepts_), exp["continued_coefs"], dtype,
+           "continued training")
+
+
+@pytest.mark.parametrize("dtype", V1_DTYPES)
+def test_v1_files_regressor(dtype):
+    pytest.importorskip("sklearn")
+    from fastnn.sklearn import MLPRegressor
+    est, exp = _v1(f"v1_regressor_{dtype}")
+    assert type(est) is MLPRegressor
+    assert est.solver == ("adam" if dtype == "float64" else "sgd")
+    _check_v1_estimator(est, exp, dtype)
+    _close(est.predict(exp["probe"]), exp["predict"], dtype, "predictions")
+    est.partial_fit(exp["X"], exp["y"])
+    est.partial_fit(exp["X"], exp["y"])
+    _close(_flat(est.coefs_ + est.intercepts_), exp["continued_coefs"], dtype,
+           "continued training")

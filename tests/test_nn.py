@@ -1,60 +1,47 @@
-"""The drop-in Network: the seed's systems, seed parity, native vs reference
-backends step by step (tier 3), and input checking at the boundary."""
+"""The drop-in Network: the lecture notes' layers and losses, parity with the
+lecture's NumPy loop, native vs reference backends step by step (tier 3),
+and input checking at the boundary."""
 import numpy as np
 import pytest
 
 import fastnn
 from fastnn import SGD, Dense, Maxout, Network
 from fastnn import reference as ref
+from fastnn.lecture import lecture_numpy_loop
 
 ACTS = ["sigmoid", "tanh", "relu", "leaky_relu", "elu"]
-
-
-def seed_loop(x, y, w1, w2, steps, lr=1e-4):
-    """shared/SEED.md's loop, verbatim (printing dropped)."""
-    for t in range(steps):
-        h = 1 / (1 + np.exp(-x.dot(w1)))
-        y_pred = h.dot(w2)
-        loss = np.square(y_pred - y).sum()
-        grad_y_pred = 2.0 * (y_pred - y)
-        grad_w2 = h.T.dot(grad_y_pred)
-        grad_h = grad_y_pred.dot(w2.T)
-        grad_w1 = x.T.dot(grad_h * h * (1 - h))
-        w1 -= lr * grad_w1
-        w2 -= lr * grad_w2
-    return loss
 
 
 def rel(a, b):
     return np.abs(np.asarray(a, np.float64) - b).max() / max(np.abs(b).max(), 1e-300)
 
 
-# ---- the seed --------------------------------------------------------------
+# ---- the lecture notes' network ------------------------------------------------
 
-def test_seed_parity_2000_steps():
+def test_lecture_parity_2000_steps():
     rs = np.random.RandomState(0)
     N, D_in, H, D_out = 64, 1000, 100, 10
     x, y = rs.randn(N, D_in), rs.randn(N, D_out)
     w1, w2 = rs.randn(D_in, H), rs.randn(H, D_out)
     v1, v2 = w1.copy(), w2.copy()
-    np_loss = seed_loop(x, y, v1, v2, 2000)
-    # the seed in fastnn: these lines are the whole program
+    np_loss = lecture_numpy_loop(x, y, v1, v2, 2000)
+    # the lecture's network in fastnn: these lines are the whole program
     net = Network([Dense(H, "sigmoid", bias=False), Dense(D_out, bias=False)], loss="sse")
     net.set_weights([w1, w2])
     for t in range(2000):
         loss = net.train_step(x, y, 1e-4)
     assert rel(net.layers[0].W, v1) < 1e-10
     assert rel(net.layers[1].W, v2) < 1e-10
-    # the loss returned is the one before the last update, as in the seed
+    # the loss returned is the one before the last update, as in the lecture
     assert abs(loss - np_loss) <= 1e-9 * np_loss
 
 
-def test_seed_parity_via_fit():
+def test_lecture_parity_via_fit():
     rs = np.random.RandomState(1)
     x, y = rs.randn(16, 30), rs.randn(16, 3)
     w1, w2 = rs.randn(30, 8), rs.randn(8, 3)
     v1, v2 = w1.copy(), w2.copy()
-    seed_loop(x, y, v1, v2, 300)
+    lecture_numpy_loop(x, y, v1, v2, 300)
     net = Network([Dense(8, "sigmoid", bias=False), Dense(3, bias=False)], loss="sse")
     net.set_weights([w1, w2])
     net.fit(x, y, epochs=300, lr=1e-4)
@@ -62,7 +49,7 @@ def test_seed_parity_via_fit():
     assert rel(net.layers[1].W, v2) < 1e-10
 
 
-# ---- the seed's systems ----------------------------------------------------
+# ---- the lecture notes' layers and losses -----------------------------------
 
 @pytest.mark.parametrize("act", ACTS + ["identity"])
 def test_single_neuron(act):
@@ -75,7 +62,7 @@ def test_single_neuron(act):
     np.testing.assert_allclose(net.forward(X)[:, 0], expect, rtol=1e-14, atol=1e-300)
 
 
-def test_leaky_relu_is_the_seeds_max_01x_x():
+def test_leaky_relu_is_the_lectures_max_01x_x():
     net = Network([Dense(1, "leaky_relu")], n_in=1)
     net.set_weights([(np.ones((1, 1)), np.zeros(1))])
     x = np.linspace(-5, 5, 11)[:, None]
