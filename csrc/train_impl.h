@@ -47,10 +47,9 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                          REAL *params, REAL *grads, REAL *ws, int32_t *iws,
                          int par)
 {
+    const int64_t n = a->n, n_epochs = a->n_epochs;
     fnn_epochs ep;
     fnn_epochs_init(&ep, a, net->loss == FNN_SSE);
-    fnn_poller poller;
-    fnn_poller_init(&poller, a->poll_ms);
     fnn_split_ctl split;
     fnn_split_ctl_init(&split, &a->split);
     /* Split steps and held steps send their GEMMs to the BLAS in pieces
@@ -69,9 +68,9 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
         pieces.blas = &pieces_blas;
     }
     const SUF(fit_ctx) c = {net, &pieces, opt, a, params, grads, ws, iws};
-    const int64_t n = a->n;
-
-    for (int64_t e = 0; e < a->n_epochs; e++) {
+    fnn_poller poller;
+    fnn_poller_init(&poller, a->poll_ms);
+    for (int64_t e = 0; e < n_epochs; e++) {
         SUF(step) st;
         st.order = a->order ? a->order + e * n : NULL;
         st.lr = (REAL)a->lr[e];
@@ -106,7 +105,7 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
         }
         fnn_epochs_end(&ep, a, e);
     }
-    return fnn_epochs_finish(&ep, a, a->n_epochs, FNN_OK);
+    return fnn_epochs_finish(&ep, a, n_epochs, FNN_OK);
 }
 
 /* The fit of a network on the small-network step (net->lanes, lanes_ws
@@ -123,11 +122,13 @@ FNN_INLINE int SUF(fit_lean)(const fnn_net *net, fnn_optim *opt,
                              fnn_fit_args *a, REAL *params, REAL *grads,
                              const int one_block)
 {
+    /* everything read from a before the poller's clock call, which the
+     * compiler must assume could change *a: the bounds fit_loop_lanes
+     * checked (n <= LANE_N) then still hold here, and the one-block step
+     * is compiled for a single block */
+    const int64_t n = a->n, n_epochs = a->n_epochs;
     fnn_epochs ep;
     fnn_epochs_init(&ep, a, net->loss == FNN_SSE);
-    fnn_poller poller;
-    fnn_poller_init(&poller, a->poll_ms);
-    const int64_t n = a->n;
     const int64_t B = one_block ? n : ep.batch;
     const int64_t steps = one_block ? 1 : ep.steps;
     const int64_t B_last = n - (steps - 1) * B;     /* the last step's rows */
@@ -141,10 +142,12 @@ FNN_INLINE int SUF(fit_lean)(const fnn_net *net, fnn_optim *opt,
     const REAL wd_B = (REAL)(opt->l2_per_row ? opt->l2 / (double)B : opt->l2);
     const REAL wd_last = (REAL)(opt->l2_per_row ? opt->l2 / (double)B_last
                                                 : opt->l2);
+    fnn_poller poller;
+    fnn_poller_init(&poller, a->poll_ms);
     if (one_block) {
         SUF(lanes_block)(net, 0, n, X, ldx, Y, ldy, NULL);
     }
-    for (int64_t e = 0; e < a->n_epochs; e++) {
+    for (int64_t e = 0; e < n_epochs; e++) {
         const REAL lr = (REAL)a->lr[e];
         const int64_t *order = orders ? orders + e * n : NULL;
         for (int64_t s = 0; s < steps; s++) {
@@ -175,7 +178,7 @@ FNN_INLINE int SUF(fit_lean)(const fnn_net *net, fnn_optim *opt,
         }
         fnn_epochs_end(&ep, a, e);
     }
-    return fnn_epochs_finish(&ep, a, a->n_epochs, FNN_OK);
+    return fnn_epochs_finish(&ep, a, n_epochs, FNN_OK);
 }
 
 /* Cloned as the lanes step is (FNN_LANES_CLONES): AVX2+FMA and baseline. */

@@ -195,17 +195,14 @@ def set_helper_delay(int us):
 
 cdef object _int_setting(object value, str name, int64_t minimum):
     """value as an int of at least minimum, or a clear error."""
+    if type(value) is int and minimum <= value < 2 ** 63:
+        return value
     if (isinstance(value, (bool, np.bool_))
             or not isinstance(value, (int, np.integer))):
         raise TypeError(f"FitConfig: {name} must be an int, got {value!r}")
     if not minimum <= value < 2 ** 63:
         raise ValueError(f"FitConfig: {name} must be >= {minimum}, got {value}")
     return int(value)
-
-
-cdef bint _is_real(object x):
-    return isinstance(x, (int, float, np.integer, np.floating)) \
-        and not isinstance(x, (bool, np.bool_))
 
 
 cdef class FitConfig:
@@ -244,30 +241,32 @@ cdef class FitConfig:
     cdef readonly bint loss_l2, mean_by_rows
     cdef readonly double loss_scale, poll_ms
 
-    def __init__(self, str optimizer, batch, *, momentum=0.9, beta1=0.9,
-                 beta2=0.999, eps=1e-8, l2=0.0, l2_per_row=False, vel=None,
-                 sq=None, t=0, snapshot=None, snapshot_every=1, loss_l2=False,
-                 mean_by_rows=False, loss_scale=1.0, poll_ms=50.0):
+    def __init__(self, str optimizer, batch, *, double momentum=0.9,
+                 double beta1=0.9, double beta2=0.999, double eps=1e-8,
+                 double l2=0.0, bint l2_per_row=False, vel=None, sq=None, t=0,
+                 snapshot=None, snapshot_every=1, bint loss_l2=False,
+                 bint mean_by_rows=False, double loss_scale=1.0,
+                 double poll_ms=50.0):
         if optimizer not in OPT_KINDS:
             raise ValueError(f"unknown optimizer {optimizer!r}; expected one "
                              f"of {sorted(OPT_KINDS)}")
         batch = _int_setting(batch, "batch", 1)
         t = _int_setting(t, "t", 0)
         snapshot_every = _int_setting(snapshot_every, "snapshot_every", 1)
-        reals = {"momentum": momentum, "beta1": beta1, "beta2": beta2,
-                 "eps": eps, "l2": l2, "loss_scale": loss_scale,
-                 "poll_ms": poll_ms}
-        for name, value in reals.items():
-            if not (_is_real(value) and isfinite(value)):
-                raise ValueError(f"FitConfig: {name} must be a finite number, "
-                                 f"got {value!r}")
-        for name, ok in (("momentum", 0 <= momentum <= 1),
-                         ("beta1", 0 <= beta1 < 1), ("beta2", 0 <= beta2 < 1),
-                         ("eps", eps > 0), ("l2", l2 >= 0),
-                         ("poll_ms", poll_ms > 0)):
-            if not ok:
-                raise ValueError(f"FitConfig: {name} out of range: "
-                                 f"{reals[name]!r}")
+        # NaN fails every comparison: refused with the rest
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"FitConfig: momentum must be in [0, 1], got {momentum}")
+        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+            raise ValueError(f"FitConfig: beta1 and beta2 must be in [0, 1), "
+                             f"got {beta1}, {beta2}")
+        if not (eps > 0 and isfinite(eps)):
+            raise ValueError(f"FitConfig: eps must be finite and > 0, got {eps}")
+        if not (l2 >= 0 and isfinite(l2)):
+            raise ValueError(f"FitConfig: l2 must be finite and >= 0, got {l2}")
+        if not isfinite(loss_scale):
+            raise ValueError(f"FitConfig: loss_scale must be finite, got {loss_scale}")
+        if not (poll_ms > 0 and isfinite(poll_ms)):
+            raise ValueError(f"FitConfig: poll_ms must be finite and > 0, got {poll_ms}")
         self.optimizer = optimizer
         self.kind = OPT_KINDS[optimizer]
         if self.kind != FNN_OPT_SGD and vel is None:
@@ -280,10 +279,10 @@ cdef class FitConfig:
                                 f"got {type(buf).__name__}")
         self.batch = batch
         self.momentum, self.beta1, self.beta2 = momentum, beta1, beta2
-        self.eps, self.l2, self.l2_per_row = eps, l2, bool(l2_per_row)
+        self.eps, self.l2, self.l2_per_row = eps, l2, l2_per_row
         self.vel, self.sq, self.t = vel, sq, t
         self.snapshot, self.snapshot_every = snapshot, snapshot_every
-        self.loss_l2, self.mean_by_rows = bool(loss_l2), bool(mean_by_rows)
+        self.loss_l2, self.mean_by_rows = loss_l2, mean_by_rows
         self.loss_scale, self.poll_ms = loss_scale, poll_ms
 
     cdef _check_against(self, NetCore core):

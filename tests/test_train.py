@@ -212,7 +212,7 @@ def test_fit_config_refuses_bad_settings():
     from fastnn._train import FitConfig
     P = np.zeros(10)
     bad = [dict(optimizer="rmsprop"), dict(batch=0), dict(batch=2.5), dict(t=-1),
-           dict(momentum=1.5), dict(momentum=float("nan")), dict(momentum=True),
+           dict(momentum=1.5), dict(momentum=float("nan")), dict(beta1=float("inf")),
            dict(l2=-1.0), dict(l2=float("inf")), dict(loss_scale="1"),
            dict(optimizer="adam", vel=P, sq=P, eps=0.0), dict(beta1=1.0),
            dict(beta2=-0.1), dict(snapshot_every=0), dict(poll_ms=0.0),
