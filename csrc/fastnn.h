@@ -8,7 +8,7 @@
  * _acc; an overwritten output is never read first, so NaN garbage in it
  * cannot leak into results.  No kernel starts threads of its own; the
  * training loop (fnn_fit) may hand half of a minibatch to the one helper
- * thread of pool.c (see fnn_fit_args.par_rows).
+ * thread of pool.c (see fnn_split).
  */
 #ifndef FASTNN_H
 #define FASTNN_H
@@ -327,100 +327,93 @@ typedef struct {
     void *sq;             /* Adam v */
 } fnn_optim;
 
-/* The first hold of fnn_fit_args.split_hold, in ms: long enough that a
- * BLAS pool spinning after the caller's numpy work (OpenBLAS's idle threads
- * spin for 2^28 clock ticks, 0.1 s at 2.6 GHz) is asleep after one or two
- * holds, short enough that a fit is not held long for a passing stall. */
-#define FNN_HOLD_MS 64.0
-
 /* Called between steps, about every poll_ms milliseconds; nonzero stops. */
 typedef int (*fnn_poll_fn)(void *ctx, int64_t epoch, int64_t step);
 
-/* A run of epochs.  Epoch e visits rows order[e*n + i] (order NULL: rows
- * in order) in minibatches of `batch` rows, the last one partial; rows are
- * gathered into xb/yb/swb (batch rows each) when order is given.  lr[e]
- * is the learning rate of epoch e.  The loss of each step is scaled by 1
- * for sse and by 1/(rows) or 1/sum(sw) otherwise.  epoch_loss[e] receives
- * the epoch's loss: the sum of the step losses for sse, else their mean
- * weighted by each batch's rows (or its sample-weight sum, unless
- * mean_by_rows), i.e. the mean loss over the epoch's samples, each step's
- * loss reported as loss_scale * loss (+ the L2 term if loss_l2).  On
- * return epochs_done / steps_done say how far it went; on FNN_ERR_NONFINITE bad_epoch/bad_step name the step whose loss
- * was not finite (not applied). */
+/* The data-parallel split step (csrc/split.h, split_impl.h; the helper
+ * thread is csrc/pool.c).  A minibatch of at least min_rows (>= 2) rows is
+ * split in two, the second half's forward/backward pass running on the
+ * helper thread with its own workspace ws2/iws2 (for ceil(batch / 2) rows)
+ * and gradient buffer grads2 (n_params); the halves' gradients are then
+ * summed (always in the same order, so results are reproducible) and the
+ * optimizer applied, half of it on each thread.  min_rows 0, or the helper
+ * held by another fit, runs every step on the calling thread.  chunk_mnk
+ * (> 0) is the fnn_blas.chunk_mnk of the halves' GEMMs: pieces small
+ * enough that the BLAS runs them on the thread that calls it (0: whole
+ * calls).
+ *
+ * hold and backoff are in/out, kept by the caller between fits (start at
+ * 0): the back-off state of split.h.  While the helper is starved (its
+ * core busy elsewhere) steps run unsplit until hold (ms on
+ * CLOCK_MONOTONIC; 0: not held); backoff is the length of the last hold
+ * in ms (0: none recently).  backoff < 0: never back off. */
 typedef struct {
-    int64_t n, n_epochs, batch;
+    int64_t min_rows, chunk_mnk;
+    void *ws2, *grads2;
+    int32_t *iws2;
+    double hold, backoff;
+} fnn_split;
+
+/* How far a fit went.  epochs_done / steps_done count finished epochs and
+ * steps; on FNN_ERR_NONFINITE bad_epoch / bad_step name the step whose
+ * loss was not finite (not applied; -1 otherwise).  snapshot_epoch: the
+ * epoch of the last snapshot taken, left alone if none was. */
+typedef struct {
+    int64_t epochs_done, steps_done;
+    int64_t bad_epoch, bad_step;
+    int64_t snapshot_epoch;
+} fnn_fit_out;
+
+/* A run of epochs.
+ *
+ * Rows: x (n, n_in) stride ldx, y (n, n_out) stride ldy, sw (n) sample
+ * weights or NULL.  Epoch e visits rows order[e*n + i] (order NULL: rows
+ * in order) in minibatches of `batch` rows, the last one partial; with an
+ * order, rows are gathered into xb/yb/swb (batch rows each).  lr[e] is the
+ * learning rate of epoch e; epoch0 the global number of epoch 0 of this
+ * run.
+ *
+ * Losses: a step's loss is scaled by 1 for sse and by 1/(rows) or
+ * 1/sum(sw) otherwise.  epoch_loss[e] receives the epoch's loss: the sum
+ * of the step losses for sse, else their mean weighted by each batch's
+ * rows (or its sample-weight sum, unless mean_by_rows), i.e. the mean loss
+ * over the epoch's samples, each step's loss reported as loss_scale * loss
+ * (+ the L2 term if loss_l2).  loss_scale changes what is reported, not
+ * the gradient (scikit-learn reports squared error as a mean over outputs:
+ * 1 / n_out).  loss_l2 adds 1/2 wd |W|^2 (W before the step) to each
+ * step's loss, as scikit-learn reports it.
+ *
+ * Snapshots: see fnn_fit.  The fit's progress is in `out`. */
+typedef struct {
+    int64_t n, n_epochs, batch, epoch0;
     const void *x; int64_t ldx;
     const void *y; int64_t ldy;
-    const void *sw;             /* (n) sample weights or NULL */
+    const void *sw;             /* (n) or NULL */
     const int64_t *order;       /* (n_epochs, n) or NULL */
     const double *lr;           /* (n_epochs) */
     double *epoch_loss;         /* (n_epochs), out */
-    void *xb, *yb, *swb;        /* gather buffers (batch rows), if order */
-    void *snapshot;             /* (n_params) or NULL, see below */
+    int32_t loss_l2, mean_by_rows;
+    double loss_scale;
+    void *snapshot;             /* (n_params) or NULL */
     int64_t snapshot_every;     /* epochs between snapshots (>= 1) */
-    int64_t epoch0;             /* global number of epoch 0 of this run */
-    int32_t loss_l2;            /* add 1/2 wd |W|^2 (W before the step) to
-                                   each step's loss (scikit-learn reports
-                                   that) */
-    int32_t mean_by_rows;       /* epoch mean weighted by rows, not by the
-                                   batches' sample-weight sums */
-    double loss_scale;          /* each step's loss (before the L2 term) is
-                                   multiplied by this in what epoch_loss
-                                   reports; the gradient is not: 1 for the
-                                   loss as computed (scikit-learn reports
-                                   squared error as a mean over outputs:
-                                   1 / n_out) */
+    void *xb, *yb, *swb;        /* gather buffers (batch rows), if order */
     fnn_poll_fn poll; void *poll_ctx; double poll_ms;
-    /* Data-parallel steps: a minibatch of at least par_rows (>= 2) rows is
-     * split in two, the second half's forward/backward pass running on the
-     * pool's helper thread with its own workspace ws2/iws2 (for
-     * ceil(batch / 2) rows) and gradient buffer grads2 (n_params); the
-     * halves' gradients are then summed (always in the same order, so
-     * results are reproducible) and the optimizer applied.  par_rows 0, or
-     * the helper held by another fit, runs every step on the calling
-     * thread.  chunk_mnk (> 0) is the fnn_blas.chunk_mnk of the halves'
-     * GEMMs: pieces small enough that the BLAS leaves them on the thread
-     * that calls it (0: whole calls). */
-    int64_t par_rows, chunk_mnk;
-    void *ws2, *grads2; int32_t *iws2;
-    /* In/out, kept by the caller between runs (start at 0): a split step
-     * whose helper half takes over twice as long as the caller's (the
-     * helper's core busy elsewhere) counts as starved; after 4 in a row the
-     * steps run unsplit until split_hold (ms on CLOCK_MONOTONIC), for
-     * split_backoff ms: FNN_HOLD_MS, doubling up to 32 times that while it
-     * recurs, reset by 256 good steps.  split_backoff < 0: never back off. */
-    double split_hold, split_backoff;
-    int64_t epochs_done, steps_done, bad_epoch, bad_step, snapshot_epoch;
+    fnn_split split;
+    fnn_fit_out out;
 } fnn_fit_args;
 
 /* Runs the epochs of a (see fnn_fit_args) with optimizer opt.  Returns
- * FNN_OK, FNN_ERR_NONFINITE or FNN_STOPPED.  Plain SGD without momentum
- * is fused into the gradient GEMMs.  If a->snapshot is set, the
- * parameters at the start of each epoch whose global number (epoch0 + e)
- * is a multiple of snapshot_every are copied there once that epoch's first
- * loss is known finite; a->snapshot_epoch is then set to e (it is left
- * alone otherwise).  No allocation. */
+ * FNN_OK, FNN_ERR_NONFINITE or FNN_STOPPED, a->out saying how far it went.
+ * Plain SGD without momentum is fused into the gradient GEMMs.  If
+ * a->snapshot is set, the parameters at the start of each epoch whose
+ * global number (epoch0 + e) is a multiple of snapshot_every are copied
+ * there once that epoch's first loss is known finite; a->out.snapshot_epoch
+ * is then set to e.  Runs on the calling thread, plus the helper thread of
+ * pool.c for split steps (a->split).  No allocation. */
 int fnn_fit_f32(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                 float *params, float *grads, float *ws, int32_t *iws);
 int fnn_fit_f64(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                 double *params, double *grads, double *ws, int32_t *iws);
-
-/* ---- the helper thread (pool.c) ---------------------------------------- */
-
-typedef void (*fnn_task_fn)(void *arg);
-
-/* Take the helper for this thread (starting it on first use): 1, or 0 if
- * another fit holds it or it cannot be started.  While held it spins
- * between tasks; fnn_pool_release lets it sleep. */
-int fnn_pool_acquire(void);
-void fnn_pool_release(void);
-/* Run fn(arg) on the helper (held by the caller, no task in flight);
- * fnn_pool_wait returns once it has finished, its writes visible. */
-void fnn_pool_submit(fnn_task_fn fn, void *arg);
-void fnn_pool_wait(void);
-/* Tests only: the helper sleeps us microseconds before each task (0: off),
- * standing in for a helper whose core is busy. */
-void fnn_pool_test_stall(int us);
 
 #ifdef __cplusplus
 }

@@ -2,12 +2,13 @@
  *
  * fnn_fit can split a minibatch in two: the calling thread runs the forward
  * and backward pass of the first half while this helper runs the second
- * half (see train_impl.h).  At the sizes where that pays (steps of tens to
+ * half (see split_impl.h).  At the sizes where that pays (steps of tens to
  * hundreds of microseconds, GEMMs too small for the BLAS to thread well)
  * the hand-off must cost far less than a microsecond, so while a fit holds
  * the helper it spins between tasks; it falls asleep on a condition
- * variable after SPIN_LIMIT idle polls (a few milliseconds) and whenever no
- * fit holds it, so an idle fastnn never competes with the BLAS threads.
+ * variable after SPIN_LIMIT idle polls (a few milliseconds), and within
+ * LINGER polls once no fit holds it, so an idle fastnn never competes with
+ * the BLAS threads.
  *
  * One fit at a time holds the helper (fnn_pool_acquire is a try-lock); a
  * fit that finds it taken runs single-threaded.  After fork() the child
@@ -18,13 +19,21 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
-#include "fastnn.h"
+#include "pool.h"
 
-#define SPIN_LIMIT (1L << 16)   /* idle polls before sleeping: ~ms */
-/* After a fit lets go, polls before sleeping (~0.1 ms): a caller that
- * runs one fit per epoch (fastnn.sklearn) finds the helper awake instead of
- * paying a futex wake-up (several microseconds) at every epoch. */
+/* Idle polls before the helper sleeps while a fit holds it: a few
+ * milliseconds, far longer than the gap between two tasks of a fit. */
+#define SPIN_LIMIT (1L << 16)
+/* Idle polls before it sleeps once no fit holds it (about 0.1 ms): a
+ * caller that runs one fit per epoch (fastnn.sklearn) finds the helper
+ * awake instead of paying a futex wake-up at every epoch. */
 #define LINGER (1L << 12)
+/* Polls fnn_pool_wait spins before it yields its core: the helper's task
+ * normally ends within them; past them the helper has lost its core. */
+#define WAIT_SPINS 4096
+/* While spinning, the helper yields its core every this many polls (a power
+ * of two), so that a thread waiting for that core is not shut out. */
+#define YIELD_EVERY 256
 
 static pthread_mutex_t owner = PTHREAD_MUTEX_INITIALIZER; /* held by a fit */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;    /* for sleeping */
@@ -33,7 +42,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int started;                     /* under owner */
 static atomic_int active;               /* a fit holds the helper: spin */
 static atomic_uint_fast64_t posted, done;
-static atomic_int stall_us;             /* tests: helper delay per task */
+static atomic_int delay_us;             /* fnn_pool_set_task_delay */
 static fnn_task_fn task_fn;             /* published by posted (release) */
 static void *task_arg;
 
@@ -63,8 +72,8 @@ static void *helper_main(void *unused)
                 ? SPIN_LIMIT : LINGER;
             if (spins++ < limit) {
                 cpu_relax();
-                if ((spins & 255) == 0) {
-                    sched_yield();      /* let a waiting thread have the core */
+                if ((spins & (YIELD_EVERY - 1)) == 0) {
+                    sched_yield();
                 }
                 continue;
             }
@@ -75,9 +84,9 @@ static void *helper_main(void *unused)
             pthread_mutex_unlock(&mu);
         }
         seen += 1;
-        int stall = atomic_load_explicit(&stall_us, memory_order_relaxed);
-        if (stall > 0) {                /* tests: a helper whose core is busy */
-            struct timespec ts = {stall / 1000000, (stall % 1000000) * 1000L};
+        int delay = atomic_load_explicit(&delay_us, memory_order_relaxed);
+        if (delay > 0) {                /* a helper whose core is busy */
+            struct timespec ts = {delay / 1000000, (delay % 1000000) * 1000L};
             nanosleep(&ts, NULL);
         }
         task_fn(task_arg);
@@ -151,7 +160,7 @@ void fnn_pool_wait(void)
     uint_fast64_t want = atomic_load_explicit(&posted, memory_order_relaxed);
     long spins = 0;
     while (atomic_load_explicit(&done, memory_order_acquire) != want) {
-        if (++spins < 4096) {
+        if (++spins < WAIT_SPINS) {
             cpu_relax();
         } else {
             sched_yield();              /* the helper lost its core */
@@ -159,7 +168,7 @@ void fnn_pool_wait(void)
     }
 }
 
-void fnn_pool_test_stall(int us)
+void fnn_pool_set_task_delay(int us)
 {
-    atomic_store(&stall_us, us);
+    atomic_store(&delay_us, us > 0 ? us : 0);
 }

@@ -167,8 +167,20 @@ cdef extern from "fastnn.h" nogil:
 
     ctypedef int (*fnn_poll_fn)(void *ctx, int64_t epoch, int64_t step) noexcept nogil
 
+    ctypedef struct fnn_split:
+        int64_t min_rows, chunk_mnk
+        void *ws2
+        void *grads2
+        int32_t *iws2
+        double hold, backoff
+
+    ctypedef struct fnn_fit_out:
+        int64_t epochs_done, steps_done
+        int64_t bad_epoch, bad_step
+        int64_t snapshot_epoch
+
     ctypedef struct fnn_fit_args:
-        int64_t n, n_epochs, batch
+        int64_t n, n_epochs, batch, epoch0
         const void *x
         int64_t ldx
         const void *y
@@ -177,28 +189,18 @@ cdef extern from "fastnn.h" nogil:
         const int64_t *order
         const double *lr
         double *epoch_loss
+        int32_t loss_l2, mean_by_rows
+        double loss_scale
+        void *snapshot
+        int64_t snapshot_every
         void *xb
         void *yb
         void *swb
-        void *snapshot
-        int64_t snapshot_every
-        int64_t epoch0
-        int32_t loss_l2
-        int32_t mean_by_rows
-        double loss_scale
         fnn_poll_fn poll
         void *poll_ctx
         double poll_ms
-        int64_t par_rows, chunk_mnk
-        void *ws2
-        void *grads2
-        int32_t *iws2
-        double split_hold, split_backoff
-        int64_t epochs_done, steps_done, bad_epoch, bad_step, snapshot_epoch
-
-    int fnn_pool_acquire()
-    void fnn_pool_release()
-    void fnn_pool_test_stall(int us)
+        fnn_split split
+        fnn_fit_out out
 
     int fnn_fit_f32(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                     float *params, float *grads, float *ws, int32_t *iws)

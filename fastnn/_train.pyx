@@ -6,6 +6,10 @@
 # Inputs arrive validated and converted by fastnn/nn.py, except on the
 # train_step fast path, which accepts only arrays that need no conversion
 # and returns None for anything else (the Python side then validates).
+#
+# Each NetCore method that touches data picks the dtype once, by the type
+# of its params pointer, and runs one body written over the fused type
+# `floating` (the _*_impl functions after the class).
 import os
 import threading
 import time
@@ -18,6 +22,19 @@ from libc.stdlib cimport free, malloc
 cdef extern from "stdlib.h" nogil:
     int posix_memalign(void **memptr, size_t alignment, size_t size)
 
+cdef extern from "string.h" nogil:
+    void *memcpy(void *dst, const void *src, size_t n)
+
+cdef extern from "pool.h" nogil:
+    void fnn_pool_set_task_delay(int us)
+
+cdef extern from "split.h":
+    enum:
+        FNN_SPLIT_STARVED_RUN
+        FNN_SPLIT_GOOD_RUN
+        FNN_SPLIT_FIRST_HOLD_MS
+        FNN_SPLIT_MAX_HOLD_MS
+
 import numpy as np
 cimport numpy as cnp
 
@@ -26,34 +43,32 @@ from fastnn._kernels cimport *
 
 cnp.import_array()
 
-# Forward-GEMM orientation tuning (see _tune_forward).  FASTNN_AUTOTUNE=0
-# turns it off: every forward GEMM then runs as X @ W.
+ctypedef fused floating:
+    float
+    double
+
+# Forward-GEMM orientation tuning (see NetCore._tune_forward).
+# FASTNN_AUTOTUNE=0 turns it off: every forward GEMM then runs as X @ W.
 AUTOTUNE = os.environ.get("FASTNN_AUTOTUNE", "1") not in ("0", "")
 _TUNED = {}   # (dtype, m, k, n, chunk_mnk, blas source, threads) -> transposed?
 TUNE_LOG = []        # (key, repetitions, {orientation: seconds per call})
 
+# Workspace elements per block when predicting / evaluating large inputs:
+# bounds the memory without hurting GEMM efficiency.
+cdef int64_t BLOCK_ELEMS = 1 << 21
 
-# Data-parallel minibatches (csrc/pool.c, fnn_fit_args.par_rows): a fit
-# step is split between the calling thread and fastnn's one helper thread
-# when it is big enough to pay for the hand-off (min_macs multiply-adds per
-# step, min_rows rows per half) and its half-batch GEMMs are at most
-# max_half_mnk multiply-adds.  Each half's GEMMs go to the BLAS in pieces
-# of at most chunk_mnk (fnn_blas.chunk_mnk): OpenBLAS runs products up to
-# 10**6 multiply-adds on the calling thread, with its small-matrix kernels
-# (faster per flop than its packed ones at these sizes), and two threads
-# calling it with larger ones would contend for its pool.  Above
-# max_half_mnk the BLAS's own threading of whole GEMMs wins.  Tests lower
-# the limits to force splitting.
-SPLIT = {"min_macs": 1 << 17, "min_rows": 16, "max_half_mnk": 1 << 23,
-         "chunk_mnk": 1_000_000, "backoff": True}
+# Steps smaller than this (workspace plus parameters, in elements) keep the
+# GIL: releasing and retaking it costs about as much as such a step.
+cdef int64_t NOGIL_MIN_ELEMS = 4096
+
+OPT_KINDS = {"sgd": FNN_OPT_SGD, "momentum": FNN_OPT_MOMENTUM,
+             "nesterov": FNN_OPT_NESTEROV, "adam": FNN_OPT_ADAM}
+STATUS = {"ok": FNN_OK, "nonfinite": FNN_ERR_NONFINITE, "stopped": FNN_STOPPED}
+
+
+# ---- threads of a fit and the split step -----------------------------------
 
 _TRAIN_THREADS = [None]
-
-
-def _test_stall_helper(int us):
-    """Tests only: make the helper sleep `us` microseconds before each
-    task, as if its core were busy (0 turns it off)."""
-    fnn_pool_test_stall(us)
 
 
 def set_train_threads(n):
@@ -87,55 +102,279 @@ def train_threads():
     return 2 if min(blas_n, cpus) >= 2 else 1
 
 
-cdef extern from "string.h" nogil:
-    void *memcpy(void *dst, const void *src, size_t n)
+# Which minibatches a fit splits between its two threads (NetCore.split_rows)
+# and how the halves call the BLAS.  docs/engine.md says why each default.
+cdef struct SplitTuning:
+    int64_t min_macs        # multiply-adds a step needs to be split
+    int64_t min_rows        # rows each half needs
+    int64_t max_half_mnk    # largest half-batch GEMM (m*n*k) still split
+    int64_t chunk_mnk       # the halves' GEMMs go to the BLAS in pieces
+                            # of at most this many multiply-adds (0: whole)
+    bint backoff            # hold splitting while the helper is starved
 
-# Workspace elements per block when predicting / evaluating large inputs:
-# bounds the memory without hurting GEMM efficiency.
-cdef int64_t BLOCK_ELEMS = 1 << 21
+cdef SplitTuning SPLIT_DEFAULTS = SplitTuning(
+    min_macs=1 << 17, min_rows=16, max_half_mnk=1 << 23, chunk_mnk=1_000_000,
+    backoff=True)
+cdef SplitTuning _split = SPLIT_DEFAULTS
 
-
-ctypedef fused floating:
-    float
-    double
-
-
-cdef int _targets_ok(int loss, int64_t n, const floating *y) noexcept nogil:
-    """bce targets lie in [0, 1], softmax_ce targets are >= 0."""
-    cdef int64_t i
-    if loss == FNN_BCE:
-        for i in range(n):
-            if not (y[i] >= 0 and y[i] <= 1):
-                return 0
-    elif loss == FNN_SOFTMAX_CE:
-        for i in range(n):
-            if not (y[i] >= 0):
-                return 0
-    return 1
+# The back-off's constants (csrc/split.h), for tests and tools.
+SPLIT_STARVED_RUN = FNN_SPLIT_STARVED_RUN
+SPLIT_GOOD_RUN = FNN_SPLIT_GOOD_RUN
+SPLIT_FIRST_HOLD_MS = FNN_SPLIT_FIRST_HOLD_MS
+SPLIT_MAX_HOLD_MS = FNN_SPLIT_MAX_HOLD_MS
 
 
-cdef int _targets_valid(bint f32, int loss, int64_t m, int64_t nout,
-                        const void *yp) noexcept nogil:
-    """Y finite and valid targets for the loss (X is checked inside the
-    step, through its first product)."""
-    if f32:
-        return (fnn_all_finite_f32(m, nout, <const float *>yp, nout)
-                and _targets_ok(loss, m * nout, <const float *>yp))
-    return (fnn_all_finite_f64(m, nout, <const double *>yp, nout)
-            and _targets_ok(loss, m * nout, <const double *>yp))
+def split_tuning(defaults=False):
+    """The settings that decide which minibatches a fit splits between two
+    threads (see set_split_tuning), as a dict; defaults=True: the built-in
+    values instead of the current ones."""
+    return dict(SPLIT_DEFAULTS if defaults else _split)
 
 
-cdef double _c_step(const fnn_net *net, bint f32, int64_t m, const void *x,
-                    int64_t ldx, const void *y, int64_t ldy, const void *sw,
-                    double scale, double lr, double wd, void *pp, void *gp,
-                    void *wsp, int32_t *iwsp, int check_x) noexcept nogil:
-    if f32:
-        return fnn_net_loss_grad_f32(net, m, <const float *>x, ldx,
-            <const float *>y, ldy, <const float *>sw, scale, <float>lr, <float>wd,
-            <float *>pp, <float *>gp, NULL, <float *>wsp, iwsp, check_x)
-    return fnn_net_loss_grad_f64(net, m, <const double *>x, ldx,
-        <const double *>y, ldy, <const double *>sw, scale, lr, wd,
-        <double *>pp, <double *>gp, NULL, <double *>wsp, iwsp, check_x)
+def set_split_tuning(**settings):
+    """Change which minibatches a native fit splits between its two threads
+    (see set_train_threads) and how; returns the previous settings, so that
+    set_split_tuning(**old) restores them.  Keys (others are refused,
+    nothing changed):
+
+    min_macs: multiply-adds of a step's forward and backward GEMMs (3 x the
+        weights x the rows) below which it is not split;
+    min_rows: rows each half needs at least (>= 1);
+    max_half_mnk: half-batch GEMMs larger than this (the widest layer's
+        weights x half the rows) are left whole to the BLAS's own threads;
+    chunk_mnk: the halves send their GEMMs to the BLAS in pieces of at most
+        this many multiply-adds, which OpenBLAS runs on the calling thread
+        (0: whole calls);
+    backoff: while the helper thread's core is busy elsewhere, hold
+        splitting for a while (csrc/split.h); False splits regardless.
+
+    Integers are >= 0.  Affects fits that start afterwards.  For tuning on
+    a given machine, and for tests (forcing small networks to split)."""
+    global _split
+    cdef SplitTuning new = _split
+    for key, value in settings.items():
+        if key == "backoff":
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"set_split_tuning: backoff must be a bool, "
+                                f"got {value!r}")
+            new.backoff = bool(value)
+            continue
+        if key not in ("min_macs", "min_rows", "max_half_mnk", "chunk_mnk"):
+            raise ValueError(f"set_split_tuning: unknown setting {key!r}")
+        if (isinstance(value, (bool, np.bool_))
+                or not isinstance(value, (int, np.integer))):
+            raise TypeError(f"set_split_tuning: {key} must be an int, got "
+                            f"{value!r}")
+        if value < (1 if key == "min_rows" else 0) or value >= 2 ** 63:
+            raise ValueError(f"set_split_tuning: {key} out of range: {value}")
+        if key == "min_macs":
+            new.min_macs = value
+        elif key == "min_rows":
+            new.min_rows = value
+        elif key == "max_half_mnk":
+            new.max_half_mnk = value
+        else:
+            new.chunk_mnk = value
+    old = split_tuning()
+    _split = new
+    return old
+
+
+def set_helper_delay(int us):
+    """Make the helper thread sleep `us` microseconds before each task it
+    runs (0, the default: never), process-wide.  A diagnostic: it stands in
+    for a helper whose core is busy elsewhere, the condition the split
+    step's back-off reacts to (csrc/split.h), so that the back-off can be
+    exercised and watched on an idle machine.  Returns nothing."""
+    if us < 0:
+        raise ValueError(f"set_helper_delay: us must be >= 0, got {us}")
+    fnn_pool_set_task_delay(us)
+
+
+# ---- fit configuration and result ------------------------------------------
+
+cdef object _int_setting(object value, str name, int64_t minimum):
+    """value as an int of at least minimum, or a clear error."""
+    if type(value) is int and minimum <= value < 2 ** 63:
+        return value
+    if (isinstance(value, (bool, np.bool_))
+            or not isinstance(value, (int, np.integer))):
+        raise TypeError(f"FitConfig: {name} must be an int, got {value!r}")
+    if not minimum <= value < 2 ** 63:
+        raise ValueError(f"FitConfig: {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+cdef class FitConfig:
+    """How NetCore.fit trains a network: the optimizer with its state, the
+    minibatch size, snapshots for divergence recovery, and what the epoch
+    losses report.  Made once per training run (fastnn.training.fit, the
+    stochastic solvers of fastnn.sklearn) and used by each of its native
+    calls; the data, each epoch's learning rate and the rows' order are
+    given per call (NetCore.fit).  Scalars are checked here, the buffers
+    against the network at each call.
+
+    optimizer: 'sgd', 'momentum', 'nesterov' or 'adam'.  batch: rows per
+    minibatch (>= 1; at most a call's rows are used).  momentum, beta1,
+    beta2, eps: the optimizer's hyper-parameters.  l2: L2 coefficient on
+    the weights (not the biases), divided by each minibatch's rows if
+    l2_per_row (scikit-learn's alpha).  vel, sq: the optimizer's state,
+    n_params arrays of the network's dtype updated in place (vel for
+    momentum, nesterov and adam; sq for adam); t: Adam's step count so
+    far, advanced in place by each call.  snapshot: an n_params array that
+    receives the parameters at the start of every snapshot_every-th epoch
+    (global numbers, see NetCore.fit's epoch0) once that epoch's first loss
+    is known finite.  loss_l2: add 1/2 wd |W|^2 (W before the step) to each
+    step's reported loss; mean_by_rows: weight the epoch's mean by rows
+    even with sample weights; loss_scale: multiplies each step's reported
+    data loss (not the gradient, not the L2 term).  poll_ms: how often the
+    progress callback runs and Ctrl-C is noticed, in milliseconds.
+    """
+    cdef readonly str optimizer
+    cdef readonly int kind
+    cdef readonly int64_t batch
+    cdef readonly double momentum, beta1, beta2, eps, l2
+    cdef readonly bint l2_per_row
+    cdef readonly object vel, sq, snapshot
+    cdef public int64_t t
+    cdef readonly int64_t snapshot_every
+    cdef readonly bint loss_l2, mean_by_rows
+    cdef readonly double loss_scale, poll_ms
+
+    def __init__(self, str optimizer, batch, *, double momentum=0.9,
+                 double beta1=0.9, double beta2=0.999, double eps=1e-8,
+                 double l2=0.0, bint l2_per_row=False, vel=None, sq=None, t=0,
+                 snapshot=None, snapshot_every=1, bint loss_l2=False,
+                 bint mean_by_rows=False, double loss_scale=1.0,
+                 double poll_ms=50.0):
+        if optimizer not in OPT_KINDS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; expected one "
+                             f"of {sorted(OPT_KINDS)}")
+        batch = _int_setting(batch, "batch", 1)
+        t = _int_setting(t, "t", 0)
+        snapshot_every = _int_setting(snapshot_every, "snapshot_every", 1)
+        # NaN fails every comparison: refused with the rest
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"FitConfig: momentum must be in [0, 1], got {momentum}")
+        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+            raise ValueError(f"FitConfig: beta1 and beta2 must be in [0, 1), "
+                             f"got {beta1}, {beta2}")
+        if not (eps > 0 and isfinite(eps)):
+            raise ValueError(f"FitConfig: eps must be finite and > 0, got {eps}")
+        if not (l2 >= 0 and isfinite(l2)):
+            raise ValueError(f"FitConfig: l2 must be finite and >= 0, got {l2}")
+        if not isfinite(loss_scale):
+            raise ValueError(f"FitConfig: loss_scale must be finite, got {loss_scale}")
+        if not (poll_ms > 0 and isfinite(poll_ms)):
+            raise ValueError(f"FitConfig: poll_ms must be finite and > 0, got {poll_ms}")
+        self.optimizer = optimizer
+        self.kind = OPT_KINDS[optimizer]
+        if self.kind != FNN_OPT_SGD and vel is None:
+            raise ValueError(f"FitConfig: optimizer {optimizer!r} needs vel")
+        if self.kind == FNN_OPT_ADAM and sq is None:
+            raise ValueError("FitConfig: optimizer 'adam' needs sq")
+        for name, buf in (("vel", vel), ("sq", sq), ("snapshot", snapshot)):
+            if buf is not None and not isinstance(buf, np.ndarray):
+                raise TypeError(f"FitConfig: {name} must be a numpy array, "
+                                f"got {type(buf).__name__}")
+        self.batch = batch
+        self.momentum, self.beta1, self.beta2 = momentum, beta1, beta2
+        self.eps, self.l2, self.l2_per_row = eps, l2, l2_per_row
+        self.vel, self.sq, self.t = vel, sq, t
+        self.snapshot, self.snapshot_every = snapshot, snapshot_every
+        self.loss_l2, self.mean_by_rows = loss_l2, mean_by_rows
+        self.loss_scale, self.poll_ms = loss_scale, poll_ms
+
+    cdef _check_against(self, NetCore core):
+        """The buffers fit the network: a wrong one would be read out of
+        bounds by the C loop."""
+        P = (core.params.shape[0],)
+        if self.kind != FNN_OPT_SGD:
+            _check(self.vel, "vel", core.params.dtype, P)
+        if self.kind == FNN_OPT_ADAM:
+            _check(self.sq, "sq", core.params.dtype, P)
+        if self.snapshot is not None:
+            _check(self.snapshot, "snapshot", core.params.dtype, P)
+        if self.t < 0:
+            raise ValueError(f"t must be >= 0, got {self.t}")
+
+    cdef void _fill_optim(self, fnn_optim *opt):
+        opt.kind = self.kind
+        opt.l2_per_row = self.l2_per_row
+        opt.momentum = self.momentum
+        opt.beta1 = self.beta1
+        opt.beta2 = self.beta2
+        opt.eps = self.eps
+        opt.l2 = self.l2
+        opt.t = self.t
+        opt.vel = _data_or_null(self.vel)
+        opt.sq = _data_or_null(self.sq)
+
+    def __repr__(self):
+        return (f"FitConfig({self.optimizer!r}, batch={self.batch}, "
+                f"t={self.t}, l2={self.l2})")
+
+
+cdef class FitResult:
+    """What one NetCore.fit call did.
+
+    status: FNN_OK, FNN_ERR_NONFINITE or FNN_STOPPED (see STATUS; also the
+    properties ok, diverged, stopped).  epochs_done, steps_done: epochs
+    and steps finished.  bad_epoch, bad_step: the step (epoch of this call,
+    step in it) whose loss was not finite, else -1.  snapshot_epoch: the
+    epoch of this call whose starting parameters the last snapshot holds,
+    -1 if none was taken.  epoch_loss: float64 (epochs of the call,) losses,
+    NaN for the unfinished ones.  t: Adam's step count after the call.
+    exc: the exception the progress callback or a signal raised (the fit
+    then stopped), else None."""
+    cdef readonly int status
+    cdef readonly int64_t epochs_done, steps_done, bad_epoch, bad_step
+    cdef readonly int64_t snapshot_epoch, t
+    cdef readonly object epoch_loss, exc
+
+    @property
+    def ok(self):
+        return self.status == FNN_OK
+
+    @property
+    def diverged(self):
+        """The fit stopped at a step whose loss was not finite."""
+        return self.status == FNN_ERR_NONFINITE
+
+    @property
+    def stopped(self):
+        """The progress callback (or a signal) stopped the fit."""
+        return self.status == FNN_STOPPED
+
+    def __repr__(self):
+        name = {FNN_OK: "ok", FNN_ERR_NONFINITE: "nonfinite",
+                FNN_STOPPED: "stopped"}.get(self.status, self.status)
+        return (f"FitResult({name}, epochs_done={self.epochs_done}, "
+                f"steps_done={self.steps_done})")
+
+
+cdef FitResult _fit_result(int status, const fnn_fit_out *out, int64_t t,
+                           object epoch_loss, object exc):
+    cdef FitResult r = FitResult.__new__(FitResult)
+    r.status = status
+    r.epochs_done = out.epochs_done
+    r.steps_done = out.steps_done
+    r.bad_epoch = out.bad_epoch
+    r.bad_step = out.bad_step
+    r.snapshot_epoch = out.snapshot_epoch
+    r.t = t
+    r.epoch_loss = epoch_loss
+    r.exc = exc
+    return r
+
+
+# ---- helpers -----------------------------------------------------------------
+
+cdef void *_data_or_null(object a):
+    """The data pointer of an ndarray, NULL for None."""
+    if a is None:
+        return NULL
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 cdef _check(object a, str name, object dtype, tuple shape):
@@ -153,24 +392,84 @@ cdef _check(object a, str name, object dtype, tuple shape):
         raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
 
 
-cdef void _forward_gemm(const fnn_blas *blas, bint f32, int trans, int64_t m,
-                        int64_t n, int64_t k, const void *x, const void *W,
-                        void *z) noexcept nogil:
+cdef int _targets_ok(int loss, int64_t n, const floating *y) noexcept nogil:
+    """bce targets lie in [0, 1], softmax_ce targets are >= 0."""
+    cdef int64_t i
+    if loss == FNN_BCE:
+        for i in range(n):
+            if not (y[i] >= 0 and y[i] <= 1):
+                return 0
+    elif loss == FNN_SOFTMAX_CE:
+        for i in range(n):
+            if not (y[i] >= 0):
+                return 0
+    return 1
+
+
+cdef int _targets_valid(int loss, int64_t m, int64_t nout,
+                        const floating *y) noexcept nogil:
+    """Y finite and valid targets for the loss (X is checked inside the
+    step, through its first product)."""
+    if floating is float:
+        if not fnn_all_finite_f32(m, nout, y, nout):
+            return 0
+    else:
+        if not fnn_all_finite_f64(m, nout, y, nout):
+            return 0
+    return _targets_ok(loss, m * nout, y)
+
+
+cdef double _net_loss_grad(const fnn_net *net, int64_t m, const floating *x,
+                           int64_t ldx, const floating *y, int64_t ldy,
+                           const floating *sw, double scale, double lr,
+                           double wd, floating *params, floating *grads,
+                           floating *ws, int32_t *iws,
+                           int check_x) noexcept nogil:
+    if floating is float:
+        return fnn_net_loss_grad_f32(net, m, x, ldx, y, ldy, sw, scale,
+                                     <float>lr, <float>wd, params, grads,
+                                     NULL, ws, iws, check_x)
+    else:
+        return fnn_net_loss_grad_f64(net, m, x, ldx, y, ldy, sw, scale, lr,
+                                     wd, params, grads, NULL, ws, iws,
+                                     check_x)
+
+
+cdef floating *_net_forward(const fnn_net *net, int64_t m, const floating *x,
+                            int64_t ldx, floating *params, int predict,
+                            floating *ws, int32_t *iws) noexcept nogil:
+    if floating is float:
+        return fnn_net_forward_f32(net, m, x, ldx, params, predict, ws, iws)
+    else:
+        return fnn_net_forward_f64(net, m, x, ldx, params, predict, ws, iws)
+
+
+cdef double _loss_of(int64_t m, int64_t n, int loss, double scale,
+                     const floating *z, const floating *y,
+                     const floating *sw) noexcept nogil:
+    if floating is float:
+        return fnn_loss_grad_f32(m, n, loss, scale, z, n, y, n, sw, NULL, n,
+                                 NULL)
+    else:
+        return fnn_loss_grad_f64(m, n, loss, scale, z, n, y, n, sw, NULL, n,
+                                 NULL)
+
+
+cdef void _forward_gemm(const fnn_blas *blas, int trans, int64_t m, int64_t n,
+                        int64_t k, const floating *x, const floating *W,
+                        floating *z) noexcept nogil:
     """Z = X W for the orientation tuner, as net_impl.h computes it: plainly
     (Z (m, n)) or transposed (Z^T = W^T X^T, (n, m))."""
-    if f32:
+    if floating is float:
         if trans:
-            fnn_gemm_f32(blas, 1, 1, n, m, k, 1, <const float *>W, n,
-                         <const float *>x, k, 0, <float *>z, m)
+            fnn_gemm_f32(blas, 1, 1, n, m, k, 1, W, n, x, k, 0, z, m)
         else:
-            fnn_gemm_f32(blas, 0, 0, m, n, k, 1, <const float *>x, k,
-                         <const float *>W, n, 0, <float *>z, n)
-    elif trans:
-        fnn_gemm_f64(blas, 1, 1, n, m, k, 1, <const double *>W, n,
-                     <const double *>x, k, 0, <double *>z, m)
+            fnn_gemm_f32(blas, 0, 0, m, n, k, 1, x, k, W, n, 0, z, n)
     else:
-        fnn_gemm_f64(blas, 0, 0, m, n, k, 1, <const double *>x, k,
-                     <const double *>W, n, 0, <double *>z, n)
+        if trans:
+            fnn_gemm_f64(blas, 1, 1, n, m, k, 1, W, n, x, k, 0, z, m)
+        else:
+            fnn_gemm_f64(blas, 0, 0, m, n, k, 1, x, k, W, n, 0, z, n)
 
 
 cdef class _Poll:
@@ -196,6 +495,8 @@ cdef int _poll(void *ctx, int64_t epoch, int64_t step) noexcept nogil:
             return 1
         return 0
 
+
+# ---- the network -------------------------------------------------------------
 
 cdef class NetCore:
     """A compiled network over caller-owned flat buffers.
@@ -281,6 +582,9 @@ cdef class NetCore:
     def dtype(self):
         return self.params.dtype
 
+    cdef void *_pp(self):
+        return cnp.PyArray_DATA(<cnp.ndarray>self.params)
+
     def workspace_shape(self, int64_t m):
         """(elements of the dtype, int32 elements) of the workspace for m rows."""
         return (m * self.net.ws_cols, m * self.net.iws_cols)
@@ -305,20 +609,20 @@ cdef class NetCore:
 
     def split_rows(self, int64_t batch):
         """The fewest rows a minibatch of a fit with this batch size needs
-        to be split between two threads (see SPLIT and set_train_threads),
-        or 0 if none is split."""
+        to be split between two threads (see set_split_tuning and
+        set_train_threads), or 0 if none is split."""
         cdef int64_t l, per_row = 0, widest = 0, w
-        if batch < 2 * SPLIT["min_rows"] or train_threads() < 2:
+        if batch < 2 * _split.min_rows or train_threads() < 2:
             return 0
         for l in range(self.net.n_layers):
             w = self.layers[l].n_in * self.layers[l].n_out * self.layers[l].pieces
             per_row += w
             widest = max(widest, w)
-        if 3 * per_row * batch < SPLIT["min_macs"]:
+        if 3 * per_row * batch < _split.min_macs:
             return 0
-        if widest * ((batch + 1) // 2) > SPLIT["max_half_mnk"]:
+        if widest * ((batch + 1) // 2) > _split.max_half_mnk:
             return 0
-        return max(2, 2 * SPLIT["min_rows"])
+        return max(2, 2 * _split.min_rows)
 
     cdef _split_buffers(self, int64_t h):
         """Workspace, int32 workspace and gradients of the helper thread's
@@ -355,74 +659,43 @@ cdef class NetCore:
         """Pick, per dense layer, the faster of two ways to compute Z = X W
         for m rows: as is, or as Z^T = W^T X^T followed by a transpose.  The
         numbers are the same products; which one the BLAS runs faster depends
-        on how it splits the shape among its threads (for the seed's 64 x
-        1000 x 100 float64 forward on 2 OpenBLAS threads, the transposed form
-        is ~25% faster; for other shapes the plain one is up to 2x faster).
-        After a warm-up call of each, both are timed 7 times alternately and
-        the minima compared; the transposed form needs an 8% win.  chunk > 0
-        times them as the split step's halves run them, in pieces of at most
-        chunk multiply-adds (fnn_blas.chunk_mnk).  Results are cached per
-        shape, chunk and thread count for the process."""
+        on how it splits the shape among its threads, either way by up to
+        2x.  chunk > 0 times them as the split step's halves run them, in
+        pieces of at most chunk multiply-adds (fnn_blas.chunk_mnk).  Results
+        are cached per shape, chunk and thread count for the process."""
         from fastnn._blas import blas_info
         info = blas_info()
         if info["source"] == "none":
             return
-        cdef int64_t l, k, n, r, reps
+        cdef int64_t l
         cdef fnn_layer *L
-        cdef void *W
-        cdef void *xp
-        cdef void *zp
-        cdef void *pp = cnp.PyArray_DATA(self.params)
-        cdef cnp.ndarray xin, zout
-        cdef int trans
         cdef fnn_blas pieces
         cdef const fnn_blas *blas = self.net.blas
         if chunk > 0:
             pieces = self.net.blas[0]
             pieces.chunk_mnk = chunk
             blas = &pieces
-        cdef bint f32 = self.is_f32
-        cdef int64_t itemsize = self.params.itemsize
         for l in range(self.net.n_layers):
             L = &self.layers[l]
             if L.act == FNN_MAXOUT:
                 continue
-            k = L.n_in
-            n = L.n_out
-            key = (self.params.dtype.str, m, k, n, chunk, info["source"],
-                   info["num_threads"])
+            key = (self.params.dtype.str, m, L.n_in, L.n_out, chunk,
+                   info["source"], info["num_threads"])
             if key in _TUNED:
                 L.fwd_t = _TUNED[key]
                 continue
-            if m * n * k <= blas.small_mnk:
+            if m * L.n_out * L.n_in <= blas.small_mnk:
                 L.fwd_t = 0
                 continue
-            xin = np.zeros((m, k), dtype=self.params.dtype)
-            zout = np.empty(m * n, dtype=self.params.dtype)
-            xp = cnp.PyArray_DATA(xin)
-            zp = cnp.PyArray_DATA(zout)
-            W = <char *>pp + L.w_off * itemsize
-            times = {0: [], 1: []}
-            reps = 1
-            # rounds 0 and 1 warm each orientation up (and size reps); then
-            # 7 alternating timings of each; minima compared
-            for r in range(16):
-                trans = r % 2
-                t0 = time.perf_counter()
-                with nogil:
-                    for _ in range(reps):
-                        _forward_gemm(blas, f32, trans, m, n, k, xp, W, zp)
-                dt = (time.perf_counter() - t0) / reps
-                if r == 0 and dt > 0.02:    # big GEMMs: any orientation runs well
-                    break
-                if r == 1:                  # both warm: about 2 ms per timing
-                    reps = max(2, min(256, int(2e-3 / max(dt, 1e-7))))
-                if r >= 2:
-                    times[trans].append(dt)
-            if len(times[1]) == 7:
-                L.fwd_t = 1 if min(times[1]) < 0.92 * min(times[0]) else 0
+            if self.is_f32:
+                reps, times = _time_orientations(
+                    blas, m, L.n_out, L.n_in, <float *>self._pp() + L.w_off)
             else:
-                L.fwd_t = 0
+                reps, times = _time_orientations(
+                    blas, m, L.n_out, L.n_in, <double *>self._pp() + L.w_off)
+            # the transposed form needs an 8% win
+            L.fwd_t = (len(times[1]) == 7
+                       and min(times[1]) < 0.92 * min(times[0]))
             _TUNED[key] = L.fwd_t
             TUNE_LOG.append((key, reps, times))
 
@@ -461,79 +734,23 @@ cdef class NetCore:
     def forward(self, cnp.ndarray X, bint predict=True):
         """Network output for X (m, n_in), a new (m, n_out) array."""
         _check(X, "X", self.params.dtype, (None, self.n_in))
-        cdef int64_t m = X.shape[0], i0, mb, blk = self._block_rows(X.shape[0])
-        out = np.empty((m, self.n_out), dtype=self.params.dtype)
-        if m == 0:
+        out = np.empty((X.shape[0], self.n_out), dtype=self.params.dtype)
+        if X.shape[0] == 0:
             return out
-        ws = np.empty(max(1, blk * self.net.ws_cols), dtype=self.params.dtype)
-        iws = np.empty(max(1, blk * self.net.iws_cols), dtype=np.int32)
-        cdef char *xp = cnp.PyArray_BYTES(X)
-        cdef char *op = cnp.PyArray_BYTES(out)
-        cdef char *wsp = cnp.PyArray_BYTES(ws)
-        cdef char *pp = cnp.PyArray_BYTES(self.params)
-        cdef int32_t *iwsp = <int32_t *>cnp.PyArray_DATA(iws)
-        cdef int64_t item = X.itemsize, nin = self.n_in, nout = self.n_out
-        cdef void *res
-        i0 = 0
-        with nogil:
-            while i0 < m:
-                mb = min(blk, m - i0)
-                if self.is_f32:
-                    res = fnn_net_forward_f32(&self.net, mb,
-                        <float *>(xp + i0 * nin * item), nin, <float *>pp,
-                        predict, <float *>wsp, iwsp)
-                else:
-                    res = fnn_net_forward_f64(&self.net, mb,
-                        <double *>(xp + i0 * nin * item), nin, <double *>pp,
-                        predict, <double *>wsp, iwsp)
-                memcpy(op + i0 * nout * item, res, mb * nout * item)
-                i0 += mb
+        if self.is_f32:
+            _forward_impl(self, <float *>self._pp(), X, out, predict)
+        else:
+            _forward_impl(self, <double *>self._pp(), X, out, predict)
         return out
 
     def loss(self, cnp.ndarray X, cnp.ndarray Y, object sw, double scale):
         """scale * sum_i sw_i loss_i over all rows (no gradient)."""
         self._check_data(X, Y, sw)
-        cdef int64_t m = X.shape[0], i0, mb, blk = self._block_rows(X.shape[0])
-        if m == 0:
+        if X.shape[0] == 0:
             return 0.0
-        ws = np.empty(max(1, blk * self.net.ws_cols), dtype=self.params.dtype)
-        iws = np.empty(max(1, blk * self.net.iws_cols), dtype=np.int32)
-        cdef char *xp = cnp.PyArray_BYTES(X)
-        cdef char *yp = cnp.PyArray_BYTES(Y)
-        cdef char *swp = NULL
-        cdef cnp.ndarray swa
-        if sw is not None:
-            swa = sw
-            swp = cnp.PyArray_BYTES(swa)
-        cdef char *wsp = cnp.PyArray_BYTES(ws)
-        cdef char *pp = cnp.PyArray_BYTES(self.params)
-        cdef int32_t *iwsp = <int32_t *>cnp.PyArray_DATA(iws)
-        cdef int64_t item = X.itemsize, nin = self.n_in, nout = self.n_out
-        cdef int loss = self.net.loss
-        cdef double total = 0.0
-        cdef void *res
-        i0 = 0
-        with nogil:
-            while i0 < m:
-                mb = min(blk, m - i0)
-                if self.is_f32:
-                    res = fnn_net_forward_f32(&self.net, mb,
-                        <float *>(xp + i0 * nin * item), nin, <float *>pp, 0,
-                        <float *>wsp, iwsp)
-                    total += fnn_loss_grad_f32(mb, nout, loss, scale,
-                        <float *>res, nout, <float *>(yp + i0 * nout * item),
-                        nout, <float *>(swp + i0 * item) if swp != NULL else NULL,
-                        NULL, nout, NULL)
-                else:
-                    res = fnn_net_forward_f64(&self.net, mb,
-                        <double *>(xp + i0 * nin * item), nin, <double *>pp, 0,
-                        <double *>wsp, iwsp)
-                    total += fnn_loss_grad_f64(mb, nout, loss, scale,
-                        <double *>res, nout, <double *>(yp + i0 * nout * item),
-                        nout, <double *>(swp + i0 * item) if swp != NULL else NULL,
-                        NULL, nout, NULL)
-                i0 += mb
-        return total
+        if self.is_f32:
+            return _loss_impl(self, <float *>self._pp(), X, Y, sw, scale)
+        return _loss_impl(self, <double *>self._pp(), X, Y, sw, scale)
 
     # ---- gradient and training (write params/grads: one caller at a time)
 
@@ -544,38 +761,21 @@ cdef class NetCore:
         finite nothing was changed."""
         self._check_data(X, Y, sw)
         cdef int64_t m = X.shape[0]
-        cdef cnp.ndarray swa
-        cdef void *swp = NULL
-        if sw is not None:
-            swa = sw
-            swp = cnp.PyArray_DATA(swa)
+        cdef void *xp = cnp.PyArray_DATA(X)
+        cdef void *yp = cnp.PyArray_DATA(Y)
+        cdef void *swp = _data_or_null(sw)
         self._acquire()
         try:
             ws, iws = self._workspace(m)
-            return self._step(m, cnp.PyArray_DATA(X), cnp.PyArray_DATA(Y), swp,
-                              scale, lr, wd, ws, iws)
+            if self.is_f32:
+                return _step_impl(self, <float *>self._pp(), m, <float *>xp,
+                                  <float *>yp, <float *>swp, scale, lr, wd,
+                                  ws, iws, 0)
+            return _step_impl(self, <double *>self._pp(), m, <double *>xp,
+                              <double *>yp, <double *>swp, scale, lr, wd, ws,
+                              iws, 0)
         finally:
             self.busy = False
-
-    cdef double _step(self, int64_t m, void *x, void *y, void *sw, double scale,
-                      double lr, double wd, cnp.ndarray ws, cnp.ndarray iws,
-                      int check_x=0):
-        cdef void *pp = cnp.PyArray_DATA(self.params)
-        cdef void *gp = cnp.PyArray_DATA(self.grads)
-        cdef void *wsp = cnp.PyArray_DATA(ws)
-        cdef int32_t *iwsp = <int32_t *>cnp.PyArray_DATA(iws)
-        cdef int64_t nin = self.n_in, nout = self.n_out
-        cdef double loss
-        # Releasing and retaking the GIL costs ~0.1 us: not worth it for a
-        # step that takes about that long.
-        if m * self.net.ws_cols + self.net.n_params > 4096:
-            with nogil:
-                loss = _c_step(&self.net, self.is_f32, m, x, nin, y, nout, sw, scale,
-                               lr, wd, pp, gp, wsp, iwsp, check_x)
-        else:
-            loss = _c_step(&self.net, self.is_f32, m, x, nin, y, nout, sw, scale,
-                           lr, wd, pp, gp, wsp, iwsp, check_x)
-        return loss
 
     def train_step(self, X, Y, object lr_obj):
         """Fast path of Network.train_step: one fused SGD step if X and Y are
@@ -585,7 +785,7 @@ cdef class NetCore:
         way and says what is wrong)."""
         cdef cnp.ndarray xa, ya
         cdef int64_t m
-        cdef double lr
+        cdef double lr, loss
         if not (cnp.PyArray_CheckExact(X) and cnp.PyArray_CheckExact(Y)
                 and type(lr_obj) is float):
             return None
@@ -606,175 +806,265 @@ cdef class NetCore:
                 return None
         elif not (cnp.PyArray_NDIM(ya) == 1 and self.n_out == 1 and ya.shape[0] == m):
             return None
-        cdef void *xp = cnp.PyArray_DATA(xa)
-        cdef void *yp = cnp.PyArray_DATA(ya)
-        cdef int64_t nin = self.n_in, nout = self.n_out
-        cdef int ok
-        cdef double loss
-        cdef double scale = 1.0 if self.net.loss == FNN_SSE else 1.0 / m
         self._acquire()
         try:
-            ok = _targets_valid(self.is_f32, self.net.loss, m, nout, yp)
-            if not ok:
-                return None
-            ws, iws = self._workspace(m)
-            loss = self._step(m, xp, yp, NULL, scale, lr, 0.0, ws, iws, 1)
-            # NaN/inf in X, or a non-finite loss: nothing was changed; the
-            # slow path names the problem
+            if self.is_f32:
+                loss = _train_step_impl(self, <float *>self._pp(), m,
+                                        <float *>cnp.PyArray_DATA(xa),
+                                        <float *>cnp.PyArray_DATA(ya), lr)
+            else:
+                loss = _train_step_impl(self, <double *>self._pp(), m,
+                                        <double *>cnp.PyArray_DATA(xa),
+                                        <double *>cnp.PyArray_DATA(ya), lr)
+            # invalid targets, NaN/inf in X, or a non-finite loss: nothing
+            # was changed; the slow path names the problem
             return loss if loss - loss == 0 else None
         finally:
             self.busy = False
 
-    def fit(self, cnp.ndarray X, cnp.ndarray Y, object sw, object order,
-            cnp.ndarray lrs, int64_t batch, int kind, double momentum=0.9,
-            double beta1=0.9, double beta2=0.999, double eps=1e-8,
-            double l2=0.0, bint l2_per_row=False, object vel=None,
-            object sq=None, int64_t t=0, object snapshot=None,
-            int64_t snapshot_every=1, int64_t epoch0=0, object progress=None,
-            double poll_ms=50.0, object epoch_loss=None, bint loss_l2=False,
-            bint mean_by_rows=False, double loss_scale=1.0):
-        """Run len(lrs) epochs natively (csrc/train.c) without the GIL.
+    def fit(self, cnp.ndarray X, cnp.ndarray Y, FitConfig cfg not None,
+            cnp.ndarray lrs, *, object sw=None, object order=None,
+            int64_t epoch0=0, object epoch_loss=None, object progress=None):
+        """Run len(lrs) epochs natively (csrc/train.c) without the GIL, as
+        cfg says (see FitConfig); returns a FitResult.
 
         X (n, n_in), Y (n, n_out), sw (n) or None: validated arrays of the
-        dtype.  order: int64 (n_epochs, n) row order, or None.  lrs: float64
-        learning rate per epoch.  kind: FNN_OPT_*.  vel/sq: optimizer state
-        buffers (n_params).  progress(epoch, step) -> stop? is called with
-        the GIL about every poll_ms; it may read epoch_loss (float64
-        (n_epochs,), filled as epochs finish; allocated if None).  loss_l2:
-        add 1/2 wd |W|^2 to each step's loss; mean_by_rows: weight the epoch
-        mean by rows even with sample weights (scikit-learn's reporting);
-        loss_scale: multiplies each step's loss before the L2 term in
-        epoch_loss (not the gradient).  Returns a dict (status, epochs_done,
-        steps_done, bad_epoch, bad_step, snapshot_epoch, epoch_loss, t, exc).
-        """
-        cdef fnn_fit_args a
-        cdef fnn_optim opt
+        dtype.  lrs: float64 learning rate per epoch.  order: int64
+        (n_epochs, n) row order of each epoch, or None (rows in order).
+        epoch0: the global number of this call's first epoch (for cfg's
+        snapshot schedule).  epoch_loss: float64 (n_epochs,) to receive the
+        epochs' losses as they finish (allocated if None; also the result's
+        epoch_loss).  progress(epoch, step) -> stop? is called with the GIL
+        about every cfg.poll_ms; it may read epoch_loss.  cfg.t is advanced
+        in place (and reported in the result)."""
+        self._check_fit(cfg, X, Y, sw, order, lrs)
         cdef int64_t n = X.shape[0], n_epochs = lrs.shape[0]
-        cdef int status
-        cdef cnp.ndarray tmp
-        cdef void *wsp
-        cdef int32_t *iwsp
-        self._check_data(X, Y, sw)
-        _check(lrs, "lrs", np.float64, (None,))
-        if n == 0:
-            raise ValueError("fit needs at least one row")
-        if kind not in (FNN_OPT_SGD, FNN_OPT_MOMENTUM, FNN_OPT_NESTEROV, FNN_OPT_ADAM):
-            raise ValueError(f"unknown optimizer kind {kind}")
-        P = (self.params.shape[0],)
-        if kind != FNN_OPT_SGD:
-            _check(vel, "vel", self.params.dtype, P)
-        if kind == FNN_OPT_ADAM:
-            _check(sq, "sq", self.params.dtype, P)
-            if t < 0:
-                raise ValueError("t must be >= 0")
-        if snapshot is not None:
-            _check(snapshot, "snapshot", self.params.dtype, P)
-        if order is not None:
-            _check(order, "order", np.int64, (n_epochs, n))
-            if order.size and (order.min() < 0 or order.max() >= n):
-                raise ValueError(f"order holds row indices outside [0, {n})")
-        batch = max(1, min(batch, n))
+        cdef int64_t batch = max(1, min(cfg.batch, n))
         if epoch_loss is None:
             epoch_loss = np.full(n_epochs, np.nan)
-        elif (epoch_loss.dtype != np.float64 or epoch_loss.shape != (n_epochs,)
+        elif (not isinstance(epoch_loss, np.ndarray)
+              or epoch_loss.dtype != np.float64
+              or epoch_loss.shape != (n_epochs,)
               or not epoch_loss.flags.c_contiguous):
             raise ValueError("epoch_loss must be a contiguous float64 (n_epochs,) array")
-        a.n = n
+        cdef fnn_fit_args a
+        cdef fnn_optim opt
+        cdef int status
+        cfg._fill_optim(&opt)
+        gather = self._fill_rows(&a, X, Y, sw, order, batch)
         a.n_epochs = n_epochs
-        a.batch = batch
-        a.x = cnp.PyArray_DATA(X)
-        a.ldx = self.n_in
-        a.y = cnp.PyArray_DATA(Y)
-        a.ldy = self.n_out
-        a.sw = NULL
-        if sw is not None:
-            tmp = sw
-            a.sw = cnp.PyArray_DATA(tmp)
-        a.order = NULL
-        xb = yb = swb = None
-        if order is not None:
-            tmp = order
-            a.order = <const int64_t *>cnp.PyArray_DATA(tmp)
-            xb = np.empty((batch, self.n_in), dtype=self.params.dtype)
-            yb = np.empty((batch, self.n_out), dtype=self.params.dtype)
-            swb = np.empty(batch, dtype=self.params.dtype)
-            a.xb = cnp.PyArray_DATA(<cnp.ndarray>xb)
-            a.yb = cnp.PyArray_DATA(<cnp.ndarray>yb)
-            a.swb = cnp.PyArray_DATA(<cnp.ndarray>swb)
-        else:
-            a.xb = a.yb = a.swb = NULL
+        a.epoch0 = epoch0
         a.lr = <const double *>cnp.PyArray_DATA(lrs)
         a.epoch_loss = <double *>cnp.PyArray_DATA(<cnp.ndarray>epoch_loss)
-        a.snapshot = NULL
-        if snapshot is not None:
-            tmp = snapshot
-            a.snapshot = cnp.PyArray_DATA(tmp)
-        a.snapshot_every = max(1, snapshot_every)
-        a.epoch0 = epoch0
-        a.loss_l2 = loss_l2
-        a.mean_by_rows = mean_by_rows
-        a.loss_scale = loss_scale
-        a.snapshot_epoch = -1
+        a.loss_l2 = cfg.loss_l2
+        a.mean_by_rows = cfg.mean_by_rows
+        a.loss_scale = cfg.loss_scale
+        a.snapshot = _data_or_null(cfg.snapshot)
+        a.snapshot_every = cfg.snapshot_every
+        a.out.epochs_done = a.out.steps_done = 0
+        a.out.bad_epoch = a.out.bad_step = a.out.snapshot_epoch = -1
         poll = _Poll(progress)
         a.poll = _poll
         a.poll_ctx = <void *>poll
-        a.poll_ms = poll_ms
-        opt.kind = kind
-        opt.l2_per_row = l2_per_row
-        opt.momentum = momentum
-        opt.beta1 = beta1
-        opt.beta2 = beta2
-        opt.eps = eps
-        opt.l2 = l2
-        opt.t = t
-        opt.vel = NULL
-        opt.sq = NULL
-        if vel is not None:
-            tmp = vel
-            opt.vel = cnp.PyArray_DATA(tmp)
-        if sq is not None:
-            tmp = sq
-            opt.sq = cnp.PyArray_DATA(tmp)
-        cdef void *pp = cnp.PyArray_DATA(self.params)
-        cdef void *gp = cnp.PyArray_DATA(self.grads)
-        cdef int64_t half = (batch + 1) // 2
-        a.par_rows = self.split_rows(batch)
-        a.chunk_mnk = SPLIT["chunk_mnk"]
-        a.ws2 = a.grads2 = NULL
-        a.iws2 = NULL
-        a.split_hold = self.split_hold if SPLIT["backoff"] else 0
-        a.split_backoff = self.split_backoff if SPLIT["backoff"] else -1
+        a.poll_ms = cfg.poll_ms
         self._acquire()
         try:
-            if a.par_rows:
-                ws, iws = self._workspace(batch, half, a.chunk_mnk)
+            ws, iws, split_bufs = self._fill_split(&a, batch)
+            if self.is_f32:
+                status = _fit_impl(self, <float *>self._pp(), &opt, &a, ws, iws)
             else:
-                ws, iws = self._workspace(batch)
-            wsp = cnp.PyArray_DATA(<cnp.ndarray>ws)
-            iwsp = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>iws)
-            if a.par_rows:
-                ws2, iws2, g2 = self._split_buffers(half)
-                a.ws2 = cnp.PyArray_DATA(<cnp.ndarray>ws2)
-                a.iws2 = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>iws2)
-                a.grads2 = cnp.PyArray_DATA(<cnp.ndarray>g2)
-            with nogil:
-                if self.is_f32:
-                    status = fnn_fit_f32(&self.net, &opt, &a, <float *>pp,
-                                         <float *>gp, <float *>wsp, iwsp)
-                else:
-                    status = fnn_fit_f64(&self.net, &opt, &a, <double *>pp,
-                                         <double *>gp, <double *>wsp, iwsp)
+                status = _fit_impl(self, <double *>self._pp(), &opt, &a, ws, iws)
         finally:
             self.busy = False
-        if SPLIT["backoff"]:
-            self.split_hold = a.split_hold
-            self.split_backoff = a.split_backoff
-        return {"status": status, "epochs_done": a.epochs_done,
-                "steps_done": a.steps_done, "bad_epoch": a.bad_epoch,
-                "bad_step": a.bad_step, "snapshot_epoch": a.snapshot_epoch,
-                "epoch_loss": epoch_loss, "t": opt.t, "exc": poll.exc}
+        if _split.backoff:
+            self.split_hold = a.split.hold
+            self.split_backoff = a.split.backoff
+        cfg.t = opt.t
+        return _fit_result(status, &a.out, opt.t, epoch_loss, poll.exc)
+
+    cdef _check_fit(self, FitConfig cfg, X, Y, sw, order, lrs):
+        self._check_data(X, Y, sw)
+        _check(lrs, "lrs", np.float64, (None,))
+        cdef int64_t n = X.shape[0]
+        if n == 0:
+            raise ValueError("fit needs at least one row")
+        cfg._check_against(self)
+        if order is not None:
+            _check(order, "order", np.int64, (lrs.shape[0], n))
+            if order.size and (order.min() < 0 or order.max() >= n):
+                raise ValueError(f"order holds row indices outside [0, {n})")
+
+    cdef _fill_rows(self, fnn_fit_args *a, X, Y, sw, order, int64_t batch):
+        """The rows of a fit into a (n, batch, x, y, sw, order and, with an
+        order, the gather buffers); returns the buffers (kept alive by the
+        caller until the fit returns)."""
+        a.n = X.shape[0]
+        a.batch = batch
+        a.x = cnp.PyArray_DATA(<cnp.ndarray>X)
+        a.ldx = self.n_in
+        a.y = cnp.PyArray_DATA(<cnp.ndarray>Y)
+        a.ldy = self.n_out
+        a.sw = _data_or_null(sw)
+        a.order = <const int64_t *>_data_or_null(order)
+        if order is None:
+            a.xb = a.yb = a.swb = NULL
+            return None
+        xb = np.empty((batch, self.n_in), dtype=self.params.dtype)
+        yb = np.empty((batch, self.n_out), dtype=self.params.dtype)
+        swb = np.empty(batch, dtype=self.params.dtype)
+        a.xb = cnp.PyArray_DATA(<cnp.ndarray>xb)
+        a.yb = cnp.PyArray_DATA(<cnp.ndarray>yb)
+        a.swb = cnp.PyArray_DATA(<cnp.ndarray>swb)
+        return xb, yb, swb
+
+    cdef _fill_split(self, fnn_fit_args *a, int64_t batch):
+        """The split step's settings, buffers and back-off state into a, and
+        the workspace; returns (ws, iws, the helper's buffers or None), to
+        be kept alive until the fit returns."""
+        cdef int64_t half = (batch + 1) // 2
+        a.split.min_rows = self.split_rows(batch)
+        a.split.chunk_mnk = _split.chunk_mnk
+        a.split.ws2 = a.split.grads2 = NULL
+        a.split.iws2 = NULL
+        a.split.hold = self.split_hold if _split.backoff else 0
+        a.split.backoff = self.split_backoff if _split.backoff else -1
+        if not a.split.min_rows:
+            ws, iws = self._workspace(batch)
+            return ws, iws, None
+        ws, iws = self._workspace(batch, half, a.split.chunk_mnk)
+        bufs = self._split_buffers(half)
+        a.split.ws2 = cnp.PyArray_DATA(<cnp.ndarray>bufs[0])
+        a.split.iws2 = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>bufs[1])
+        a.split.grads2 = cnp.PyArray_DATA(<cnp.ndarray>bufs[2])
+        return ws, iws, bufs
 
 
-OPT_KINDS = {"sgd": FNN_OPT_SGD, "momentum": FNN_OPT_MOMENTUM,
-             "nesterov": FNN_OPT_NESTEROV, "adam": FNN_OPT_ADAM}
-STATUS = {"ok": FNN_OK, "nonfinite": FNN_ERR_NONFINITE, "stopped": FNN_STOPPED}
+# ---- NetCore's bodies, one per method, over both dtypes ----------------------
+# `params` (the network's own parameters, typed) picks the dtype.
+
+cdef _forward_impl(NetCore core, floating *params, object X, object out,
+                   bint predict):
+    """NetCore.forward: X (m >= 1 rows) in blocks of _block_rows."""
+    cdef int64_t m = X.shape[0], i0 = 0, mb, blk = core._block_rows(m)
+    cdef int64_t nin = core.n_in, nout = core.n_out
+    ws = np.empty(max(1, blk * core.net.ws_cols), dtype=core.params.dtype)
+    iws = np.empty(max(1, blk * core.net.iws_cols), dtype=np.int32)
+    cdef const floating *x = <const floating *>cnp.PyArray_DATA(<cnp.ndarray>X)
+    cdef floating *o = <floating *>cnp.PyArray_DATA(<cnp.ndarray>out)
+    cdef floating *wsp = <floating *>cnp.PyArray_DATA(<cnp.ndarray>ws)
+    cdef int32_t *iwsp = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>iws)
+    cdef floating *res
+    with nogil:
+        while i0 < m:
+            mb = min(blk, m - i0)
+            res = _net_forward(&core.net, mb, x + i0 * nin, nin, params,
+                               predict, wsp, iwsp)
+            memcpy(o + i0 * nout, res, mb * nout * sizeof(floating))
+            i0 += mb
+
+
+cdef double _loss_impl(NetCore core, floating *params, object X, object Y,
+                       object sw, double scale) except? -1:
+    """NetCore.loss: X (m >= 1 rows) in blocks of _block_rows."""
+    cdef int64_t m = X.shape[0], i0 = 0, mb, blk = core._block_rows(m)
+    cdef int64_t nin = core.n_in, nout = core.n_out
+    cdef int loss = core.net.loss
+    ws = np.empty(max(1, blk * core.net.ws_cols), dtype=core.params.dtype)
+    iws = np.empty(max(1, blk * core.net.iws_cols), dtype=np.int32)
+    cdef const floating *x = <const floating *>cnp.PyArray_DATA(<cnp.ndarray>X)
+    cdef const floating *y = <const floating *>cnp.PyArray_DATA(<cnp.ndarray>Y)
+    cdef const floating *swp = <const floating *>_data_or_null(sw)
+    cdef floating *wsp = <floating *>cnp.PyArray_DATA(<cnp.ndarray>ws)
+    cdef int32_t *iwsp = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>iws)
+    cdef floating *res
+    cdef double total = 0.0
+    with nogil:
+        while i0 < m:
+            mb = min(blk, m - i0)
+            res = _net_forward(&core.net, mb, x + i0 * nin, nin, params, 0,
+                               wsp, iwsp)
+            total += _loss_of(mb, nout, loss, scale, res, y + i0 * nout,
+                              swp + i0 if swp != NULL else NULL)
+            i0 += mb
+    return total
+
+
+cdef double _step_impl(NetCore core, floating *params, int64_t m,
+                       const floating *x, const floating *y,
+                       const floating *sw, double scale, double lr, double wd,
+                       object ws, object iws, int check_x):
+    """One loss_grad step over m rows (NetCore.loss_grad, train_step)."""
+    cdef floating *grads = <floating *>cnp.PyArray_DATA(<cnp.ndarray>core.grads)
+    cdef floating *wsp = <floating *>cnp.PyArray_DATA(<cnp.ndarray>ws)
+    cdef int32_t *iwsp = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>iws)
+    cdef int64_t nin = core.n_in, nout = core.n_out
+    cdef double loss
+    if m * core.net.ws_cols + core.net.n_params > NOGIL_MIN_ELEMS:
+        with nogil:
+            loss = _net_loss_grad(&core.net, m, x, nin, y, nout, sw, scale,
+                                  lr, wd, params, grads, wsp, iwsp, check_x)
+    else:
+        loss = _net_loss_grad(&core.net, m, x, nin, y, nout, sw, scale, lr,
+                              wd, params, grads, wsp, iwsp, check_x)
+    return loss
+
+
+cdef double _train_step_impl(NetCore core, floating *params, int64_t m,
+                             const floating *x, const floating *y, double lr):
+    """NetCore.train_step once its arguments are known good: NaN (nothing
+    changed) if the targets are not valid for the loss."""
+    if not _targets_valid(core.net.loss, m, core.n_out, y):
+        return float("nan")
+    cdef double scale = 1.0 if core.net.loss == FNN_SSE else 1.0 / m
+    ws, iws = core._workspace(m)
+    return _step_impl(core, params, m, x, y, <const floating *>NULL, scale,
+                      lr, 0.0, ws, iws, 1)
+
+
+cdef int _fit_impl(NetCore core, floating *params, fnn_optim *opt,
+                   fnn_fit_args *a, object ws, object iws) except -1:
+    """fnn_fit of the dtype, without the GIL."""
+    cdef floating *grads = <floating *>cnp.PyArray_DATA(<cnp.ndarray>core.grads)
+    cdef floating *wsp = <floating *>cnp.PyArray_DATA(<cnp.ndarray>ws)
+    cdef int32_t *iwsp = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>iws)
+    cdef int status
+    with nogil:
+        if floating is float:
+            status = fnn_fit_f32(&core.net, opt, a, params, grads, wsp, iwsp)
+        else:
+            status = fnn_fit_f64(&core.net, opt, a, params, grads, wsp, iwsp)
+    return status
+
+
+cdef _time_orientations(const fnn_blas *blas, int64_t m, int64_t n, int64_t k,
+                        const floating *W):
+    """(repetitions, {0: [...], 1: [...]}): seconds per call of the plain
+    (0) and the transposed (1) forward GEMM of m rows through W (k, n).
+    Rounds 0 and 1 warm each orientation up and size the repetitions
+    (about 2 ms per timing); then 7 alternating timings of each.  A GEMM of
+    over 20 ms runs well in any orientation: no timings then."""
+    if floating is float:
+        dtype = np.float32
+    else:
+        dtype = np.float64
+    xin = np.zeros(m * k, dtype=dtype)
+    zout = np.empty(m * n, dtype=dtype)
+    cdef const floating *x = <const floating *>cnp.PyArray_DATA(<cnp.ndarray>xin)
+    cdef floating *z = <floating *>cnp.PyArray_DATA(<cnp.ndarray>zout)
+    cdef int64_t r, reps = 1, i
+    cdef int trans
+    times = {0: [], 1: []}
+    for r in range(16):
+        trans = r % 2
+        t0 = time.perf_counter()
+        with nogil:
+            for i in range(reps):
+                _forward_gemm(blas, trans, m, n, k, x, W, z)
+        dt = (time.perf_counter() - t0) / reps
+        if r == 0 and dt > 0.02:
+            break
+        if r == 1:
+            reps = max(2, min(256, int(2e-3 / max(dt, 1e-7))))
+        if r >= 2:
+            times[trans].append(dt)
+    return reps, times

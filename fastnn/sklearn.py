@@ -1016,41 +1016,42 @@ class _EpochRunner:
     """
 
     def __init__(self, est, net, X, Y, sw, batch_size):
-        from fastnn._train import OPT_KINDS, STATUS
+        from fastnn._train import FitConfig
         self.est, self.net, self.core = est, net, net._core
         self.X, self.Y, self.sw = X, Y, sw
         self.batch = batch_size
         self.alpha = float(est.alpha)
         self.out_scale = est._n_out_scale()
         self.poisson = est.out_activation_ == "exp"
-        self.nonfinite = STATUS["nonfinite"]
-        self.kind = OPT_KINDS[est._optimizer.kind]
         self.loss_buf = np.zeros(1)
         self.lr_buf = np.zeros(1)
         self.per_batch = self.poisson
+        # Whole epochs report scikit-learn's epoch loss (loss_l2,
+        # mean_by_rows, loss_scale; see the class docstring); per batch the
+        # reported loss is computed here and the core's is not used.
+        report = not self.per_batch
+        opt = est._optimizer
+        self.cfg = FitConfig(
+            opt.kind, batch_size, momentum=opt.momentum, beta1=opt.beta_1,
+            beta2=opt.beta_2, eps=opt.epsilon, l2=self.alpha, l2_per_row=True,
+            vel=opt.vel, sq=opt.sq, t=opt.t, loss_l2=report, mean_by_rows=True,
+            loss_scale=self.out_scale if report else 1.0)
         if self.per_batch:
             n_in, n_out = X.shape[1], Y.shape[1]
             self.xb = np.empty((batch_size, n_in), net.dtype)
             self.yb = np.empty((batch_size, n_out), net.dtype)
             self.swb = None if sw is None else np.empty(batch_size, net.dtype)
 
-    def _call(self, X, Y, sw, order, batch, loss_l2):
+    def _call(self, X, Y, sw, order):
         """NetCore.fit over the rows of X (in `order`, if given) in batches
-        of `batch`; the epoch loss as scikit-learn reports it if loss_l2
-        (the mean over batches, weighted by rows, of the data loss plus the
-        L2 term), else the core's plain data loss."""
-        opt = self.est._optimizer
-        r = self.core.fit(X, Y, sw, order, self.lr_buf, batch, self.kind,
-                          momentum=opt.momentum, beta1=opt.beta_1,
-                          beta2=opt.beta_2, eps=opt.epsilon, l2=self.alpha,
-                          l2_per_row=True, vel=opt.vel, sq=opt.sq, t=opt.t,
-                          epoch_loss=self.loss_buf, loss_l2=loss_l2,
-                          mean_by_rows=True,
-                          loss_scale=self.out_scale if loss_l2 else 1.0)
-        opt.t = r["t"]
-        if r["exc"] is not None:
-            raise r["exc"]
-        if r["status"] == self.nonfinite:
+        of at most self.batch rows; returns the epoch loss the core reports
+        (scikit-learn's, unless per batch)."""
+        r = self.core.fit(X, Y, self.cfg, self.lr_buf, sw=sw, order=order,
+                          epoch_loss=self.loss_buf)
+        self.est._optimizer.t = r.t
+        if r.exc is not None:
+            raise r.exc
+        if r.diverged:
             raise ValueError(_NONFINITE_MSG + " (the loss became non-finite; the "
                              "last finite parameters are kept)")
         return float(self.loss_buf[0])
@@ -1061,7 +1062,7 @@ class _EpochRunner:
         self.lr_buf[0] = lr
         if not self.per_batch:
             order = None if idx is None else np.ascontiguousarray(idx, np.int64)[None]
-            return self._call(self.X, self.Y, self.sw, order, self.batch, True)
+            return self._call(self.X, self.Y, self.sw, order)
         return self._epoch_per_batch(idx)
 
     def _epoch_per_batch(self, idx):
@@ -1092,7 +1093,7 @@ class _EpochRunner:
             p = np.exp(z)
             data = _poisson_loss(yb, p, swb)
             target = np.ascontiguousarray(z - (p - yb), dtype=self.net.dtype)
-            self._call(xb, target, swb, None, mb, False)
+            self._call(xb, target, swb, None)
             accumulated += (data + (0.5 * self.alpha) * values / sw_sum) * mb
         return accumulated / n
 

@@ -424,18 +424,35 @@ def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
         core.release()
 
 
-def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_order,
-                val, cbs, on_divergence, early_stopping, verbose, reset_optimizer):
-    from fastnn._train import OPT_KINDS, STATUS
-    n = X.shape[0]
-    kind = OPT_KINDS[opt.kind]
+def _optimizer_state(net, opt, reset):
+    """The optimizer state the fit continues from (net._opt_state: velocity,
+    Adam's second moments and step count), new if reset, if there is none
+    or if it belongs to another kind of optimizer."""
     state = net._opt_state
-    if reset_optimizer or state is None or state["kind"] != opt.kind:
+    if reset or state is None or state["kind"] != opt.kind:
         state = {"kind": opt.kind, "vel": np.zeros_like(net.params),
                  "sq": np.zeros_like(net.params) if opt.kind == "adam" else None,
                  "t": 0}
     net._opt_state = state
+    return state
 
+
+def _native_config(opt, batch, state, snapshot, snap_every):
+    """The FitConfig of every native call of one fit: optimizer opt (SGD or
+    Adam) continuing from state, snapshots into snapshot."""
+    from fastnn._train import FitConfig
+    return FitConfig(opt.kind, batch, momentum=getattr(opt, "momentum", 0.0),
+                     beta1=getattr(opt, "beta1", 0.9),
+                     beta2=getattr(opt, "beta2", 0.999),
+                     eps=getattr(opt, "eps", 1e-8), l2=opt.weight_decay,
+                     vel=state["vel"], sq=state["sq"], t=state["t"],
+                     snapshot=snapshot, snapshot_every=snap_every)
+
+
+def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_order,
+                val, cbs, on_divergence, early_stopping, verbose, reset_optimizer):
+    n = X.shape[0]
+    state = _optimizer_state(net, opt, reset_optimizer)
     hist = History()
     net.history = hist
     for cb in cbs:
@@ -450,6 +467,7 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
     snap_every = max(1, -(-16 // steps_per_epoch))
     snapshot = net.params.copy()
     snap_epoch = None
+    cfg = _native_config(opt, batch, state, snapshot, snap_every)
     progress = _Progress(epochs, n) if verbose else None
     samples_seen = 0
     e0 = 0
@@ -471,39 +489,24 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
                 return False
 
             t0 = time.perf_counter()
-            r = core.fit(X, y, sw, order, lrs, batch, kind,
-                         momentum=getattr(opt, "momentum", 0.0),
-                         beta1=getattr(opt, "beta1", 0.9),
-                         beta2=getattr(opt, "beta2", 0.999),
-                         eps=getattr(opt, "eps", 1e-8), l2=opt.weight_decay,
-                         vel=state["vel"], sq=state["sq"], t=state["t"],
-                         snapshot=snapshot, snapshot_every=snap_every, epoch0=e0,
-                         progress=poll, epoch_loss=epoch_loss)
+            r = core.fit(X, y, cfg, lrs, sw=sw, order=order, epoch0=e0,
+                         epoch_loss=epoch_loss, progress=poll)
             dt = time.perf_counter() - t0
-            state["t"] = r["t"]
-            done = r["epochs_done"]
-            if r["snapshot_epoch"] >= 0:
-                snap_epoch = e0 + r["snapshot_epoch"]
+            state["t"] = r.t
+            done = r.epochs_done
+            if r.snapshot_epoch >= 0:
+                snap_epoch = e0 + r.snapshot_epoch
             if done:
                 hist._record(e0, epoch_loss[:done], dt / done,
                              n * done / dt if dt > 0 else math.inf, lrs[:done])
             samples_seen += done * n
-            if r["exc"] is not None:
-                hist.stop_reason = ("interrupted" if isinstance(r["exc"], KeyboardInterrupt)
+            if r.exc is not None:
+                hist.stop_reason = ("interrupted" if isinstance(r.exc, KeyboardInterrupt)
                                     else "error")
-                raise r["exc"]
-            if r["status"] == STATUS["nonfinite"]:
-                hist.stop_reason = "diverged"
-                net.params[...] = snapshot
-                where = (f"the start of epoch {snap_epoch}" if snap_epoch is not None
-                         else "their values before fit")
-                msg = (f"training diverged: the loss became non-finite at epoch "
-                       f"{e0 + r['bad_epoch']}, step {r['bad_step']}; parameters "
-                       f"restored to {where}")
-                net._opt_state = None     # the optimizer state saw the bad run
-                if on_divergence == "raise":
-                    raise FloatingPointError(msg)
-                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                raise r.exc
+            if r.diverged:
+                _diverged(net, hist, snapshot, snap_epoch, e0 + r.bad_epoch,
+                          r.bad_step, on_divergence)
                 break
             e0 += done
             if per_epoch and done and _epoch_end(net, hist, e0 - 1, val, cbs):
@@ -525,6 +528,23 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
         if early_stopping:
             hist.best_epoch = early_stopping.best_epoch
     return hist
+
+
+def _diverged(net, hist, snapshot, snap_epoch, bad_epoch, bad_step, on_divergence):
+    """A native fit stopped at a step whose loss was not finite: the
+    parameters back to the snapshot (of epoch snap_epoch, None: from before
+    the fit), the optimizer state dropped (it saw the bad run), then
+    FloatingPointError or a RuntimeWarning naming the step."""
+    hist.stop_reason = "diverged"
+    net.params[...] = snapshot
+    where = (f"the start of epoch {snap_epoch}" if snap_epoch is not None
+             else "their values before fit")
+    msg = (f"training diverged: the loss became non-finite at epoch "
+           f"{bad_epoch}, step {bad_step}; parameters restored to {where}")
+    net._opt_state = None
+    if on_divergence == "raise":
+        raise FloatingPointError(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
 def _epoch_end(net, hist, epoch, val, cbs):

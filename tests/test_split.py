@@ -1,4 +1,4 @@
-"""Data-parallel minibatches (csrc/pool.c, the split path of csrc/train_impl.h):
+"""Data-parallel minibatches (csrc/pool.c, csrc/split.h, csrc/split_impl.h):
 a step split between the calling thread and fastnn's helper thread computes
 the same numbers as the single-threaded step (to rounding: the two halves'
 gradients are summed), reproducibly, on every path of the loop (gathered
@@ -10,7 +10,7 @@ more; the `split` fixture lowers them so the small networks here split,
 once with whole GEMM calls and once ("chunked") with every GEMM of the
 halves sent to the BLAS in pieces of at most 200 multiply-adds
 (fnn_blas.chunk_mnk, what keeps OpenBLAS from threading the halves' GEMMs
-of bigger networks)."""
+of bigger networks), through fastnn._train.set_split_tuning."""
 import multiprocessing
 import os
 import threading
@@ -27,20 +27,20 @@ from test_train import OPTS, data, layers, orders, rel
 
 
 @pytest.fixture(params=["whole", "chunked"])
-def split(request, monkeypatch):
-    """Split every minibatch of two or more rows."""
-    monkeypatch.setitem(_train.SPLIT, "min_macs", 0)
-    monkeypatch.setitem(_train.SPLIT, "min_rows", 1)
-    monkeypatch.setitem(_train.SPLIT, "max_half_mnk", 1 << 62)
-    monkeypatch.setitem(_train.SPLIT, "backoff", False)   # split even if slow
+def split(request):
+    """Split every minibatch of two or more rows, even if slow (no
+    back-off)."""
+    settings = dict(min_macs=0, min_rows=1, max_half_mnk=1 << 62, backoff=False)
     old_small = None
     if request.param == "chunked":
         # products above 512 multiply-adds to the BLAS, in small pieces
-        monkeypatch.setitem(_train.SPLIT, "chunk_mnk", 200)
+        settings["chunk_mnk"] = 200
         old_small = _blas.set_small_gemm_threshold(0)
+    old_tuning = _train.set_split_tuning(**settings)
     old = _train.set_train_threads(2)
     yield request.param
     _train.set_train_threads(old)
+    _train.set_split_tuning(**old_tuning)
     if old_small is not None:
         _blas.set_small_gemm_threshold(old_small)
 
@@ -52,7 +52,7 @@ def serial():
     _train.set_train_threads(old)
 
 
-def test_split_rows_heuristic(serial, monkeypatch):
+def test_split_rows_heuristic(serial):
     tiny = Network([Dense(4, "sigmoid"), Dense(1)], n_in=2, seed=0)
     digits = Network([Dense(100, "relu"), Dense(10, "softmax")], n_in=64,
                      loss="softmax_ce", seed=0)
@@ -101,7 +101,7 @@ def test_split_fit_equals_reference_replay(split, opt, hidden, loss, dtype):
     assert rel(net.params, p) < tol
 
 
-def _fit(threads, monkeypatch=None, **kw):
+def _fit(threads, **kw):
     old = _train.set_train_threads(threads)
     try:
         X, Y = data("softmax_ce", n=101)
@@ -220,41 +220,69 @@ def test_concurrent_fits_share_one_helper(split):
 @pytest.fixture
 def stalled_helper():
     # 20 ms: a step counts as starved when the helper's half takes over
-    # twice the caller's, and on a loaded machine (CI building beside it)
-    # the caller's half alone was once preempted for > 1.5 ms of a 3 ms stall
-    _train._test_stall_helper(20000)
+    # twice the caller's; a much shorter delay can be mistaken for the
+    # caller's own half being preempted on a loaded machine
+    _train.set_helper_delay(20000)
     yield
-    _train._test_stall_helper(0)
+    _train.set_helper_delay(0)
 
 
-def test_starved_helper_backs_off_to_one_thread(split, monkeypatch, stalled_helper):
-    """A helper 20 ms late at every task (its core busy elsewhere): after 4
-    such steps the fit runs unsplit for 64 ms, in this fit and the next,
-    then tries again and backs off for 128 ms; the numbers are the same
-    either way.  Held steps that split would be starved too and double the
-    back-off early."""
-    monkeypatch.setitem(_train.SPLIT, "backoff", True)
+def test_split_tuning_api():
+    """set_split_tuning changes the named settings only, returns the old
+    ones (restoring them), and refuses unknown keys and bad values without
+    changing anything."""
+    defaults = _train.split_tuning(defaults=True)
+    assert defaults == dict(min_macs=1 << 17, min_rows=16, max_half_mnk=1 << 23,
+                            chunk_mnk=1_000_000, backoff=True)
+    before = _train.split_tuning()
+    old = _train.set_split_tuning(min_rows=3, backoff=False)
+    try:
+        assert old == before
+        assert _train.split_tuning() == {**before, "min_rows": 3, "backoff": False}
+        for bad in (dict(min_rows=0), dict(min_macs=-1), dict(chunk_mnk=1.5),
+                    dict(max_half_mnk=True), dict(backoff=1), dict(threads=2),
+                    dict(min_rows=2, min_macs=-5)):
+            with pytest.raises((TypeError, ValueError)):
+                _train.set_split_tuning(**bad)
+            assert _train.split_tuning() == {**before, "min_rows": 3, "backoff": False}
+    finally:
+        _train.set_split_tuning(**old)
+    assert _train.split_tuning() == before
+    with pytest.raises(ValueError):
+        _train.set_helper_delay(-1)
+
+
+def test_starved_helper_backs_off_to_one_thread(split, stalled_helper):
+    """A helper 20 ms late at every task (its core busy elsewhere): after
+    SPLIT_STARVED_RUN (4) such steps the fit runs unsplit for
+    SPLIT_FIRST_HOLD_MS (64 ms), in this fit and the next, then tries again
+    and backs off for twice that; the numbers are the same either way.
+    Held steps that split would be starved too and double the back-off
+    early."""
+    _train.set_split_tuning(backoff=True)
+    assert _train.SPLIT_STARVED_RUN == 4
+    hold_ms = _train.SPLIT_FIRST_HOLD_MS
     X, Y = data("mse", n=64)
     net = Network([Dense(16, "tanh"), Dense(2)], n_in=5, seed=0)
     now = lambda: time.monotonic() * 1e3           # CLOCK_MONOTONIC, in ms
     t0 = now()
     net.fit(X, Y, epochs=2, batch_size=16, seed=0)        # 8 steps: 4 starved, 4 held
     core = net._core
-    assert core.split_backoff == 64
-    assert t0 + 4 * 20 + 64 <= core.split_hold <= now() + 64
+    assert core.split_backoff == hold_ms
+    assert t0 + 4 * 20 + hold_ms <= core.split_hold <= now() + hold_ms
     # the hold carries over to the next fit (if it has not run out on a
     # loaded machine already): its 4 steps run unsplit, none starved
     hold = core.split_hold
     again = hold - now() > 30
     if again:
         net.fit(X, Y, epochs=1, batch_size=16, seed=2)
-        assert core.split_backoff == 64 and core.split_hold == hold
+        assert core.split_backoff == hold_ms and core.split_hold == hold
     time.sleep((core.split_hold - now()) / 1e3 + 0.01)    # let the hold pass
     t1 = now()
     net.fit(X, Y, epochs=16, batch_size=16, seed=1)       # 64 steps: 4 starved, 60 held
-    assert core.split_backoff == 128
-    assert t1 + 4 * 20 + 128 <= core.split_hold <= now() + 128
-    _train._test_stall_helper(0)
+    assert core.split_backoff == 2 * hold_ms
+    assert t1 + 4 * 20 + 2 * hold_ms <= core.split_hold <= now() + 2 * hold_ms
+    _train.set_helper_delay(0)
     ref_net = Network([Dense(16, "tanh"), Dense(2)], n_in=5, seed=0)
     _train.set_train_threads(1)
     ref_net.fit(X, Y, epochs=2, batch_size=16, seed=0)

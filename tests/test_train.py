@@ -129,18 +129,19 @@ def test_sample_weight_matches_reference():
 def test_reported_l2_term_and_row_weighted_epoch_mean(mean_by_rows):
     """The options scikit-learn's reporting needs: 1/2 (alpha/rows) |W|^2 in
     each step's loss, and the epoch mean weighted by rows."""
-    from fastnn._train import OPT_KINDS
+    from fastnn._train import FitConfig
     X, Y = data("mse", n=30)
     w = np.random.RandomState(4).rand(30) + 0.5
     net = Network(layers("mse", "tanh", True), n_in=5, seed=0)
     p0 = net.params.copy()
     order = orders(2, 3, 30)
-    r = net._core.fit(X, Y, w, order, np.full(3, 0.05), 7, OPT_KINDS["sgd"], l2=0.3,
-                      l2_per_row=True, loss_l2=True, mean_by_rows=mean_by_rows)
+    cfg = FitConfig("sgd", 7, l2=0.3, l2_per_row=True, loss_l2=True,
+                    mean_by_rows=mean_by_rows)
+    r = net._core.fit(X, Y, cfg, np.full(3, 0.05), sw=w, order=order)
     p, losses, _ = ref.fit(net.specs(), "mse", p0, net.n_weights, X, Y, [0.05] * 3, 7,
                            order, "sgd", l2=0.3, l2_per_row=True, sw=w, loss_l2=True,
                            mean_by_rows=mean_by_rows)
-    np.testing.assert_allclose(r["epoch_loss"], losses, rtol=1e-12)
+    np.testing.assert_allclose(r.epoch_loss, losses, rtol=1e-12)
     assert rel(net.params, p) < 1e-12
     _, plain, _ = ref.fit(net.specs(), "mse", p0, net.n_weights, X, Y, [0.05] * 3, 7,
                           order, "sgd", l2=0.3, l2_per_row=True, sw=w)
@@ -152,7 +153,7 @@ def test_loss_scale_scales_the_reported_data_loss_only(optimizer):
     """loss_scale multiplies each step's loss, not the L2 term, in what is
     reported, and leaves the steps alone (scikit-learn's squared error: a
     mean over outputs, the L2 term undivided)."""
-    from fastnn._train import OPT_KINDS
+    from fastnn._train import FitConfig
     X, Y = data("mse", n=30)
     w = np.random.RandomState(5).rand(30) + 0.5
     order = orders(3, 3, 30)
@@ -161,15 +162,16 @@ def test_loss_scale_scales_the_reported_data_loss_only(optimizer):
         net = Network(layers("mse", "tanh", True), n_in=5, seed=0)
         p0 = net.params.copy()
         P = len(p0)
-        r = net._core.fit(X, Y, w, order, np.full(3, 0.05), 7, OPT_KINDS[optimizer],
-                          vel=np.zeros(P), sq=np.zeros(P), l2=0.3, l2_per_row=True,
-                          loss_l2=True, mean_by_rows=True, loss_scale=scale)
+        cfg = FitConfig(optimizer, 7, vel=np.zeros(P), sq=np.zeros(P), l2=0.3,
+                        l2_per_row=True, loss_l2=True, mean_by_rows=True,
+                        loss_scale=scale)
+        r = net._core.fit(X, Y, cfg, np.full(3, 0.05), sw=w, order=order)
         p, losses, _ = ref.fit(net.specs(), "mse", p0, net.n_weights, X, Y, [0.05] * 3,
                                7, order, optimizer, l2=0.3, l2_per_row=True, sw=w,
                                loss_l2=True, mean_by_rows=True, loss_scale=scale)
-        np.testing.assert_allclose(r["epoch_loss"], losses, rtol=1e-12)
+        np.testing.assert_allclose(r.epoch_loss, losses, rtol=1e-12)
         assert rel(net.params, p) < 1e-12
-        runs.append((net.params.copy(), r["epoch_loss"].copy()))
+        runs.append((net.params.copy(), r.epoch_loss.copy()))
     np.testing.assert_array_equal(runs[0][0], runs[1][0])   # same steps
     assert (runs[1][1] > 0.5 * runs[0][1]).all()           # L2 term not halved
     assert (runs[1][1] < runs[0][1]).all()
@@ -178,15 +180,24 @@ def test_loss_scale_scales_the_reported_data_loss_only(optimizer):
 def test_native_core_refuses_bad_buffers():
     """NetCore (what fit drives) checks everything it is handed: a wrong
     buffer would otherwise be read out of bounds by the C loop."""
-    from fastnn._train import OPT_KINDS
+    from fastnn._train import FitConfig
     core = Network([Dense(4, "tanh"), Dense(2)], n_in=3)._core
     X, Y, lrs = np.zeros((5, 3)), np.zeros((5, 2)), np.full(2, 0.1)
-    bad = [lambda: core.fit(X, Y, None, None, lrs, 2, OPT_KINDS["momentum"]),
-           lambda: core.fit(X, Y, None, None, lrs, 2, OPT_KINDS["adam"], vel=np.zeros(26)),
-           lambda: core.fit(X, Y, None, np.full((2, 5), 7, np.int64), lrs, 2, 0),
-           lambda: core.fit(X, Y, None, np.zeros((3, 5), np.int64), lrs, 2, 0),
-           lambda: core.fit(X.astype(np.float32), Y, None, None, lrs, 2, 0),
-           lambda: core.fit(X, Y, np.ones(4), None, lrs, 2, 0),
+    P = len(core.params)
+    sgd = FitConfig("sgd", 2)
+    bad = [lambda: core.fit(X, Y, FitConfig("momentum", 2, vel=np.zeros(P - 1)), lrs),
+           lambda: core.fit(X, Y, FitConfig("momentum", 2, vel=np.zeros(P, np.float32)),
+                            lrs),
+           lambda: core.fit(X, Y, FitConfig("adam", 2, vel=np.zeros(P), sq=np.zeros(P - 2)),
+                            lrs),
+           lambda: core.fit(X, Y, FitConfig("sgd", 2, snapshot=np.zeros(P + 1)), lrs),
+           lambda: core.fit(X, Y, sgd, lrs, order=np.full((2, 5), 7, np.int64)),
+           lambda: core.fit(X, Y, sgd, lrs, order=np.zeros((3, 5), np.int64)),
+           lambda: core.fit(X.astype(np.float32), Y, sgd, lrs),
+           lambda: core.fit(X, Y, sgd, lrs, sw=np.ones(4)),
+           lambda: core.fit(X, Y, sgd, lrs.astype(np.float32)),
+           lambda: core.fit(X, Y, sgd, lrs, epoch_loss=np.zeros(3)),
+           lambda: core.fit(X, Y, None, lrs),
            lambda: core.forward(np.zeros((3, 5)).T),
            lambda: core.forward(np.zeros((5, 4))),
            lambda: core.loss(X, Y[:3], None, 1.0),
@@ -194,6 +205,61 @@ def test_native_core_refuses_bad_buffers():
     for f in bad:
         with pytest.raises((TypeError, ValueError)):
             f()
+
+
+def test_fit_config_refuses_bad_settings():
+    """FitConfig checks its scalars when made, before any fit runs."""
+    from fastnn._train import FitConfig
+    P = np.zeros(10)
+    bad = [dict(optimizer="rmsprop"), dict(batch=0), dict(batch=2.5), dict(t=-1),
+           dict(momentum=1.5), dict(momentum=float("nan")), dict(beta1=float("inf")),
+           dict(l2=-1.0), dict(l2=float("inf")), dict(loss_scale="1"),
+           dict(optimizer="adam", vel=P, sq=P, eps=0.0), dict(beta1=1.0),
+           dict(beta2=-0.1), dict(snapshot_every=0), dict(poll_ms=0.0),
+           dict(optimizer="momentum"), dict(optimizer="adam", vel=P),
+           dict(optimizer="momentum", vel=[0.0] * 10), dict(snapshot=[0.0] * 10)]
+    for kw in bad:
+        kw = {"optimizer": "sgd", "batch": 4, **kw}
+        with pytest.raises((TypeError, ValueError)):
+            FitConfig(kw.pop("optimizer"), kw.pop("batch"), **kw)
+
+
+def test_refused_fit_call_changes_nothing():
+    """A NetCore.fit call refused for a bad buffer leaves the parameters,
+    the optimizer state and the config's step count as they were."""
+    from fastnn._train import FitConfig
+    X, Y = data("mse", n=30)
+    net = Network(layers("mse", "tanh", True), n_in=5, seed=0)
+    P = len(net.params)
+    vel, sq = np.full(P, 0.5), np.full(P, 0.25)
+    cfg = FitConfig("adam", 7, vel=vel, sq=sq, t=3, snapshot=np.zeros(P + 1))
+    p0 = net.params.copy()
+    with pytest.raises(ValueError, match="snapshot"):
+        net._core.fit(X, Y, cfg, np.full(2, 0.01))
+    np.testing.assert_array_equal(net.params, p0)
+    assert (vel == 0.5).all() and (sq == 0.25).all() and cfg.t == 3
+
+
+def test_fit_result_and_config_carry_adam_steps():
+    """A FitResult reports how far the call went; cfg.t advances in place,
+    so a second call with the same config continues the first, as one call
+    over all the epochs does."""
+    from fastnn._train import FitConfig
+    X, Y = data("mse", n=30)
+    nets = [Network(layers("mse", "tanh", True), n_in=5, seed=0) for _ in range(2)]
+    P = len(nets[0].params)
+    cfgs = [FitConfig("adam", 7, vel=np.zeros(P), sq=np.zeros(P)) for _ in range(2)]
+    r = nets[0]._core.fit(X, Y, cfgs[0], np.full(2, 0.01))
+    assert r.ok and not r.diverged and not r.stopped and r.exc is None
+    assert (r.epochs_done, r.steps_done, r.t, cfgs[0].t) == (2, 10, 10, 10)
+    assert r.bad_epoch == r.bad_step == r.snapshot_epoch == -1
+    assert r.epoch_loss.shape == (2,) and np.isfinite(r.epoch_loss).all()
+    r2 = nets[0]._core.fit(X, Y, cfgs[0], np.full(1, 0.01))
+    assert r2.t == cfgs[0].t == 15 and r2.epochs_done == 1
+    whole = nets[1]._core.fit(X, Y, cfgs[1], np.full(3, 0.01))
+    assert whole.t == 15
+    np.testing.assert_array_equal(nets[0].params, nets[1].params)
+    np.testing.assert_array_equal(np.r_[r.epoch_loss, r2.epoch_loss], whole.epoch_loss)
 
 
 def test_same_seed_bit_identical_and_other_seed_differs():

@@ -1,5 +1,5 @@
 """Exercise the data-parallel fit (csrc/pool.c and the split step of
-csrc/train_impl.h) for ThreadSanitizer: every optimizer, gathered and
+csrc/split_impl.h) for ThreadSanitizer: every optimizer, gathered and
 in-order rows, sample weights, maxout, a divergence, and four fits at once
 from four Python threads (one holds the helper, the others run alone).
 
@@ -18,7 +18,7 @@ from test_train import data  # noqa: E402
 
 from fastnn import SGD, Adam, Dense, Maxout, Network, _train  # noqa: E402
 
-_train.SPLIT.update(min_macs=0, min_rows=1, max_half_mnk=1 << 62, backoff=False)
+_train.set_split_tuning(min_macs=0, min_rows=1, max_half_mnk=1 << 62, backoff=False)
 _train.set_train_threads(2)
 X, Y = data("softmax_ce", n=101)
 sw = np.random.RandomState(0).rand(101) + 0.5
