@@ -447,10 +447,10 @@ int64_t fnn_many_scratch_f64(const fnn_many_job *jobs, int64_t n_jobs,
 /* 1 if jobs[0, count) (count <= LANE_N: 8 for float, 4 for double) can
  * run as one networks-in-lanes group: every job's net has the same layers,
  * loss and parameter layout and runs the small-network step (net->lanes),
- * and the jobs share x, y (and strides), n, batch, n_epochs, epoch0,
- * snapshot_every, the optimizer kind and l2_per_row, with no sample
- * weights, no reported L2 term, mean_by_rows 0, and orders either all
- * given or all absent. */
+ * and the jobs share x, y (and strides), n, batch and n_epochs, with no
+ * sample weights, no reported L2 term, mean_by_rows 0, and orders either
+ * all given or all absent.  Optimizer kinds and hyper-parameters, epoch0
+ * and snapshot_every may differ. */
 int fnn_many_lanes_ok_f32(const fnn_many_job *jobs, int64_t count);
 int fnn_many_lanes_ok_f64(const fnn_many_job *jobs, int64_t count);
 
@@ -472,9 +472,10 @@ int fnn_many_lanes_ok_f64(const fnn_many_job *jobs, int64_t count);
  * small-network step of fnn_fit (lanes_impl.h): the minibatch's rows in
  * blocks of LANE_N, per-row sums kept per block lane and summed across
  * lanes in lanes_sum's order, the loss of each block by the same inlined
- * fnn_loss_grad call on the network's own block.  Learning rates, L2,
- * momentum, betas, eps, Adam's step count, orders and snapshots are per
- * lane.  A lane whose loss is not finite stops there, as its fnn_fit
+ * fnn_loss_grad call on the network's own block, every elementwise kernel
+ * called on as many elements as there.  Optimizer kinds, learning rates,
+ * L2, momentum, betas, eps, Adam's step count, orders and snapshots are
+ * per lane.  A lane whose loss is not finite stops there, as its fnn_fit
  * would (its state is left as before that step); the others go on.
  * Cloned for the same CPU targets as the small-network step
  * (FNN_LANES_CLONES), so that on one machine both run the same kind of

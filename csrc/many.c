@@ -301,7 +301,7 @@ static int64_t many_batch(const fnn_many_job *job)
 #include "loss_impl.h"
 #include "optim_impl.h"
 #include "lanes_impl.h"
-#include "many_body.inc"
+#include "many_impl.h"
 #undef REAL
 #undef SUF
 #undef KSUF
@@ -319,7 +319,7 @@ static int64_t many_batch(const fnn_many_job *job)
 #include "loss_impl.h"
 #include "optim_impl.h"
 #include "lanes_impl.h"
-#include "many_body.inc"
+#include "many_impl.h"
 #undef REAL
 #undef SUF
 #undef KSUF

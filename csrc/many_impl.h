@@ -160,6 +160,47 @@ FNN_INLINE void SUF(msum)(const SUF(mvec) *a, SUF(mvec) *sum)
 #endif
 }
 
+/* c := r transposed, ML x ML (c[k][t] = r[t][k]), in registers: shuffles
+ * rather than lane stores read back as vectors (a stall on store
+ * forwarding each time). */
+FNN_INLINE void SUF(mtranspose)(const SUF(mvec) *r, SUF(mvec) *c)
+{
+    typedef SUF(mmask) mask;
+#if LANE_N == 4
+    const mask lo = {0, 4, 2, 6}, hi = {1, 5, 3, 7};
+    const mask a = {0, 1, 4, 5}, b = {2, 3, 6, 7};
+    SUF(mvec) t0 = __builtin_shuffle(r[0], r[1], lo);
+    SUF(mvec) t1 = __builtin_shuffle(r[0], r[1], hi);
+    SUF(mvec) t2 = __builtin_shuffle(r[2], r[3], lo);
+    SUF(mvec) t3 = __builtin_shuffle(r[2], r[3], hi);
+    c[0] = __builtin_shuffle(t0, t2, a);
+    c[1] = __builtin_shuffle(t1, t3, a);
+    c[2] = __builtin_shuffle(t0, t2, b);
+    c[3] = __builtin_shuffle(t1, t3, b);
+#else
+    const mask lo = {0, 8, 2, 10, 4, 12, 6, 14}, hi = {1, 9, 3, 11, 5, 13, 7, 15};
+    const mask lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
+    const mask lo4 = {0, 1, 2, 3, 8, 9, 10, 11};
+    const mask hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
+    SUF(mvec) t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shuffle(r[i], r[i + 1], lo);
+        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi);
+    }
+    /* t[2q]: columns 2m of rows 2q, 2q+1 interleaved; t[2q+1]: odd ones */
+    for (int q = 0; q < 8; q += 4) {
+        for (int o = 0; o < 2; o++) {
+            u[q + o] = __builtin_shuffle(t[q + o], t[q + 2 + o], lo2);
+            u[q + 2 + o] = __builtin_shuffle(t[q + o], t[q + 2 + o], hi2);
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        c[i] = __builtin_shuffle(u[i], u[i + 4], lo4);
+        c[i + 4] = __builtin_shuffle(u[i], u[i + 4], hi4);
+    }
+#endif
+}
+
 /* The rows of one block into the scratch: position t holds row i0 + t of
  * the step for t < valid, row i0 in the spare positions, through each
  * lane's order (ord[k] NULL: rows in order); lane k's targets into its
@@ -209,21 +250,24 @@ FNN_INLINE void SUF(group_forward)(const fnn_net *net, const SUF(group_mem) *m,
         const vec *W = m->P + L->w_off;
         const vec *b = L->b_off >= 0 ? m->P + L->b_off : NULL;
         int a = l == nl - 1 ? oact : L->act;
-        for (int64_t t = 0; t < ML; t++) {
-            const vec *in = l == 0 ? m->xt + t * nin
-                                   : m->act + t * acts
-                                     + net->layers[l - 1].ws_col;
-            vec *out = m->act + t * acts + L->ws_col;
-            FNN_MANY_N(ni,
+        const vec *in0 = l == 0 ? m->xt : m->act + net->layers[l - 1].ws_col;
+        const int64_t ld_in = l == 0 ? nin : acts;
+        vec *out0 = m->act + L->ws_col;
+        FNN_MANY_N(ni,
+            for (int64_t t = 0; t < ML; t++) {
+                const vec *in = in0 + t * ld_in;
+                vec *out = out0 + t * acts;
                 for (int64_t j = 0; j < no; j++) {
                     vec s = W[j] * in[0];
                     for (int64_t p = 1; p < N; p++) {
                         s += W[p * no + j] * in[p];
                     }
                     out[j] = b ? s + b[j] : s;
-                })
+                }
+            })
+        for (int64_t t = 0; t < ML; t++) {
             KSUF(fnn_bias_act_forward)(1, no * ML, a, (REAL)L->alpha, NULL,
-                                       (REAL *)out, no * ML);
+                                       (REAL *)(out0 + t * acts), no * ML);
         }
     }
 }
@@ -238,13 +282,14 @@ FNN_INLINE void SUF(group_loss)(const fnn_net *net, const SUF(group_mem) *m,
     typedef SUF(mvec) vec;
     const fnn_layer *last = &net->layers[net->n_layers - 1];
     const int64_t nout = last->n_out, nb = nout * ML, mw = net->max_width;
-    for (int64_t t = 0; t < ML; t++) {
-        const vec *out = m->act + t * m->acts + last->ws_col;
-        for (int64_t j = 0; j < nout; j++) {
-            const vec v = out[j];
-            for (int64_t k = 0; k < ML; k++) {
-                m->zb[k * nb + j * ML + t] = v[k];
-            }
+    for (int64_t j = 0; j < nout; j++) {
+        vec r[ML], c[ML];
+        for (int64_t t = 0; t < ML; t++) {
+            r[t] = m->act[t * m->acts + last->ws_col + j];
+        }
+        SUF(mtranspose)(r, c);
+        for (int64_t k = 0; k < ML; k++) {
+            memcpy(m->zb + k * nb + j * ML, &c[k], sizeof c[k]);
         }
     }
     for (int64_t k = 0; k < ML; k++) {
@@ -265,15 +310,18 @@ FNN_INLINE void SUF(group_loss)(const fnn_net *net, const SUF(group_mem) *m,
             }
         }
     }
+    for (int64_t j = 0; j < nout; j++) {
+        vec r[ML], c[ML];
+        for (int64_t k = 0; k < ML; k++) {
+            memcpy(&r[k], m->db + k * nb + j * ML, sizeof r[k]);
+        }
+        SUF(mtranspose)(r, c);
+        for (int64_t t = 0; t < ML; t++) {
+            m->d0[t * mw + j] = c[t];
+        }
+    }
     for (int64_t t = 0; t < ML; t++) {
         vec *D = m->d0 + t * mw;
-        for (int64_t j = 0; j < nout; j++) {
-            vec v;
-            for (int64_t k = 0; k < ML; k++) {
-                v[k] = m->db[k * nb + j * ML + t];
-            }
-            D[j] = v;
-        }
         if (oact != FNN_IDENTITY) {
             const vec *out = m->act + t * m->acts + last->ws_col;
             KSUF(fnn_bias_act_backward)(1, nb, oact, (REAL)last->alpha,
@@ -300,37 +348,45 @@ FNN_INLINE void SUF(group_backward)(const fnn_net *net,
         const int64_t ni = L->n_in, no = L->n_out;
         const vec *W = m->P + L->w_off;
         vec *gw = m->acc + L->w_off * ML;
-        vec *gb = L->b_off >= 0 ? m->acc + L->b_off * ML : NULL;
-        for (int64_t t = 0; t < ML; t++) {
-            const vec *inl = l > 0 ? m->act + t * acts
-                                     + net->layers[l - 1].ws_col
-                                   : m->xt + t * nin;
-            const vec *D = D0 + t * mw;
-            vec *E = E0 + t * mw;
-            if (first) {
-                FNN_MANY_N(no,
+        const vec *in0 = l > 0 ? m->act + net->layers[l - 1].ws_col : m->xt;
+        const int64_t ld_in = l > 0 ? acts : nin;
+        if (first) {
+            FNN_MANY_N(no,
+                for (int64_t t = 0; t < ML; t++) {
+                    const vec *inl = in0 + t * ld_in, *D = D0 + t * mw;
                     for (int64_t p = 0; p < ni; p++) {
                         for (int64_t j = 0; j < N; j++) {
                             gw[(p * N + j) * ML + t] = inl[p] * D[j];
                         }
-                    })
-            } else {
-                FNN_MANY_N(no,
+                    }
+                })
+        } else {
+            FNN_MANY_N(no,
+                for (int64_t t = 0; t < ML; t++) {
+                    const vec *inl = in0 + t * ld_in, *D = D0 + t * mw;
                     for (int64_t p = 0; p < ni; p++) {
                         for (int64_t j = 0; j < N; j++) {
                             gw[(p * N + j) * ML + t] += inl[p] * D[j];
                         }
-                    })
-            }
-            if (gb) {
-                for (int64_t j = 0; j < no; j++) {
-                    gb[j * ML + t] = first ? D[j] : gb[j * ML + t] + D[j];
+                    }
+                })
+        }
+        if (L->b_off >= 0) {
+            vec *gb = m->acc + L->b_off * ML;
+            for (int64_t j = 0; j < no; j++) {
+                for (int64_t t = 0; t < ML; t++) {
+                    const vec d = D0[t * mw + j];
+                    gb[j * ML + t] = first ? d : gb[j * ML + t] + d;
                 }
             }
-            if (l == 0) {
-                continue;
-            }
-            FNN_MANY_N(no,
+        }
+        if (l == 0) {
+            break;
+        }
+        FNN_MANY_N(no,
+            for (int64_t t = 0; t < ML; t++) {
+                const vec *D = D0 + t * mw;
+                vec *E = E0 + t * mw;
                 for (int64_t p = 0; p < ni; p++) {
                     const vec *Wp = W + p * N;
                     vec s = Wp[0] * D[0];
@@ -338,12 +394,15 @@ FNN_INLINE void SUF(group_backward)(const fnn_net *net,
                         s += Wp[j] * D[j];
                     }
                     E[p] = s;
-                })
-            const fnn_layer *P = &net->layers[l - 1];
+                }
+            })
+        const fnn_layer *P = &net->layers[l - 1];
+        for (int64_t t = 0; t < ML; t++) {
             KSUF(fnn_bias_act_backward)(1, ni * ML, P->act, (REAL)P->alpha,
-                                        (const REAL *)inl, ni * ML,
-                                        (const REAL *)E, ni * ML, (REAL *)E,
-                                        ni * ML, NULL);
+                                        (const REAL *)(in0 + t * ld_in),
+                                        ni * ML,
+                                        (const REAL *)(E0 + t * mw), ni * ML,
+                                        (REAL *)(E0 + t * mw), ni * ML, NULL);
         }
         vec *tmp = D0;
         D0 = E0;
