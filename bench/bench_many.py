@@ -40,7 +40,7 @@ import pytest
 
 import fastnn
 from fastnn import Dense, Network
-from fastnn.bench import WORKLOADS, make_data
+from harness.workloads import WORKLOADS, make_data
 
 THREADS = int(os.environ.get("FASTNN_BENCH_THREADS", "2"))
 TINY_K, TINY_EPOCHS = 1000, 1000

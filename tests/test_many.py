@@ -584,3 +584,38 @@ def test_sweep_ranks_configurations_and_trains_each_as_fit_would():
         fastnn.sweep(lambda seed: build(seed, 4), {"seed": [0]}, X, Y, lr=0.1)
     with pytest.raises(ValueError, match="list of values"):
         fastnn.sweep(lambda seed: build(seed, 4), {"seed": 0}, X, Y)
+
+
+# ---- against the NumPy twin ---------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("case", ["lanes", "threads-gemm", "bagging"])
+def test_matches_reference_twin(case, dtype):
+    """fastnn.reference.fit_many (each network's reference fit, float64)
+    from the same start, rows and orders: equal to rounding."""
+    from fastnn import reference as ref
+    K, n, epochs, batch = 5, 13, 4, 5            # a partial last minibatch
+    n_in, hidden = (3, [4]) if case != "threads-gemm" else (9, [16])
+    nets, _ = make_nets(K, n_in, hidden, 1, "tanh", "mse", dtype)
+    X, Y = make_data(n, n_in, 1, "mse", dtype, seed=2)
+    rng = np.random.default_rng(4)
+    idx = [rng.integers(0, n, 11) for _ in range(K)] if case == "bagging" else None
+    p0 = [net.params.astype(np.float64) for net in nets]
+    lrs = [0.05 + 0.01 * k for k in range(K)]
+    opts = ["sgd", "momentum", "nesterov", "adam", "adam"]
+    l2 = [0.0, 0.01, 0.0, 0.02, 0.001]
+    hs = fastnn.fit_many(nets, X, Y, epochs=epochs, batch_size=batch, lr=lrs,
+                         optimizer=opts, weight_decay=l2, seeds=range(K),
+                         sample_indices=idx)
+    orders = []
+    for k in range(K):
+        n_k = n if idx is None else len(idx[k])
+        r = np.random.default_rng(k)
+        orders.append(np.stack([r.permutation(n_k) for _ in range(epochs)]))
+    res = ref.fit_many(nets[0].specs(), "mse", p0, nets[0].n_weights, X, Y,
+                       [[lr] * epochs for lr in lrs], batch, orders, opts, l2, idx)
+    tol = 1e-10 if dtype == np.float64 else 3e-4
+    for k, (p, losses, _) in enumerate(res):
+        np.testing.assert_allclose(hs[k].loss, losses, rtol=tol, err_msg=f"net {k}")
+        np.testing.assert_allclose(nets[k].params, p, rtol=tol,
+                                   atol=tol * np.abs(p).max(), err_msg=f"net {k}")
