@@ -95,6 +95,17 @@ cdef void *_data(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+cdef inline bint _vec_ok(object a, int typenum, int64_t n, bint writeable):
+    """a is a C-contiguous 1-D ndarray of typenum and length n (the common
+    case, checked without Python calls; _check then names what is wrong)."""
+    if not cnp.PyArray_Check(a):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_NDIM(arr) == 1
+            and cnp.PyArray_DIM(arr, 0) == n and cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            and (not writeable or cnp.PyArray_ISWRITEABLE(arr)))
+
+
 cdef class ManyPlan:
     """The native side of one fit_many call.
 
@@ -174,21 +185,31 @@ cdef class ManyPlan:
             if len(lst) != K:
                 raise ValueError(f"{name} must have one entry per network")
         P = (n_params,)
+        cdef int tn = cnp.NPY_FLOAT32 if self.f32 else cnp.NPY_FLOAT64
+        cdef const int64_t[::1] kinds = arrays["kind"]
+        cdef int64_t kk
         for k in range(K):
-            _check(params[k], "params", self.dtype, P)
-            _check(grads[k], "grads", self.dtype, P)
-            if not (params[k].flags.writeable and grads[k].flags.writeable):
-                raise ValueError("params and grads must be writeable")
-            kk = arrays["kind"][k]
+            kk = kinds[k]
             if kk not in (FNN_OPT_SGD, FNN_OPT_MOMENTUM, FNN_OPT_NESTEROV,
                           FNN_OPT_ADAM):
                 raise ValueError(f"unknown optimizer kind {kk}")
+            if (_vec_ok(params[k], tn, n_params, True)
+                    and _vec_ok(grads[k], tn, n_params, True)
+                    and (kk == FNN_OPT_SGD or _vec_ok(vel[k], tn, n_params, True))
+                    and (kk != FNN_OPT_ADAM or _vec_ok(sq[k], tn, n_params, True))
+                    and (snapshot[k] is None
+                         or _vec_ok(snapshot[k], tn, n_params, True))):
+                continue
+            _check(params[k], "params", self.dtype, P)
+            _check(grads[k], "grads", self.dtype, P)
             if kk != FNN_OPT_SGD:
                 _check(vel[k], "vel", self.dtype, P)
             if kk == FNN_OPT_ADAM:
                 _check(sq[k], "sq", self.dtype, P)
             if snapshot[k] is not None:
                 _check(snapshot[k], "snapshot", self.dtype, P)
+            raise ValueError("params, grads and optimizer state must be "
+                             "writeable")
         self.layers = <fnn_layer *>malloc(L * V * sizeof(fnn_layer))
         self.nets = <fnn_net *>malloc(V * sizeof(fnn_net))
         self.jobs = <fnn_many_job *>malloc(K * sizeof(fnn_many_job))

@@ -343,8 +343,8 @@ def _fit_many(nets, X, y, sw, idx, epochs, batch_size, opts, schedule, seeds,
         r.n = X.shape[0] if r.rows is None else len(r.rows)
         r.batch = r.n if batch_size is None else min(batch_size, r.n)
         r.use_order = bool(shuffle) and r.batch < r.n
-        seed = seeds[k]
-        r.rng = np.random.default_rng(seed) if r.use_order or seed is not None else None
+        # seeds were checked already: a Generator only where rows are drawn
+        r.rng = np.random.default_rng(seeds[k]) if r.use_order else None
         r.snap_epoch = None
         r.seen = 0
         r.running = True
