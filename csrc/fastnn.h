@@ -424,9 +424,10 @@ int fnn_fit_f64(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
  * lanes_ws is not used: every worker thread has its own), parameters and
  * gradient buffer (n_params each), optimizer and fit arguments, as
  * fnn_fit takes them.  fnn_fit_many sets a.xb/yb/swb (gather buffers),
- * a.poll/poll_ctx/poll_ms, and turns split steps off (a.par_rows = 0,
- * ws2/grads2/iws2 NULL): a job is the fit fnn_fit runs on one thread.
- * status: out, the job's fnn_fit return value, or FNN_NOT_RUN. */
+ * a.poll/poll_ctx/poll_ms, and turns split steps off (a.split zeroed:
+ * min_rows 0): a job is the fit fnn_fit runs on one thread; a.out says how
+ * far it went.  status: out, the job's fnn_fit return value, or
+ * FNN_NOT_RUN. */
 typedef struct {
     const fnn_net *net;
     void *params, *grads;

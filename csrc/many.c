@@ -132,13 +132,8 @@ static void many_prepare_job(many_run *r, fnn_many_job *job, void *xb,
     a->xb = xb;
     a->yb = yb;
     a->swb = swb;
-    a->par_rows = 0;
-    a->chunk_mnk = 0;
-    a->ws2 = NULL;
-    a->grads2 = NULL;
-    a->iws2 = NULL;
-    a->split_hold = 0;
-    a->split_backoff = -1;
+    memset(&a->split, 0, sizeof a->split);     /* min_rows 0: never split */
+    a->split.backoff = -1;
     a->poll = many_job_poll;
     a->poll_ctx = r;
     a->poll_ms = r->serial ? r->poll_ms : WORKER_POLL_MS;

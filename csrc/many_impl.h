@@ -648,8 +648,8 @@ static void SUF(group_fit)(many_run *r, fnn_many_job *jobs, int64_t count,
     for (int64_t k = 0; k < ML; k++) {
         if (k < count) {
             SUF(group_transfer)(&m, np, job[k], k, 1);
-            job[k]->a.bad_epoch = -1;
-            job[k]->a.bad_step = -1;
+            job[k]->a.out.bad_epoch = -1;
+            job[k]->a.out.bad_step = -1;
         } else {
             SUF(group_retire)(&m, np, &o, k);
             for (int64_t q = 0; q < np; q++) {
@@ -704,12 +704,12 @@ static void SUF(group_fit)(many_run *r, fnn_many_job *jobs, int64_t count,
             for (int64_t k = 0; k < count; k++) {
                 if (g.active[k] && !(g.loss[k] - g.loss[k] == 0)) {
                     fnn_fit_args *a = &job[k]->a;
-                    a->bad_epoch = e;
-                    a->bad_step = s;
-                    a->epochs_done = e;
-                    a->steps_done = steps_done;
+                    a->out.bad_epoch = e;
+                    a->out.bad_step = s;
+                    a->out.epochs_done = e;
+                    a->out.steps_done = steps_done;
                     if (g.snap_epoch[k] >= 0) {
-                        a->snapshot_epoch = g.snap_epoch[k];
+                        a->out.snapshot_epoch = g.snap_epoch[k];
                     }
                     job[k]->opt.t = g.t[k];
                     job[k]->status = FNN_ERR_NONFINITE;
@@ -779,10 +779,10 @@ out:
         }
         fnn_fit_args *a = &job[k]->a;
         SUF(group_transfer)(&m, np, job[k], k, 0);
-        a->epochs_done = e;
-        a->steps_done = steps_done;
+        a->out.epochs_done = e;
+        a->out.steps_done = steps_done;
         if (g.snap_epoch[k] >= 0) {
-            a->snapshot_epoch = g.snap_epoch[k];
+            a->out.snapshot_epoch = g.snap_epoch[k];
         }
         job[k]->opt.t = g.t[k];
         job[k]->status = stopped ? FNN_STOPPED : FNN_OK;

@@ -346,11 +346,11 @@ cdef class ManyPlan:
                 run[i].a.order = (<const int64_t *>_data(orders[i])
                                   if orders[i] is not None else NULL)
                 run[i].a.epoch0 = epoch0
-                run[i].a.snapshot_epoch = -1
-                run[i].a.epochs_done = 0
-                run[i].a.steps_done = 0
-                run[i].a.bad_epoch = -1
-                run[i].a.bad_step = -1
+                run[i].a.out.snapshot_epoch = -1
+                run[i].a.out.epochs_done = 0
+                run[i].a.out.steps_done = 0
+                run[i].a.out.bad_epoch = -1
+                run[i].a.out.bad_step = -1
             if lanes:
                 width = LANE_WIDTH[self.dtype]
                 for i in range(0, m, width):
@@ -381,11 +381,11 @@ cdef class ManyPlan:
                 k = w[i]
                 self.jobs[k].opt.t = run[i].opt.t
                 out["status"][i] = run[i].status
-                out["epochs_done"][i] = run[i].a.epochs_done
-                out["steps_done"][i] = run[i].a.steps_done
-                out["bad_epoch"][i] = run[i].a.bad_epoch
-                out["bad_step"][i] = run[i].a.bad_step
-                out["snapshot_epoch"][i] = run[i].a.snapshot_epoch
+                out["epochs_done"][i] = run[i].a.out.epochs_done
+                out["steps_done"][i] = run[i].a.out.steps_done
+                out["bad_epoch"][i] = run[i].a.out.bad_epoch
+                out["bad_step"][i] = run[i].a.out.bad_step
+                out["snapshot_epoch"][i] = run[i].a.out.snapshot_epoch
                 out["t"][i] = run[i].opt.t
             out["stopped"] = rc == FNN_STOPPED
             out["exc"] = poll.exc
