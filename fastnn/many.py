@@ -582,7 +582,13 @@ def _fit_many_dask(client, chunk_size, nets, X, y, sw, idx, seeds, opts, kw):
         if not net._core.lanes and b not in orientations:
             rows = np.arange(n_k) if idx is None else idx[k]
             orientations[b] = _orientation(net, X[rows], y[rows], b)
-    data = client.scatter([X, y, sw], broadcast=True)
+    # unique keys (hash=False): data scattered by an earlier call, with the
+    # same content and so the same hashed key, may be in the middle of being
+    # released
+    arrays = [X, y] if sw is None else [X, y, sw]
+    data = client.scatter(arrays, broadcast=True, hash=False)
+    if sw is None:
+        data.append(None)
     futures = {}
     try:
         for k0 in range(0, K, size):

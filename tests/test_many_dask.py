@@ -47,7 +47,7 @@ def assert_same(a, b, ha, hb):
                 np.testing.assert_array_equal(sa["sq"], sb["sq"])
 
 
-@pytest.mark.parametrize("case", ["lanes", "gemm", "bagging-f32"])
+@pytest.mark.parametrize("case", ["lanes", "gemm", "bagging-f32", "sample-weight"])
 def test_dask_chunks_match_local_fit_many(client, case):
     rng = np.random.default_rng(3)
     K = 7
@@ -58,8 +58,10 @@ def test_dask_chunks_match_local_fit_many(client, case):
     Y = rng.standard_normal((60, 1)).astype(dtype)
     idx = ([rng.integers(0, 60, 40) for _ in range(K)] if case.startswith("bagging")
            else None)
+    sw = rng.uniform(0.5, 2, 60) if case == "sample-weight" else None
     kw = dict(epochs=4, batch_size=9, lr=[0.01 * (k + 1) for k in range(K)],
-              optimizer="adam", seeds=range(K), sample_indices=idx)
+              optimizer="adam", seeds=range(K), sample_indices=idx,
+              sample_weight=sw)
     hr = fastnn.fit_many(remote, X, Y, client=client, chunk_size=3, **kw)
     hl = fastnn.fit_many(local, X, Y, **kw)
     assert_same(remote, local, hr, hl)
