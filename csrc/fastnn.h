@@ -415,6 +415,82 @@ int fnn_fit_f32(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
 int fnn_fit_f64(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                 double *params, double *grads, double *ws, int32_t *iws);
 
+/* ---- many networks at once (many.c) ----------------------------------- */
+
+/* Status of a job that fnn_fit_many never started (stopped before). */
+#define FNN_NOT_RUN (-1)
+
+/* One network's fit within fnn_fit_many: its description (net; its
+ * lanes_ws is not used: every worker thread has its own), parameters and
+ * gradient buffer (n_params each), optimizer and fit arguments, as
+ * fnn_fit takes them.  fnn_fit_many sets a.xb/yb/swb (gather buffers),
+ * a.poll/poll_ctx/poll_ms, and turns split steps off (a.split zeroed:
+ * min_rows 0): a job is the fit fnn_fit runs on one thread; a.out says how
+ * far it went.  status: out, the job's fnn_fit return value, or
+ * FNN_NOT_RUN. */
+typedef struct {
+    const fnn_net *net;
+    void *params, *grads;
+    fnn_optim opt;
+    fnn_fit_args a;
+    int32_t status;
+} fnn_many_job;
+
+/* Bytes of scratch one worker thread of fnn_fit_many needs for these jobs
+ * (workspace and gather buffers for the largest batch, the small-network
+ * step's scratch, and with `lanes` the networks-in-lanes state): the
+ * caller passes n_threads times this, 64-byte aligned. */
+int64_t fnn_many_scratch_f32(const fnn_many_job *jobs, int64_t n_jobs,
+                             int lanes);
+int64_t fnn_many_scratch_f64(const fnn_many_job *jobs, int64_t n_jobs,
+                             int lanes);
+
+/* 1 if jobs[0, count) (count <= LANE_N: 8 for float, 4 for double) can
+ * run as one networks-in-lanes group: every job's net has the same layers,
+ * loss and parameter layout and runs the small-network step (net->lanes),
+ * and the jobs share x, y (and strides), n, batch and n_epochs, with no
+ * sample weights, no reported L2 term, mean_by_rows 0, and orders either
+ * all given or all absent.  Optimizer kinds and hyper-parameters, epoch0
+ * and snapshot_every may differ. */
+int fnn_many_lanes_ok_f32(const fnn_many_job *jobs, int64_t count);
+int fnn_many_lanes_ok_f64(const fnn_many_job *jobs, int64_t count);
+
+/* Runs every job on n_threads worker threads started for the call (each
+ * job whole on one thread, its BLAS calls made from that thread), while
+ * the calling thread waits and calls poll(poll_ctx, jobs finished, 0)
+ * about every poll_ms ms; nonzero stops the workers at their next step
+ * (a running fit returns FNN_STOPPED, jobs not started keep FNN_NOT_RUN).
+ * If no thread can be started the calling thread runs the jobs, polling
+ * the same way between and within them.
+ *
+ * lanes = 0: each job is fnn_fit on one thread.  The results are those
+ * of fnn_fit called on the job alone with split steps off, bit for bit.
+ *
+ * lanes = 1: consecutive groups of LANE_N jobs (the last may be short),
+ * each satisfying fnn_many_lanes_ok, run as one fit with the networks in
+ * the vector lanes: each lane computes its network's step in the same
+ * arithmetic, in the same order and with the same contractions as the
+ * small-network step of fnn_fit (lanes_impl.h): the minibatch's rows in
+ * blocks of LANE_N, per-row sums kept per block lane and summed across
+ * lanes in lanes_sum's order, the loss of each block by the same inlined
+ * fnn_loss_grad call on the network's own block, every elementwise kernel
+ * called on as many elements as there.  Optimizer kinds, learning rates,
+ * L2, momentum, betas, eps, Adam's step count, orders and snapshots are
+ * per lane.  A lane whose loss is not finite stops there, as its fnn_fit
+ * would (its state is left as before that step); the others go on.
+ * Cloned for the same CPU targets as the small-network step
+ * (FNN_LANES_CLONES), so that on one machine both run the same kind of
+ * arithmetic (with or without FMA).
+ *
+ * Returns FNN_OK, FNN_STOPPED if poll asked to stop, or -1 (nothing run)
+ * if lanes = 1 and a group fails fnn_many_lanes_ok. */
+int fnn_fit_many_f32(fnn_many_job *jobs, int64_t n_jobs, int lanes,
+                     int n_threads, void *scratch, int64_t scratch_bytes,
+                     fnn_poll_fn poll, void *poll_ctx, double poll_ms);
+int fnn_fit_many_f64(fnn_many_job *jobs, int64_t n_jobs, int lanes,
+                     int n_threads, void *scratch, int64_t scratch_bytes,
+                     fnn_poll_fn poll, void *poll_ctx, double poll_ms);
+
 #ifdef __cplusplus
 }
 #endif

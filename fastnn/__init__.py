@@ -21,11 +21,12 @@ __all__ = ["Network", "Dense", "Maxout", "SGD", "Adam", "Constant",
            "InverseScaling", "StepDecay", "History", "Callback", "EarlyStopping",
            "blas_info", "use_blas", "set_num_threads", "set_train_threads",
            "train_threads", "save", "load", "FormatError", "to_onnx",
-           "__version__"]
+           "fit_many", "sweep", "__version__"]
 
 # Loaded on first use, to keep `import fastnn` short: name -> module.
 _LAZY = {"save": "fastnn.io", "load": "fastnn.io", "FormatError": "fastnn.io",
-         "to_onnx": "fastnn.onnx"}
+         "to_onnx": "fastnn.onnx", "fit_many": "fastnn.many",
+         "sweep": "fastnn.many"}
 
 
 def __getattr__(name):

@@ -325,3 +325,27 @@ def fit(specs, loss, params, n_weights, x, y, lrs, batch, order=None,
             wsum += wgt
         losses.append(total if loss == "sse" else total / wsum)
     return params, np.array(losses), {"vel": vel, "sq": sq, "t": t}
+
+
+def fit_many(specs, loss, params, n_weights, x, y, lrs, batch, orders=None,
+             optimizers="sgd", l2=0.0, sample_indices=None, sw=None,
+             momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8):
+    """Twin of fastnn.fit_many (csrc/many.c): every network's own fit, one
+    after the other.  params: K flat buffers; lrs: (K, n_epochs) learning
+    rates; orders: None or K (n_epochs, n_k) row orders into that network's
+    rows; optimizers, l2: one for all or one per network; sample_indices:
+    None or K index arrays into x (the network's rows, repeats allowed).
+    Returns [(params, epoch_losses, state)] per network."""
+    K = len(params)
+    opts = [optimizers] * K if isinstance(optimizers, str) else list(optimizers)
+    l2s = list(l2) if np.ndim(l2) else [l2] * K
+    out = []
+    for k in range(K):
+        rows = (np.arange(len(x)) if sample_indices is None
+                else np.asarray(sample_indices[k]))
+        out.append(fit(specs, loss, params[k], n_weights, _f64(x)[rows],
+                       _f64(y)[rows], lrs[k], batch,
+                       None if orders is None else orders[k], opts[k], momentum,
+                       beta1, beta2, eps, l2s[k], False,
+                       None if sw is None else _f64(sw)[rows]))
+    return out
