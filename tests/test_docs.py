@@ -27,16 +27,19 @@ DOCS = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
 FENCE = re.compile(r"^```([A-Za-z0-9_+-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 SETUP_MARK = "<!-- ci: setup -->"
 REQUIRES = re.compile(r"<!--\s*requires:\s*(.*?)\s*-->")
+# The guard keeps processes that multiprocessing spawns (Dask's workers)
+# from running the blocks again when they import this script.
 RUNNER = textwrap.dedent("""
     import sys, traceback
-    blocks = {blocks!r}
-    ns = {{"__name__": "__main__"}}
-    for i, (line, src) in enumerate(blocks):
-        try:
-            exec(compile(src, "{name}:" + str(line), "exec"), ns)
-        except BaseException:
-            traceback.print_exc()
-            sys.exit(f"block {{i + 1}} (line {{line}}) of {name} failed")
+    if __name__ == "__main__":
+        blocks = {blocks!r}
+        ns = {{"__name__": "__main__"}}
+        for i, (line, src) in enumerate(blocks):
+            try:
+                exec(compile(src, "{name}:" + str(line), "exec"), ns)
+            except BaseException:
+                traceback.print_exc()
+                sys.exit(f"block {{i + 1}} (line {{line}}) of {name} failed")
 """)
 
 
