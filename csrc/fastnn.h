@@ -357,11 +357,16 @@ typedef struct {
 /* How far a fit went.  epochs_done / steps_done count finished epochs and
  * steps; on FNN_ERR_NONFINITE bad_epoch / bad_step name the step whose
  * loss was not finite (not applied; -1 otherwise).  snapshot_epoch: the
- * epoch of the last snapshot taken, left alone if none was. */
+ * epoch of the last snapshot taken, left alone if none was.  Updated
+ * before each poll: epoch_steps, the finished steps of the current epoch,
+ * and epoch_loss, that epoch's loss over them so far (reported as
+ * epoch_loss will report it; NaN before its first step). */
 typedef struct {
     int64_t epochs_done, steps_done;
     int64_t bad_epoch, bad_step;
     int64_t snapshot_epoch;
+    int64_t epoch_steps;
+    double epoch_loss;
 } fnn_fit_out;
 
 /* A run of epochs.

@@ -147,6 +147,9 @@ FNN_INLINE int fnn_epochs_poll(const fnn_epochs *ep, fnn_poller *poller,
     }
     a->out.epochs_done = e;
     a->out.steps_done = ep->steps_done;
+    a->out.epoch_steps = s + 1;
+    a->out.epoch_loss = ep->sse ? ep->esum
+                      : (ep->wsum > 0 ? ep->esum / ep->wsum : NAN);
     if (!a->poll(a->poll_ctx, e, s)) {
         return 0;
     }

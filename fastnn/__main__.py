@@ -1,8 +1,9 @@
-"""python -m fastnn: train the seed network with fastnn and with the seed's
-NumPy loop side by side, from the same start, and compare.
+"""python -m fastnn: train the lecture notes' 2-layer network with fastnn
+and with the notes' own NumPy loop side by side, from the same start, and
+compare them.
 
-    python -m fastnn                      # the seed: 64 x 1000 -> 100 -> 10, 2000 steps
-    python -m fastnn --dtype float32      # fastnn in float32 against the float64 seed
+    python -m fastnn                      # 64 x 1000 -> 100 -> 10, 2000 steps
+    python -m fastnn --dtype float32      # fastnn in float32 against the float64 loop
     python -m fastnn --sizes 64 1000 100 10 --steps 500 --print-every 100
     python -m fastnn bench [...]          # the benchmark suite of bench/ (see --help there)
 """
@@ -19,17 +20,22 @@ from fastnn.lecture import lecture_numpy_loop
 def _parse(argv):
     p = argparse.ArgumentParser(
         prog="python -m fastnn",
-        description="Train the seed 2-layer network (sigmoid hidden layer, linear "
-                    "output, no biases, sum-of-squares loss, plain SGD) with fastnn "
-                    "and with the seed's NumPy loop from the same start; print the "
-                    "losses, the final weight difference and the speed of both.")
+        description="Train the lecture notes' 2-layer network (sigmoid hidden "
+                    "layer, linear output, no biases, sum-of-squares loss, plain "
+                    "gradient descent) with fastnn and with the notes' NumPy loop "
+                    "from the same start; print the losses, the final weight "
+                    "difference and the speed of both.",
+        epilog="python -m fastnn bench [--help] runs the benchmark suite instead: "
+               "fastnn against NumPy, PyTorch, scikit-learn and JAX on five "
+               "workloads (from a source checkout; --plot draws docs/bench.png).")
     p.add_argument("--sizes", type=int, nargs=4, metavar=("N", "D_IN", "H", "D_OUT"),
                    default=(64, 1000, 100, 10), help="batch, input, hidden, output sizes")
     p.add_argument("--steps", type=int, default=2000, help="training steps (default 2000)")
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                    help="fastnn's dtype; the NumPy loop always runs in float64")
-    p.add_argument("--seed", type=int, default=0, help="random seed for x, y, w1, w2")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed for the data and initial weights x, y, w1, w2")
     p.add_argument("--print-every", type=int, default=200, help="loss print period")
     p.add_argument("--mode", choices=("train_step", "fit"), default="train_step",
                    help="fastnn as a Python loop over train_step, or one fit call")
@@ -59,13 +65,16 @@ def main(argv=None):
     dtype = np.dtype(a.dtype)
 
     info = fastnn.blas_info()
-    print(f"fastnn {fastnn.__version__}: seed network {D_in} -> {H} (sigmoid) -> "
-          f"{D_out}, batch {N}, {a.steps} steps, lr {a.lr}, fastnn {dtype.name} "
+    print(f"fastnn {fastnn.__version__}: the lecture network {D_in} -> {H} (sigmoid) "
+          f"-> {D_out}, batch {N}, {a.steps} steps, lr {a.lr}, fastnn {dtype.name} "
           f"vs NumPy float64")
+    print("Both train from the same start: a good result has equal losses in the "
+          "two columns, final weights equal to ~1e-12 (float64), and fastnn "
+          "the faster.")
     print(f"BLAS: {info['source']} ({info['api']}), {info['config'] or ''} "
           f"threads={info['num_threads']}")
 
-    # fastnn, in <= 5 lines: the network, the seed's weights, the loop.
+    # fastnn, in <= 5 lines: the network, the same start, the loop.
     net = fastnn.Network([fastnn.Dense(H, "sigmoid", bias=False),
                           fastnn.Dense(D_out, bias=False)], loss="sse", dtype=dtype)
     net.set_weights([w1, w2])
@@ -93,7 +102,7 @@ def main(argv=None):
                        lambda t, L: n_losses.__setitem__(t, L))
     t_np = time.perf_counter() - t0
 
-    print(f"{'step':>6}  {'loss (NumPy seed)':>20}  {'loss (fastnn)':>20}")
+    print(f"{'step':>6}  {'loss (NumPy loop)':>20}  {'loss (fastnn)':>20}")
     for t in sorted(n_losses):
         print(f"{t:>6}  {n_losses[t]:>20.10g}  {f_losses.get(t, float('nan')):>20.10g}")
     W1, W2 = net.layers[0].W, net.layers[1].W

@@ -178,6 +178,8 @@ cdef extern from "fastnn.h" nogil:
         int64_t epochs_done, steps_done
         int64_t bad_epoch, bad_step
         int64_t snapshot_epoch
+        int64_t epoch_steps
+        double epoch_loss
 
     ctypedef struct fnn_fit_args:
         int64_t n, n_epochs, batch, epoch0

@@ -15,7 +15,7 @@ import threading
 import time
 
 from cpython.exc cimport PyErr_CheckSignals
-from libc.math cimport isfinite
+from libc.math cimport NAN, isfinite
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 
@@ -474,13 +474,16 @@ cdef void _forward_gemm(const fnn_blas *blas, int trans, int64_t m, int64_t n,
 
 cdef class _Poll:
     """State shared with the poll callback that the C loop calls (holding
-    the GIL only inside the callback)."""
+    the GIL only inside the callback): the progress callback, the exception
+    it or a signal raised, and the fit's progress record (a->out)."""
     cdef object progress
     cdef object exc
+    cdef const fnn_fit_out *out
 
     def __cinit__(self, progress):
         self.progress = progress
         self.exc = None
+        self.out = NULL
 
 
 cdef int _poll(void *ctx, int64_t epoch, int64_t step) noexcept nogil:
@@ -488,7 +491,8 @@ cdef int _poll(void *ctx, int64_t epoch, int64_t step) noexcept nogil:
         st = <_Poll>ctx
         try:
             PyErr_CheckSignals()
-            if st.progress is not None and st.progress(epoch, step):
+            if st.progress is not None and st.progress(
+                    epoch, step, st.out.epoch_loss if st.out != NULL else NAN):
                 return 1
         except BaseException as e:      # KeyboardInterrupt included
             st.exc = e
@@ -834,8 +838,10 @@ cdef class NetCore:
         epoch0: the global number of this call's first epoch (for cfg's
         snapshot schedule).  epoch_loss: float64 (n_epochs,) to receive the
         epochs' losses as they finish (allocated if None; also the result's
-        epoch_loss).  progress(epoch, step) -> stop? is called with the GIL
-        about every cfg.poll_ms; it may read epoch_loss.  cfg.t is advanced
+        epoch_loss).  progress(epoch, step, loss) -> stop? is called with
+        the GIL about every cfg.poll_ms, after step `step` (0-based) of
+        epoch `epoch` (0-based, of this call), loss being that epoch's loss
+        over its steps so far; it may read epoch_loss.  cfg.t is advanced
         in place (and reported in the result)."""
         self._check_fit(cfg, X, Y, sw, order, lrs)
         cdef int64_t n = X.shape[0], n_epochs = lrs.shape[0]
@@ -863,7 +869,10 @@ cdef class NetCore:
         a.snapshot_every = cfg.snapshot_every
         a.out.epochs_done = a.out.steps_done = 0
         a.out.bad_epoch = a.out.bad_step = a.out.snapshot_epoch = -1
+        a.out.epoch_steps = 0
+        a.out.epoch_loss = NAN
         poll = _Poll(progress)
+        poll.out = &a.out
         a.poll = _poll
         a.poll_ctx = <void *>poll
         a.poll_ms = cfg.poll_ms

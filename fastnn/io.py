@@ -24,7 +24,8 @@ header.json holds:
     loss                  "mse", "sse", "bce" or "softmax_ce"
     arrays                {name: {"shape", "dtype", "sha256"}} for each .npy
                           member (sha256 of the member's bytes)
-    network               Network only: {"init", "seed", "backend"}
+    network               Network only: {"init", "seed", "backend", and
+                          "fits" (optional, 0 if absent): the fits run}
     estimator             estimators only: {"params": the constructor
                           parameters (get_params), "fitted": n_iter_, t_,
                           loss_, n_layers_, n_outputs_, out_activation_,
@@ -181,7 +182,7 @@ def _network_parts(net):
     seed = ns["seed"] if isinstance(ns["seed"], numbers.Integral) else None
     header["network"] = {"init": ns["init"],
                          "seed": None if seed is None else int(seed),
-                         "backend": ns["backend"]}
+                         "backend": ns["backend"], "fits": int(ns["fits"])}
     opt = ns["optimizer"]
     header["optimizer"] = None
     if opt is not None:
@@ -569,8 +570,10 @@ def _construct_network(header, arrays, arch, n_params):
     from fastnn.nn import Network
     if "estimator" in header or "network" not in header:
         _fail("a Network file has a 'network' entry and no 'estimator'")
-    meta = _obj(header["network"], "network", ("init", "seed", "backend"))
+    meta = _obj(header["network"], "network", ("init", "seed", "backend"),
+                ("fits",))
     _int(meta["seed"], "network.seed", 0, (1 << 128), allow_none=True)
+    fits = _int(meta.get("fits", 0), "network.fits", 0, 1 << 62)
     _check_no_extra(arrays, ("params", "optimizer_vel", "optimizer_sq"))
     dtype = arch["dtype"]
     opt = header["optimizer"]
@@ -586,7 +589,7 @@ def _construct_network(header, arrays, arch, n_params):
     # the file does not hold the training history
     return Network._from_state(dict(arch, init=meta["init"], seed=meta["seed"],
                                     backend=meta["backend"], optimizer=opt,
-                                    history=None))
+                                    history=None, fits=fits))
 
 
 # ---- estimators --------------------------------------------------------------------

@@ -129,7 +129,11 @@ class Network:
     dtype : np.float64 (default) or np.float32.
     init : 'glorot' (default), 'he' or 'normal' (standard normal, the seed's
         randn).  Biases start at 0.
-    seed : int or None, for the initial weights.
+    seed : int or None: the initial weights and, for each fit not given a
+        seed of its own, the order in which it visits the rows.  With a seed,
+        the same script gives bit-identical results run after run: the k-th
+        fit of the network shuffles with a seed derived from (seed, k).
+        None: fresh entropy each time.
     backend : 'native' (default) or 'reference' (every computation through
         fastnn.reference, in NumPy; for checking and teaching).
 
@@ -182,6 +186,7 @@ class Network:
         self._ref_lock = threading.Lock()
         self.history = None
         self._opt_state = None
+        self._fits = 0
         if n_in is not None:
             self.build(check_positive_int(n_in, "n_in"))
 
@@ -237,6 +242,29 @@ class Network:
             self._core = NetCore(specs, LOSSES[self.loss_name], self.params,
                                  self.grads, n_weights)
 
+    def _fit_rng(self):
+        """The random generator of a fit given no seed of its own: derived
+        from the network's seed and how many fits it has run (so each fit
+        shuffles differently and identical scripts identically); fresh
+        entropy without a seed; the network's own Generator if its seed is
+        one."""
+        k = self._fits
+        self._fits += 1
+        s = self.seed
+        if s is None:
+            return np.random.default_rng()
+        if isinstance(s, np.random.Generator):
+            return s
+        if isinstance(s, np.random.BitGenerator):
+            return np.random.Generator(s)
+        if isinstance(s, np.random.SeedSequence):
+            entropy, key = s.entropy, tuple(s.spawn_key)
+        else:
+            entropy, key = s, ()
+        # spawn key (..., 1, k): a stream apart from the initial weights'
+        return np.random.default_rng(
+            np.random.SeedSequence(entropy, spawn_key=key + (1, k)))
+
     def _initialize(self):
         rng = np.random.default_rng(self.seed)
         for l, (fi, units, _, _) in zip(self.layers, self._layout):
@@ -278,7 +306,7 @@ class Network:
     _STATE_ATTRS = frozenset((
         "layers", "loss_name", "dtype", "init", "seed", "backend", "n_in",
         "params", "grads", "n_weights", "n_params", "_layout", "_core",
-        "_ref_lock", "history", "_opt_state"))
+        "_ref_lock", "history", "_opt_state", "_fits"))
 
     def _to_state(self):
         """The network as plain data, the one description that fastnn.save
@@ -288,6 +316,8 @@ class Network:
                        "activation", "alpha", "bias"} or {"type": "maxout",
                        "units", "pieces", "bias"}
             loss, dtype (name), init, seed, backend   as given to Network
+            fits       how many fits the network has run (each fit given no
+                       seed shuffles with a seed drawn from seed and this)
             n_in, params    None if not built; params the flat buffer
             optimizer  None, or the training state fit continues from:
                        {"kind", "t", "vel", "sq"} (vel / sq in the params
@@ -303,6 +333,7 @@ class Network:
         return {"layers": [l._to_state() for l in self.layers],
                 "loss": self.loss_name, "dtype": self.dtype.name,
                 "init": self.init, "seed": self.seed, "backend": self.backend,
+                "fits": self._fits,
                 "n_in": self.n_in, "params": self.params, "optimizer": opt,
                 "history": self.history}
 
@@ -330,6 +361,7 @@ class Network:
             if opt is not None:
                 self._opt_state = self._opt_from_state(opt)
         self.history = state.get("history")
+        self._fits = check_positive_int(state.get("fits", 0), "fits", 0)
 
     def _state_array(self, a, name):
         """`a` checked to be a 1-D array of the params' dtype and size."""
@@ -544,11 +576,58 @@ class Network:
             raise FloatingPointError(f"the loss is {L}: step not applied, "
                                      "parameters unchanged")
 
-    def fit(self, X, y, **kwargs):
-        """Train over epochs and minibatches in compiled code; see
-        fastnn.training.fit for the arguments.  Returns a History."""
+    def fit(self, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
+            shuffle=True, seed=None, validation_data=None, callbacks=None,
+            verbose=0, sample_weight=None, lr_schedule="constant",
+            on_divergence="raise", early_stopping=None, reset_optimizer=False):
+        """Train on (X, y) for `epochs` epochs in compiled code, without the
+        GIL; return a History (also kept in ``net.history``).
+
+        X : (n_samples, n_in) array.  y : (n_samples, n_out) targets, or
+            (n_samples,) for one output; for 'bce' in [0, 1], for
+            'softmax_ce' one-hot (or any non-negative weights).
+        epochs : passes over the data.
+        batch_size : rows per minibatch; None trains on all rows at once (one
+            step per epoch).  The last, partial minibatch is trained too.
+        lr : learning rate (default 0.01 for the SGD family, 0.001 for Adam).
+        optimizer : 'sgd', 'momentum' (0.9), 'nesterov', 'adam', or a
+            fastnn.SGD / fastnn.Adam object (then give lr there), which also
+            sets weight_decay (L2 on the weight matrices).
+        shuffle, seed : each epoch visits the rows in a new random order
+            (rng.permutation, rng = numpy.random.default_rng(seed)); full-batch
+            epochs are not shuffled.  Without a seed here, the network's seed
+            decides it (see Network), so a seeded script repeats exactly.
+        validation_data : (X_val, y_val): loss and metric (accuracy for
+            'bce'/'softmax_ce', R^2 otherwise) after every epoch, in the
+            History and the progress display.
+        callbacks : fastnn.Callback objects or functions f(epoch, logs) that
+            return True to stop.
+        verbose : 1 shows progress within and across epochs (samples done,
+            the epoch's running loss, samples/s, time left, validation);
+            tqdm's bar if tqdm is installed.
+        sample_weight : (n_samples,) non-negative weights of the rows.
+        lr_schedule : 'constant', 'invscaling', 'step', a fastnn schedule
+            object, or f(epoch, lr, samples_seen) -> lr, per epoch.
+        on_divergence : 'raise' (FloatingPointError) or 'warn'
+            (RuntimeWarning) when a loss is not finite; either way training
+            stops and the parameters go back to the last state whose loss
+            was finite.
+        early_stopping : a fastnn.EarlyStopping, or True for the default one.
+        reset_optimizer : start the optimizer's state (momentum, Adam's
+            moments) afresh; by default it carries over between fits with
+            the same kind of optimizer.
+
+        Ctrl-C stops at a step boundary: the parameters are consistent, the
+        history so far is in ``net.history``, and KeyboardInterrupt
+        propagates.  Bad input raises before anything changes.
+        """
         from fastnn.training import fit
-        return fit(self, X, y, **kwargs)
+        return fit(self, X, y, epochs=epochs, batch_size=batch_size, lr=lr,
+                   optimizer=optimizer, shuffle=shuffle, seed=seed,
+                   validation_data=validation_data, callbacks=callbacks,
+                   verbose=verbose, sample_weight=sample_weight,
+                   lr_schedule=lr_schedule, on_divergence=on_divergence,
+                   early_stopping=early_stopping, reset_optimizer=reset_optimizer)
 
     def __repr__(self):
         inner = ", ".join(repr(l) for l in self.layers)

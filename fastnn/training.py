@@ -311,42 +311,96 @@ class EarlyStopping(Callback):
 # ---- progress ----------------------------------------------------------------
 
 class _Progress:
-    """A progress bar over epochs: tqdm if installed, else one line on stderr
-    rewritten in place.  Updated at most `rate` times a second."""
+    """fit's progress display (verbose=1), counted in training samples so
+    that long epochs move too: samples done of the total, epoch, the
+    running loss of the current epoch, samples/s, time left, and the last
+    validation loss and metric.  tqdm's bar if tqdm is installed, else one
+    line on `stream` (stderr) rewritten in place.  Redrawn at most `rate`
+    times a second (and at the end of each epoch fit sees in Python)."""
 
-    def __init__(self, total, n_samples, rate=4.0):
-        self.total, self.n = total, n_samples
+    def __init__(self, epochs, n_samples, rate=4.0, stream=None):
+        self.epochs, self.n = epochs, n_samples
+        self.total = epochs * n_samples
         self.min_dt = 1.0 / rate
+        self.stream = sys.stderr if stream is None else stream
         self.t0 = self.last = time.perf_counter()
+        self.done = self.shown = 0
+        self.width = 0
+        self.epoch, self.loss = 0, None
+        self.val = None
         self.bar = None
         try:
             from tqdm.auto import tqdm
-            self.bar = tqdm(total=total, unit="epoch", leave=True)
         except ImportError:
-            pass
-        self.shown = 0
+            tqdm = None
+        if tqdm is not None:
+            self.bar = tqdm(total=self.total, unit="sample", unit_scale=True,
+                            leave=True, file=self.stream, dynamic_ncols=True)
 
-    def update(self, epochs_done, loss, force=False):
+    def step(self, epoch, steps, batch, loss):
+        """Called from inside the native loop: `steps` minibatches of
+        `batch` rows finished in epoch `epoch` (0-based, of the whole fit),
+        whose loss so far is `loss` (NaN: none yet)."""
+        self.epoch = epoch
+        self.done = epoch * self.n + min(steps * batch, self.n)
+        self.loss = loss if loss == loss else None
+        self._draw()
+
+    def epoch_end(self, epochs_done, loss, val=None):
+        """epochs_done epochs finished; the last one's loss, and its
+        validation (loss, metric) if fit computed one."""
+        self.epoch = epochs_done
+        self.done = epochs_done * self.n
+        self.loss = loss
+        if val is not None:
+            self.val = val
+        self._draw(force=True)
+
+    def _fields(self):
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        rate = self.done / elapsed
+        parts = [f"epoch {min(self.epoch + 1, self.epochs)}/{self.epochs}"]
+        parts.append("loss -" if self.loss is None else f"loss {self.loss:.5g}")
+        if self.val is not None:
+            parts.append(f"val_loss {self.val[0]:.5g}")
+            parts.append(f"val_metric {self.val[1]:.4g}")
+        return parts, rate, elapsed
+
+    def _draw(self, force=False):
         now = time.perf_counter()
         if not force and now - self.last < self.min_dt:
             return
         self.last = now
-        rate = epochs_done * self.n / max(now - self.t0, 1e-9)
-        loss_s = "nan" if loss is None else f"{loss:.5g}"
+        parts, rate, elapsed = self._fields()
         if self.bar is not None:
-            self.bar.update(epochs_done - self.shown)
-            self.bar.set_postfix_str(f"loss={loss_s} samples/s={rate:.3g}")
+            self.bar.update(self.done - self.shown)
+            self.bar.set_postfix_str("  ".join(parts), refresh=True)
         else:
-            sys.stderr.write(f"\repoch {epochs_done}/{self.total}  loss {loss_s}  "
-                             f"{rate:.3g} samples/s ")
-            sys.stderr.flush()
-        self.shown = epochs_done
+            left = (self.total - self.done) / rate if rate > 0 else math.inf
+            eta = _clock(left) if math.isfinite(left) else "-"
+            line = (f"{self.done:,}/{self.total:,} samples  " + "  ".join(parts)
+                    + f"  {rate:,.0f} samples/s  elapsed {_clock(elapsed)}"
+                    f"  left {eta}")
+            # pad over what a longer previous line left on the screen
+            self.stream.write("\r" + line.ljust(self.width))
+            self.width = len(line)
+            self.stream.flush()
+        self.shown = self.done
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
         else:
-            sys.stderr.write("\n")
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _clock(seconds):
+    """h:mm:ss (or m:ss) for a number of seconds."""
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 # ---- fit ---------------------------------------------------------------------
@@ -359,27 +413,8 @@ def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
         shuffle=True, seed=None, validation_data=None, callbacks=None,
         verbose=0, sample_weight=None, lr_schedule="constant",
         on_divergence="raise", early_stopping=None, reset_optimizer=False):
-    """Train `net` on (X, y) for `epochs` epochs; return a History.
-
-    batch_size: rows per minibatch (None: full batch, as the seed); the last
-    partial minibatch is trained.  lr: learning rate (default 0.01 for SGD,
-    0.001 for Adam).  optimizer: 'sgd', 'momentum', 'nesterov', 'adam' or an
-    SGD/Adam object.  shuffle/seed: epoch e visits the rows in the order
-    rng.permutation(n), drawn epoch after epoch from rng =
-    numpy.random.default_rng(seed) (full-batch epochs are not shuffled: the
-    gradient does not depend on the order).  validation_data: (X_val, y_val).
-    callbacks: Callback objects or functions f(epoch, logs) -> stop?.
-    verbose: show a progress bar.  lr_schedule: 'constant', 'invscaling',
-    'step', a schedule object, or f(epoch, lr, samples_seen) -> lr.
-    on_divergence: 'raise' (FloatingPointError) or 'warn' (RuntimeWarning);
-    either way the parameters are restored to the last saved state whose loss
-    was finite.  early_stopping: an EarlyStopping (or True for the default).
-    Optimizer state (momentum, Adam moments) carries over between fit calls
-    with the same kind of optimizer unless reset_optimizer.
-
-    Ctrl-C stops at a step boundary; the parameters are consistent, the
-    history so far is in net.history, and KeyboardInterrupt propagates.
-    """
+    """Train `net` on (X, y) for `epochs` epochs; return a History.  The
+    arguments are Network.fit's, documented there."""
     net._ensure_built(X)
     X = check_matrix(X, net.dtype, "X", net.n_in)
     y = check_targets(y, X.shape[0], net.n_out, net.loss_name, net.dtype)
@@ -406,9 +441,13 @@ def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
     if early_stopping:
         cbs.append(early_stopping)
     use_order = shuffle and batch < n
-    # seeding a Generator from OS entropy costs ~15 us: not when unused (a
-    # given seed is still checked)
-    rng = np.random.default_rng(seed) if use_order or seed is not None else None
+    # without a seed of its own, a fit shuffles with the network's (seeding
+    # from OS entropy costs ~15 us: not when unused; a given seed is still
+    # checked)
+    if seed is not None:
+        rng = np.random.default_rng(seed)
+    else:
+        rng = net._fit_rng() if use_order else None
 
     if net._core is None:
         with net._reference_lock():
@@ -481,11 +520,9 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
             epoch_loss = np.empty(ce)
             epoch_loss.fill(np.nan)
 
-            def poll(e, s, _e0=e0, _el=epoch_loss):
+            def poll(e, s, loss, _e0=e0):
                 if progress is not None:
-                    done = _e0 + e
-                    progress.update(done, _el[e - 1] if e > 0 else
-                                    hist.last_loss())
+                    progress.step(_e0 + e, s + 1, batch, loss)
                 return False
 
             t0 = time.perf_counter()
@@ -514,7 +551,9 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
                                     early_stopping.stopped else "callback")
                 break
             if progress is not None:
-                progress.update(e0, hist.last_loss(), force=True)
+                progress.epoch_end(e0, hist.last_loss(),
+                                   (hist.val_loss[-1], hist.val_metric[-1])
+                                   if val is not None and hist.val_loss else None)
     except KeyboardInterrupt:
         # between native chunks too: same outcome as inside the loop
         hist.stop_reason = "interrupted"

@@ -404,6 +404,95 @@ def test_progress_plain_text_fallback_is_rate_limited(monkeypatch, capsys):
     assert err.count("\r") <= 4 * dt + 3            # at most ~4 updates a second
 
 
+def test_progress_moves_within_an_epoch_and_never_shows_nan(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    import fastnn.training as T
+    seen = []
+    step = T._Progress.step
+
+    def record(self, epoch, steps, batch, loss):
+        seen.append((epoch, self.n, steps * batch, loss))
+        step(self, epoch, steps, batch, loss)
+
+    monkeypatch.setattr(T._Progress, "step", record)
+    rs = np.random.RandomState(0)
+    X = rs.standard_normal((60000, 100))
+    Y = X[:, :1] ** 2
+    Xv, Yv = X[:500], Y[:500]
+    net = Network([Dense(128, "relu"), Dense(1)], seed=0)
+    net.fit(X, Y, epochs=2, batch_size=32, verbose=1, validation_data=(Xv, Yv))
+    err = capsys.readouterr().err
+    # the native loop reported progress inside the first epoch, with the
+    # running loss of the steps done (one poll comes every ~50 ms)
+    inside = [s for s in seen if s[0] == 0 and 0 < s[2] < s[1]]
+    assert inside and all(np.isfinite(s[3]) for s in inside)
+    lines = err.split("\r")
+    assert "nan" not in err.lower()
+    assert lines[-1].startswith("120,000/120,000 samples  epoch 2/2")
+    assert f"loss {net.history.loss[-1]:.5g}" in lines[-1]
+    assert f"val_loss {net.history.val_loss[-1]:.5g}" in lines[-1]
+    assert "val_metric" in lines[-1] and "left 0:00" in lines[-1]
+
+
+def test_progress_with_tqdm_counts_samples(monkeypatch):
+    tqdm = pytest.importorskip("tqdm", reason="tqdm is an optional extra")
+    import io
+    import fastnn.training as T
+    buf = io.StringIO()
+    init = T._Progress.__init__
+    monkeypatch.setattr(T._Progress, "__init__",
+                        lambda self, *a, **k: init(self, *a, **dict(k, stream=buf)))
+    X, Y = data("mse", n=500)
+    net = Network([Dense(8, "tanh"), Dense(2)], n_in=5, seed=0)
+    net.fit(X, Y, epochs=3, batch_size=50, verbose=1, validation_data=(X, Y))
+    out = buf.getvalue()
+    assert "1.50k/1.50k" in out and "sample/s" in out      # total = epochs * rows
+    assert "val_loss" in out and "nan" not in out.lower()
+
+
+def test_network_seed_makes_shuffled_fits_repeatable():
+    X, Y = data("mse", n=64)
+
+    def run(fits):
+        net = Network(layers("mse", "tanh", True), n_in=5, seed=3)
+        for _ in range(fits):
+            net.fit(X, Y, epochs=2, batch_size=8, optimizer="adam", lr=0.01)
+        return net
+
+    a, b = run(2), run(2)
+    np.testing.assert_array_equal(a.params, b.params)
+    # each fit of a network shuffles anew: two fits are not one fit twice
+    c = run(1)
+    c.fit(X, Y, epochs=2, batch_size=8, optimizer="adam", lr=0.01, seed=None)
+    np.testing.assert_array_equal(a.params, c.params)
+    d = Network(layers("mse", "tanh", True), n_in=5, seed=3)
+    first = d.fit(X, Y, epochs=2, batch_size=8, optimizer="adam", lr=0.01).loss
+    again = Network(layers("mse", "tanh", True), n_in=5, seed=3)
+    again.fit(X, Y, epochs=2, batch_size=8, optimizer="adam", lr=0.01)
+    h2 = again.fit(X, Y, epochs=2, batch_size=8, optimizer="adam", lr=0.01,
+                   reset_optimizer=True)
+    assert h2.loss != first                                  # not the same orders
+    # the count of fits travels with the network
+    import pickle
+    e = pickle.loads(pickle.dumps(run(1)))
+    e.fit(X, Y, epochs=2, batch_size=8, optimizer="adam", lr=0.01)
+    np.testing.assert_array_equal(a.params, e.params)
+    # a seed given to fit wins, and a network without a seed still shuffles
+    f, g = run(0), run(0)
+    f.fit(X, Y, epochs=2, batch_size=8, seed=11)
+    g.fit(X, Y, epochs=2, batch_size=8, seed=11)
+    np.testing.assert_array_equal(f.params, g.params)
+
+
+def test_network_fit_has_a_real_signature_and_docstring():
+    import inspect
+    params = inspect.signature(Network.fit).parameters
+    assert list(params)[:5] == ["self", "X", "y", "epochs", "batch_size"]
+    assert "kwargs" not in params
+    assert "batch_size" in Network.fit.__doc__ and "verbose" in Network.fit.__doc__
+
+
 # ---- robustness: Ctrl-C, divergence, threads, allocation --------------------
 
 @pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
