@@ -462,10 +462,12 @@ def _remote_error(texts, where=None):
     return DistributedError(f"rank {r} failed {where}: {kind}: {msg}{more}", r)
 
 
-def _describe(net, X, y, sw, val, kw):
-    """This rank's settings and data shapes, or the error its inputs gave."""
+def _describe(net, X, y, sw, val, args):
+    """(description, checked data, settings) of this rank: its settings and
+    data shapes, or {'error': text} if its arguments or data are bad."""
     d = {"error": None}
     try:
+        kw = _settings(**args)
         Xc = check_matrix(X, net.dtype, "X", net.n_in)
         if net.built:
             n_out = net.n_out
@@ -483,9 +485,13 @@ def _describe(net, X, y, sw, val, kw):
             valc = (Xv, yv)
         d["n_rows"] = int(Xc.shape[0])
         d["n_in"] = int(Xc.shape[1])
+        P = _n_params(net, Xc.shape[1])
+        if P * net.dtype.itemsize + 64 > _MAX_MESSAGE:
+            raise ValueError(f"the network's {P} parameters exceed one MPI "
+                             f"message ({_MAX_MESSAGE} bytes)")
     except (ValueError, TypeError) as exc:
         d["error"] = _error_text(exc)
-        return d, None
+        return d, None, None
     state = net._opt_state
     d.update(n_out=n_out, dtype=net.dtype.name, loss=net.loss_name,
              layers=[repr(l) for l in net.layers], backend=net.backend,
@@ -500,10 +506,10 @@ def _describe(net, X, y, sw, val, kw):
              val=val is not None,
              entropy=str(np.random.SeedSequence().entropy) if kw["seed"] is None
              else None)
-    return d, (Xc, yc, swc, valc)
+    return d, (Xc, yc, swc, valc), kw
 
 
-def _agree(chan, descs):
+def _agree(descs):
     """Raise the same error on every rank if a rank's inputs were bad or the
     ranks' settings differ."""
     bad = [(r, d["error"]) for r, d in enumerate(descs) if d["error"]]
@@ -555,6 +561,27 @@ def fit(net, X, y, comm, epochs=1, batch_size=None, lr=None, optimizer="sgd",
     stops answering for `timeout` seconds too.
     """
     c = comm if isinstance(comm, Communicator) else Communicator(comm)
+    args = dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                shuffle=shuffle, seed=seed, callbacks=callbacks,
+                lr_schedule=lr_schedule, on_divergence=on_divergence,
+                early_stopping=early_stopping, reset_optimizer=reset_optimizer)
+    chan = _Channel(c)
+    chan.open()
+    try:
+        # bad arguments on one rank are reported to all through the agreement
+        desc, data, kw = _describe(net, X, y, sample_weight, validation_data, args)
+        raw = chan.allgather_bytes(json.dumps(desc).encode(), "comparing settings")
+        descs = [json.loads(b) for b in raw]
+        _agree(descs)
+        return _run(chan, net, data, descs, kw, verbose)
+    finally:
+        if chan.comm is not None:
+            chan.close()
+
+
+def _settings(epochs, batch_size, lr, optimizer, shuffle, seed, callbacks,
+              lr_schedule, on_divergence, early_stopping, reset_optimizer):
+    """fit's arguments checked and normalized (ValueError/TypeError if bad)."""
     if callbacks is not None and not isinstance(callbacks, (list, tuple)):
         callbacks = [callbacks]
     cbs = list(callbacks or [])
@@ -570,32 +597,27 @@ def fit(net, X, y, comm, epochs=1, batch_size=None, lr=None, optimizer="sgd",
         early_stopping = EarlyStopping()
     if early_stopping:
         cbs.append(early_stopping)
-    kw = dict(batch_size=batch_size, epochs=epochs, opt=opt, lr_schedule=lr_schedule,
-              shuffle=shuffle, seed=seed, on_divergence=on_divergence,
-              early_stopping=early_stopping, reset_optimizer=reset_optimizer,
-              callbacks=cbs)
-    chan = _Channel(c)
-    chan.open()
-    try:
-        desc, data = _describe(net, X, y, sample_weight, validation_data, kw)
-        raw = chan.allgather_bytes(json.dumps(desc).encode(), "comparing settings")
-        descs = [json.loads(b) for b in raw]
-        _agree(chan, descs)
-        return _run(chan, net, data, descs, opt, schedule, cbs, kw, verbose,
-                    early_stopping)
-    finally:
-        if chan.comm is not None:
-            chan.close()
+    return dict(batch_size=batch_size, epochs=epochs, opt=opt, schedule=schedule,
+                lr_schedule=lr_schedule, shuffle=bool(shuffle), seed=seed,
+                on_divergence=on_divergence, early_stopping=early_stopping,
+                reset_optimizer=bool(reset_optimizer), callbacks=cbs)
 
 
-def _run(chan, net, data, descs, opt, schedule, cbs, kw, verbose, early_stopping):
+def _n_params(net, n_in):
+    """The parameter count net has (or will have once built) for n_in inputs."""
+    total, fan_in = 0, n_in
+    for l in net.layers:
+        cols = l.units * l.pieces
+        total += fan_in * cols + (cols if l.bias else 0)
+        fan_in = l.units
+    return total
+
+
+def _run(chan, net, data, descs, kw, verbose):
     X, y, sw, val = data
+    opt = kw["opt"]
     if not net.built:
         net.build(X.shape[1])
-    P = net.n_params
-    if P * net.dtype.itemsize + 64 > _MAX_MESSAGE:
-        raise ValueError(f"the network's {P} parameters exceed one MPI message "
-                         f"({_MAX_MESSAGE} bytes)")
     state = net._opt_state
     if kw["reset_optimizer"] or state is None or state["kind"] != opt.kind:
         state = {"kind": opt.kind, "vel": np.zeros_like(net.params),
@@ -615,23 +637,21 @@ def _run(chan, net, data, descs, opt, schedule, cbs, kw, verbose, early_stopping
     if core is not None:
         core.hold()
         try:
-            return _Loop(chan, net, X, y, sw, val, descs, opt, schedule, cbs, kw,
-                         verbose, early_stopping, state).run()
+            return _Loop(chan, net, X, y, sw, val, descs, kw, verbose, state).run()
         finally:
             core.release()
     with net._reference_lock():
-        return _Loop(chan, net, X, y, sw, val, descs, opt, schedule, cbs, kw,
-                     verbose, early_stopping, state).run()
+        return _Loop(chan, net, X, y, sw, val, descs, kw, verbose, state).run()
 
 
 class _Loop:
     """One distributed fit's epochs and steps."""
 
-    def __init__(self, chan, net, X, y, sw, val, descs, opt, schedule, cbs, kw,
-                 verbose, early_stopping, state):
+    def __init__(self, chan, net, X, y, sw, val, descs, kw, verbose, state):
         self.chan, self.net, self.X, self.y, self.sw, self.val = chan, net, X, y, sw, val
-        self.opt, self.schedule, self.kw, self.state = opt, schedule, kw, state
-        self.early_stopping = early_stopping
+        self.opt, self.schedule, self.kw, self.state = kw["opt"], kw["schedule"], kw, state
+        self.early_stopping = kw["early_stopping"]
+        cbs = kw["callbacks"]
         rank, size = chan.rank, chan.size
         self.counts = [d["n_rows"] for d in descs]
         self.n = X.shape[0]

@@ -137,6 +137,7 @@ def recoverable(tmp_path_factory):
     ("features", ["disagree", "number of features", "rank 0: 4", "rank 1: 5"]),
     ("rows", ["on rank 1", "y has 19 rows"]),
     ("nan", ["on rank 1", "NaN"]),
+    ("argument", ["on rank 1", "epochs"]),
     ("batch", ["disagree", "batch_size", "rank 1: 5"]),
     ("layers", ["disagree", "layers", "Dense(9"]),
     ("dtype", ["disagree", "dtype", "float32"])])
@@ -205,9 +206,17 @@ def test_rank_that_dies_ends_the_job(tmp_path):
     assert "exit" in proc.stderr.lower(), _report(proc)
 
 
-def test_no_mpi_needed_to_import():
-    """fastnn.distributed imports without touching mpi4py; a non-communicator
-    is refused with a clear error."""
+def test_imports_leave_mpi_alone():
+    """import fastnn (and fastnn.distributed) loads neither mpi4py nor dask."""
+    code = ("import sys, fastnn, fastnn.distributed; "
+            "bad = [m for m in ('mpi4py', 'dask', 'distributed') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                   env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def test_bad_comm_refused():
+    """A non-communicator is refused with a clear error, network untouched."""
     import fastnn
     import fastnn.distributed as d
     net = fastnn.Network([fastnn.Dense(2)], n_in=3)

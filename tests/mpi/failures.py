@@ -98,6 +98,11 @@ if MODE == "recoverable":
     results["nan"] = outcome(lambda: net_().fit(Xn, Y, epochs=1, comm=comm))
     in_step_after("nan")
 
+    # a bad argument on rank 1 only
+    results["argument"] = outcome(lambda: net_().fit(X, Y, epochs=-1 if R else 1,
+                                                     comm=comm))
+    in_step_after("argument")
+
     # settings that differ: batch size, layer width, dtype
     results["batch"] = outcome(lambda: net_().fit(X, Y, epochs=1, batch_size=4 + R,
                                                   comm=comm))
