@@ -245,26 +245,46 @@ class _Channel:
 
     def _wait(self, reqs, sources, keep, what):
         """Wait for reqs (sources[i]: the rank request i receives from, or
-        None) until the deadline; keep: buffers the requests use."""
+        None) until the deadline; keep: the buffers the requests use."""
         MPI = self.MPI
         if MPI.Request.Testall(reqs):
             return
         t0 = time.monotonic()
         spin_until, deadline = t0 + 0.002, t0 + self.timeout
-        while not MPI.Request.Testall(reqs):
-            now = time.monotonic()
-            if now >= deadline:
-                self._timed_out(reqs, sources, keep, what)
-            if now > spin_until:
-                # waiting long: another rank is slower; stop spinning
-                time.sleep(min(0.001, 0.05 * (now - t0)))
+        try:
+            while not MPI.Request.Testall(reqs):
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                if now > spin_until:
+                    # waiting long: another rank is slower; stop spinning
+                    time.sleep(min(0.001, 0.05 * (now - t0)))
+            else:
+                return
+        except BaseException:                   # Ctrl-C while waiting
+            self._abandon(reqs, sources, keep)
+            raise
+        missing = self._abandon(reqs, sources, keep)
+        if missing:
+            who = ", ".join(str(s) for s in missing)
+            msg = (f"rank {self.rank}: no message from rank {who} within "
+                   f"{self.timeout:g} s {what} {self.where()}: that rank died, "
+                   f"hangs or stopped calling fit (its own output says why)")
+        else:
+            msg = (f"rank {self.rank}: not all {self.size} ranks entered fit "
+                   f"within {self.timeout:g} s: a rank died, hangs or does not "
+                   f"call fit")
+        raise DistributedError(msg, missing[0] if missing else None,
+                               self.epoch, self.step)
 
-    def _timed_out(self, reqs, sources, keep, what):
+    def _abandon(self, reqs, sources, keep):
+        """Give up on unfinished requests: cancel the receives (MPI deprecates
+        cancelling sends and forbids it for collectives), keep the buffers of
+        any that may still complete alive for good, and retire the
+        communicator.  Returns the ranks whose messages had not arrived."""
         MPI = self.MPI
         missing = sorted({s for r, s in zip(reqs, sources)
                           if s is not None and not r.Test()})
-        # receives are cancelled; sends and collectives cannot be (MPI
-        # deprecates cancelling sends, forbids it for collectives)
         for r, s in zip(reqs, sources):
             if s is not None and not r.Test():
                 try:
@@ -277,17 +297,7 @@ class _Channel:
         if not MPI.Request.Testall(reqs):
             _LIMBO.append((list(reqs), list(keep)))
         self.comm = None                    # unusable now: not freed
-        if missing:
-            who = ", ".join(str(s) for s in missing)
-            msg = (f"rank {self.rank}: no message from rank {who} within "
-                   f"{self.timeout:g} s {what} {self.where()}: that rank died, "
-                   f"hangs or stopped calling fit (its own output says why)")
-        else:
-            msg = (f"rank {self.rank}: not all {self.size} ranks entered fit "
-                   f"within {self.timeout:g} s: a rank died, hangs or does not "
-                   f"call fit")
-        raise DistributedError(msg, missing[0] if missing else None,
-                               self.epoch, self.step)
+        return missing
 
     def _post(self, sends, recvs, what):
         """sends: [(dest, buffer)], recvs: [(source, buffer)]; one tag."""

@@ -269,3 +269,19 @@ def test_single_rank_in_process_equals_plain_fit():
     np.testing.assert_allclose(a.params, b.params, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(ha.loss, hb.loss, rtol=1e-12)
     assert ha.comm_seconds >= 0
+
+
+def test_checkpoint_in_a_plain_fit(tmp_path):
+    """Checkpoint is an ordinary callback outside MPI: every `every` epochs."""
+    import fastnn
+    from fastnn.distributed import Checkpoint
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((20, 3)), rng.standard_normal((20, 1))
+    net = fastnn.Network([fastnn.Dense(4, "tanh"), fastnn.Dense(1)], n_in=3, seed=0)
+    cp = Checkpoint(tmp_path / "net-{epoch}.fnn", every=2)
+    net.fit(X, y, epochs=5, batch_size=5, callbacks=[cp])
+    assert [os.path.basename(p) for p in cp.saved] == ["net-1.fnn", "net-3.fnn"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net-1.fnn", "net-3.fnn"]
+    assert fastnn.load(tmp_path / "net-3.fnn").params.shape == net.params.shape
+    with pytest.raises(ValueError, match="every"):
+        Checkpoint(tmp_path / "x.fnn", every=0)
