@@ -25,6 +25,7 @@ one row order over the ranks' rows stacked in rank order: with the same
 number of rows on every rank, the distributed fit is the single-process fit
 with batch_size = size * batch_size visiting the rows in that order.
 """
+import contextlib
 import json
 import math
 import time
@@ -424,7 +425,6 @@ _AGREE = (("n_in", "the number of features (columns of X)"),
           ("loss", "the loss"),
           ("layers", "the layers"),
           ("backend", "the backend"),
-          ("built", "whether the network was already built"),
           ("batch_size", "batch_size"),
           ("epochs", "epochs"),
           ("optimizer", "the optimizer"),
@@ -433,8 +433,7 @@ _AGREE = (("n_in", "the number of features (columns of X)"),
           ("seed", "seed"),
           ("sample_weight", "whether sample_weight is given"),
           ("on_divergence", "on_divergence"),
-          ("early_stopping", "early_stopping"),
-          ("opt_state", "the optimizer state carried over from an earlier fit"))
+          ("early_stopping", "early_stopping"))
 
 
 def _schedule_desc(s):
@@ -472,11 +471,14 @@ def _remote_error(texts, where=None):
     return DistributedError(f"rank {r} failed {where}: {kind}: {msg}{more}", r)
 
 
-def _describe(net, X, y, sw, val, args):
+def _describe(net, X, y, sw, val, args, busy=None):
     """(description, checked data, settings) of this rank: its settings and
-    data shapes, or {'error': text} if its arguments or data are bad."""
+    data shapes, or {'error': text} if its arguments or data are bad or the
+    network is busy (busy: the error taking it gave)."""
     d = {"error": None}
     try:
+        if busy is not None:
+            raise busy
         kw = _settings(**args)
         Xc = check_matrix(X, net.dtype, "X", net.n_in)
         if net.built:
@@ -499,19 +501,16 @@ def _describe(net, X, y, sw, val, args):
         if P * net.dtype.itemsize + 64 > _MAX_MESSAGE:
             raise ValueError(f"the network's {P} parameters exceed one MPI "
                              f"message ({_MAX_MESSAGE} bytes)")
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RuntimeError) as exc:
         d["error"] = _error_text(exc)
         return d, None, None
-    state = net._opt_state
     d.update(n_out=n_out, dtype=net.dtype.name, loss=net.loss_name,
              layers=[repr(l) for l in net.layers], backend=net.backend,
-             built=net.built, batch_size=kw["batch_size"], epochs=kw["epochs"],
+             batch_size=kw["batch_size"], epochs=kw["epochs"],
              optimizer=repr(kw["opt"]), lr_schedule=_schedule_desc(kw["lr_schedule"]),
              shuffle=bool(kw["shuffle"]), seed=kw["seed"],
              sample_weight=sw is not None, on_divergence=kw["on_divergence"],
              early_stopping=_early_desc(kw["early_stopping"]),
-             opt_state=(None if kw["reset_optimizer"] or state is None
-                        else state["kind"]),
              per_epoch=bool(kw["callbacks"]) or val is not None,
              val=val is not None,
              entropy=str(np.random.SeedSequence().entropy) if kw["seed"] is None
@@ -554,8 +553,8 @@ def fit(net, X, y, comm, epochs=1, batch_size=None, lr=None, optimizer="sgd",
     SeedSequence(seed).spawn(size)[r].  The loss of a step is the mean over
     its global minibatch (sum for 'sse'), so with equal row counts the fit
     equals one process with batch_size * size (see global_order).
-    Initial parameters (and optimizer state) are rank 0's, broadcast
-    before the first step.  History.loss and validation loss/metric are
+    Rank 0's parameters and optimizer state are sent to every rank before
+    the first step (the other ranks' networks may be unbuilt).  History.loss and validation loss/metric are
     global (validation rows may sit on any ranks); history.comm_seconds
     is the time spent in gradient exchanges, waiting for slower ranks
     included.  Callbacks run on every rank with the same global logs (a
@@ -578,12 +577,23 @@ def fit(net, X, y, comm, epochs=1, batch_size=None, lr=None, optimizer="sgd",
     chan = _Channel(c)
     chan.open()
     try:
-        # bad arguments on one rank are reported to all through the agreement
-        desc, data, kw = _describe(net, X, y, sample_weight, validation_data, args)
-        raw = chan.allgather_bytes(json.dumps(desc).encode(), "comparing settings")
-        descs = [json.loads(b) for b in raw]
-        _agree(descs)
-        return _run(chan, net, data, descs, kw, verbose)
+        with contextlib.ExitStack() as stack:
+            busy = None
+            try:                # one fit of a network at a time, as in training.fit
+                if net._core is not None:
+                    net._core.hold()
+                    stack.callback(net._core.release)
+                else:
+                    stack.enter_context(net._reference_lock())
+            except RuntimeError as exc:
+                busy = exc
+            # bad arguments on one rank are reported to all by the agreement
+            desc, data, kw = _describe(net, X, y, sample_weight, validation_data,
+                                       args, busy)
+            raw = chan.allgather_bytes(json.dumps(desc).encode(), "comparing settings")
+            descs = [json.loads(b) for b in raw]
+            _agree(descs)
+            return _run(chan, net, data, descs, kw, verbose)
     finally:
         if chan.comm is not None:
             chan.close()
@@ -633,25 +643,17 @@ def _run(chan, net, data, descs, kw, verbose):
         state = {"kind": opt.kind, "vel": np.zeros_like(net.params),
                  "sq": np.zeros_like(net.params) if opt.kind == "adam" else None,
                  "t": 0}
-    # rank 0's starting point everywhere (the optimizer state's presence and
-    # kind were agreed on)
+    # rank 0's parameters and optimizer state are everyone's starting point
     chan.bcast(net.params, "sending rank 0's parameters")
     if opt.kind != "sgd":
         chan.bcast(state["vel"], "sending rank 0's optimizer state")
     if opt.kind == "adam":
         chan.bcast(state["sq"], "sending rank 0's optimizer state")
-        t = chan.allgather(np.array([state["t"]], dtype=np.int64), "agreeing")[0, 0]
-        state["t"] = int(t)
+        t = np.array([state["t"]], dtype=np.int64)
+        chan.bcast(t, "sending rank 0's optimizer state")
+        state["t"] = int(t[0])
     net._opt_state = state
-    core = net._core
-    if core is not None:
-        core.hold()
-        try:
-            return _Loop(chan, net, X, y, sw, val, descs, kw, verbose, state).run()
-        finally:
-            core.release()
-    with net._reference_lock():
-        return _Loop(chan, net, X, y, sw, val, descs, kw, verbose, state).run()
+    return _Loop(chan, net, X, y, sw, val, descs, kw, verbose, state).run()
 
 
 class _Loop:

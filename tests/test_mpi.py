@@ -72,7 +72,7 @@ def equivalence(request, tmp_path_factory):
 FLOAT64_CASES = ["sgd_public", "momentum_l2_invscaling_public", "fullbatch_public",
                  "adam_shuffled", "nesterov_sample_weight", "sse_sgd_shuffled",
                  "adam_two_fits", "softmax_val_rank0", "regression_val_spread",
-                 "uneven_rows", "reference_backend"]
+                 "uneven_rows", "reference_backend", "rank0_start"]
 
 
 @pytest.mark.parametrize("case", FLOAT64_CASES)

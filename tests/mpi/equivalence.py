@@ -100,6 +100,24 @@ for name, opt, loss, sw in [("adam_shuffled", "adam", "mse", False),
                            N * 4, order, opt, sw=w)
     record(name, dist, p, h, losses)
 
+# rank 0's network is built with its own weights, the others' are not built:
+# everyone starts from rank 0's
+X, Y, mine = data(18, seed=14)
+order, _ = global_order([18] * N, 3, 1, 0, shuffle=False)
+start = np.random.default_rng(99).standard_normal(net_().n_params) * 0.3
+if R == 0:
+    dist = net_()
+    dist.params[...] = start
+else:
+    dist = fastnn.Network([fastnn.Dense(8, "tanh"), fastnn.Dense(2)], seed=R + 7)
+h = dist.fit(X[mine], Y[mine], epochs=2, batch_size=3, lr=0.05, shuffle=False,
+             comm=comm)
+single = net_()
+single.params[...] = start
+hs = single.fit(X[order[0]], Y[order[0]], epochs=2, batch_size=3 * N, lr=0.05,
+                shuffle=False)
+record("rank0_start", dist, single.params, h, hs.loss)
+
 # 5. Adam state carried over two fits, plain order
 X, Y, mine = data(20, seed=3)
 dist, single = net_(), net_()
