@@ -110,7 +110,9 @@ def test_uneven_rows_and_float32(equivalence):
 def test_reproducible_and_reductions_agree(equivalence):
     """Same run twice: same bits; allgather and reduce-scatter: same bits."""
     d = equivalence[0]["reductions"]
-    assert d["allgather"][0] == d["allgather"][1] == d["reduce_scatter"][0]
+    for dt in ("float64", "float32"):
+        assert (d[f"allgather_{dt}"][0] == d[f"allgather_{dt}"][1]
+                == d[f"reduce_scatter_{dt}"][0]), dt
     for res in equivalence[1:]:
         assert res["reductions"] == d
 

@@ -197,13 +197,15 @@ for name, dt, backend in [("float32", np.float32, "native"),
     record(name, dist, p, h, losses)
 
 # 11. reproducible, and both reductions give the same bits
+# (float32 with an odd parameter count too: 6*9 + 9 + 9*2 + 2 = 83)
 X, Y, mine = data(30, seed=12)
 digests = {}
-for red in ("allgather", "reduce_scatter", "allgather"):
-    dist = net_(hidden=9)
-    dist.fit(X[mine], Y[mine], epochs=2, batch_size=4, optimizer="adam", lr=0.01,
-             seed=8, comm=Communicator(comm, reduction=red))
-    digests.setdefault(red, []).append(digest(dist.params))
+for dt in (np.float64, np.float32):
+    for red in ("allgather", "reduce_scatter", "allgather"):
+        dist = net_(hidden=9, dtype=dt)
+        dist.fit(X[mine], Y[mine], epochs=2, batch_size=4, optimizer="adam", lr=0.01,
+                 seed=8, comm=Communicator(comm, reduction=red))
+        digests.setdefault(f"{red}_{np.dtype(dt).name}", []).append(digest(dist.params))
 results["reductions"] = digests
 
 # 12. rank 0 writes the checkpoints; they hold the parameters
