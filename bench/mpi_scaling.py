@@ -185,10 +185,12 @@ def _med(xs):
 
 
 def driver(args):
-    sys.path.insert(0, str(ROOT))
-    from fastnn.bench import header_lines
+    sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+    from harness.machine import header_lines
     for line in header_lines(1):
         print("#", line)
+    print("# (the header is the driver's; every timed process runs OpenBLAS with "
+          "OPENBLAS_NUM_THREADS=1)")
     ranks = [1] + [n for n in args.ranks if n != 1]
     samples = args.rows * args.epochs
     steps = args.epochs * -(-(args.rows // max(ranks) * max(ranks)) // args.batch)
