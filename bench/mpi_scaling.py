@@ -18,7 +18,8 @@ exchange's share is history.comm_seconds / fit time, taken inside the loop
 (it includes waiting for the slower rank).  A micro-benchmark times the
 exchange alone next to MPI_Allreduce on the same buffer.
 
-Before timing, each MPI launch checks that its distributed fit equals the
+Each process runs one untimed warm-up fit first.  Before timing, each MPI
+launch checks that its distributed fit equals the
 single-process fit with the same global minibatches to 1e-12.
 
     python bench/mpi_scaling.py                    # driver: launches mpiexec
@@ -108,6 +109,9 @@ def worker(args):
     per = args.rows // N
     X, y = X[r * per:(r + 1) * per].copy(), y[r * per:(r + 1) * per].copy()
     b = args.batch // N
+    # untimed warm-up: first touches of the data, BLAS and MPI buffers
+    _net(args.features, args.hidden).fit(X[:20 * b], y[:20 * b], epochs=1,
+                                         batch_size=b, lr=0.01, seed=0, comm=comm)
     runs = []
     for rep in range(args.repeats):
         net = _net(args.features, args.hidden)
@@ -133,6 +137,8 @@ def baseline(args, threads):
     import fastnn
     fastnn.set_train_threads(threads)
     X, y = _data(args.rows, args.features)
+    _net(args.features, args.hidden).fit(X[:20 * args.batch], y[:20 * args.batch],
+                                         epochs=1, batch_size=args.batch, lr=0.01)
     runs = []
     for rep in range(args.repeats):
         net = _net(args.features, args.hidden)
