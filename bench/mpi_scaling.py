@@ -126,10 +126,13 @@ def worker(args):
             runs.append({"seconds": wall, "comm_share": max(x[1] / x[0] for x in times),
                          "loss": h.loss[-1]})
     P = _net(args.features, args.hidden).n_params
-    ex = _exchange_bench(comm, P, args.exchange_reps) if N > 1 else None
+    ex = big = None
+    if N > 1:
+        ex = _exchange_bench(comm, P, args.exchange_reps)
+        big = _exchange_bench(comm, 1 << 20, max(5, args.exchange_reps // 100))
     if r == 0:
         print(json.dumps({"ranks": N, "check_err": err, "runs": runs, "exchange": ex,
-                          "n_params": P}), flush=True)
+                          "exchange_1M": big, "n_params": P}), flush=True)
 
 
 def baseline(args, threads):
@@ -235,6 +238,12 @@ def driver(args):
             print(f"exchange of {d['extra']['n_params']} float64 ({name}): fastnn "
                   f"{ex['fastnn'] * 1e6:.1f} us, MPI_Allreduce "
                   f"{ex['MPI_Allreduce'] * 1e6:.1f} us per call")
+            big = d["extra"]["exchange_1M"]
+            print(f"exchange of 2^20 float64 (8 MiB) ({name}): fastnn "
+                  f"{big['fastnn'] * 1e3:.2f} ms ({8 * 2**20 / big['fastnn'] / 1e9:.2f} "
+                  f"GB/s of buffer), MPI_Allreduce {big['MPI_Allreduce'] * 1e3:.2f} ms")
+    print(f"checked before timing: distributed == one process to "
+          f"{max(d['extra']['check_err'] for d in res.values() if d['extra']):.1e}")
 
 
 def parse(argv=None):
