@@ -579,7 +579,8 @@ class Network:
     def fit(self, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
             shuffle=True, seed=None, validation_data=None, callbacks=None,
             verbose=0, sample_weight=None, lr_schedule="constant",
-            on_divergence="raise", early_stopping=None, reset_optimizer=False):
+            on_divergence="raise", early_stopping=None, reset_optimizer=False,
+            comm=None):
         """Train on (X, y) for `epochs` epochs in compiled code, without the
         GIL; return a History (also kept in ``net.history``).
 
@@ -616,6 +617,10 @@ class Network:
         reset_optimizer : start the optimizer's state (momentum, Adam's
             moments) afresh; by default it carries over between fits with
             the same kind of optimizer.
+        comm : an mpi4py communicator (or fastnn.distributed.Communicator)
+            for data-parallel training over MPI ranks: every rank calls fit
+            with its own rows, batch_size rows per rank and step; see
+            fastnn.distributed.fit and docs/distributed.md.
 
         Ctrl-C stops at a step boundary: the parameters are consistent, the
         history so far is in ``net.history``, and KeyboardInterrupt
@@ -627,7 +632,8 @@ class Network:
                    validation_data=validation_data, callbacks=callbacks,
                    verbose=verbose, sample_weight=sample_weight,
                    lr_schedule=lr_schedule, on_divergence=on_divergence,
-                   early_stopping=early_stopping, reset_optimizer=reset_optimizer)
+                   early_stopping=early_stopping, reset_optimizer=reset_optimizer,
+                   comm=comm)
 
     def __repr__(self):
         inner = ", ".join(repr(l) for l in self.layers)

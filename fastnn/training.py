@@ -412,9 +412,19 @@ _CHUNK_INDEX_ELEMS = 1 << 22
 def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
         shuffle=True, seed=None, validation_data=None, callbacks=None,
         verbose=0, sample_weight=None, lr_schedule="constant",
-        on_divergence="raise", early_stopping=None, reset_optimizer=False):
+        on_divergence="raise", early_stopping=None, reset_optimizer=False,
+        comm=None):
     """Train `net` on (X, y) for `epochs` epochs; return a History.  The
     arguments are Network.fit's, documented there."""
+    if comm is not None:
+        from fastnn.distributed import fit as fit_distributed
+        return fit_distributed(
+            net, X, y, comm, epochs=epochs, batch_size=batch_size, lr=lr,
+            optimizer=optimizer, shuffle=shuffle, seed=seed,
+            validation_data=validation_data, callbacks=callbacks, verbose=verbose,
+            sample_weight=sample_weight, lr_schedule=lr_schedule,
+            on_divergence=on_divergence, early_stopping=early_stopping,
+            reset_optimizer=reset_optimizer)
     net._ensure_built(X)
     X = check_matrix(X, net.dtype, "X", net.n_in)
     y = check_targets(y, X.shape[0], net.n_out, net.loss_name, net.dtype)
