@@ -606,6 +606,43 @@ void fnn_csr_update_f64(const fnn_csr_batch *b, int64_t j0, int64_t j1,
                         const fnn_optim *opt, double lr, double wd, double *w,
                         double *vel, double *sq, double *sumsq);
 
+/* ---- a network whose input is sparse (net.c) --------------------------- */
+
+/* A network step's input: m rows of the CSR matrix x, batch row r being
+ * rows[r], or row0 + r if rows is NULL (as for the kernels above). */
+typedef struct {
+    const fnn_csr *x;
+    int64_t row0;
+    const int64_t *rows;
+} fnn_csr_rows;
+
+/* fnn_net_forward with the input as m rows of a CSR matrix: layer 0's
+ * product by fnn_csr_matmul (its fwd_t ignored), the rest as for a dense
+ * input; x must be valid (fnn_csr_check) with n_cols == layer 0's n_in. */
+float *fnn_net_forward_csr_f32(const fnn_net *net, int64_t m,
+                               const fnn_csr_rows *xs, const float *params,
+                               int predict, float *ws, int32_t *iws);
+double *fnn_net_forward_csr_f64(const fnn_net *net, int64_t m,
+                                const fnn_csr_rows *xs, const double *params,
+                                int predict, double *ws, int32_t *iws);
+
+/* fnn_net_loss_dz0 with the input as m rows of a CSR matrix: the loss, the
+ * gradient of every parameter but layer 0's W in grads (that range of
+ * grads is not written), and *dz0 pointed at layer 0's dZ (m, n_out *
+ * pieces), contiguous in ws (NULL if the loss is not finite).  Layer 0's
+ * weight gradient is then X_b^T dZ0: fnn_csr_batch and fnn_csr_grad, or
+ * the step fused with it, fnn_csr_update. */
+double fnn_net_loss_dz0_csr_f32(const fnn_net *net, int64_t m,
+                                const fnn_csr_rows *xs, const float *y,
+                                int64_t ldy, const float *sw, double scale,
+                                float *params, float *grads, float *ws,
+                                int32_t *iws, float **dz0);
+double fnn_net_loss_dz0_csr_f64(const fnn_net *net, int64_t m,
+                                const fnn_csr_rows *xs, const double *y,
+                                int64_t ldy, const double *sw, double scale,
+                                double *params, double *grads, double *ws,
+                                int32_t *iws, double **dz0);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,7 +2,7 @@
 # line for line, in the same order.  Every declaration is nogil.
 from libc.stdint cimport int32_t, int64_t
 
-from fastnn._kernels cimport fnn_optim
+from fastnn._kernels cimport fnn_net, fnn_optim
 
 cdef extern from "fastnn.h" nogil:
     ctypedef struct fnn_csr:
@@ -59,3 +59,25 @@ cdef extern from "fastnn.h" nogil:
                             int64_t n, const double *dz, int64_t lddz,
                             const fnn_optim *opt, double lr, double wd, double *w,
                             double *vel, double *sq, double *sumsq)
+
+    ctypedef struct fnn_csr_rows:
+        const fnn_csr *x
+        int64_t row0
+        const int64_t *rows
+
+    float *fnn_net_forward_csr_f32(const fnn_net *net, int64_t m,
+                                   const fnn_csr_rows *xs, const float *params,
+                                   int predict, float *ws, int32_t *iws)
+    double *fnn_net_forward_csr_f64(const fnn_net *net, int64_t m,
+                                    const fnn_csr_rows *xs, const double *params,
+                                    int predict, double *ws, int32_t *iws)
+    double fnn_net_loss_dz0_csr_f32(const fnn_net *net, int64_t m,
+                                    const fnn_csr_rows *xs, const float *y,
+                                    int64_t ldy, const float *sw, double scale,
+                                    float *params, float *grads, float *ws,
+                                    int32_t *iws, float **dz0)
+    double fnn_net_loss_dz0_csr_f64(const fnn_net *net, int64_t m,
+                                    const fnn_csr_rows *xs, const double *y,
+                                    int64_t ldy, const double *sw, double scale,
+                                    double *params, double *grads, double *ws,
+                                    int32_t *iws, double **dz0)
