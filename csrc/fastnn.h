@@ -400,6 +400,16 @@ typedef struct {
     fnn_poll_fn poll; void *poll_ctx; double poll_ms;
     fnn_split split;
     fnn_fit_out out;
+    /* Sparse input (see fnn_csr; x unused and xb not written then): xs,
+     * with n rows and n_in columns, valid (fnn_csr_check), read in place
+     * through the order, never gathered; xsb: room for one minibatch
+     * regrouped by column (colptr of n_in + 1, cap at least the entries of
+     * the batch rows of xs that hold the most).  Each step then runs on the
+     * calling thread (fnn_net_loss_dz0_csr, then fnn_csr_update for layer
+     * 0's W and the optimizer for the rest; no split step, no
+     * small-network step). */
+    const struct fnn_csr *xs;
+    struct fnn_csr_batch *xsb;
 } fnn_fit_args;
 
 /* Runs the epochs of a (see fnn_fit_args) with optimizer opt.  Returns
@@ -504,7 +514,7 @@ int fnn_fit_many_f64(fnn_many_job *jobs, int64_t n_jobs, int lanes,
  * int64, 0 if int32 (scipy uses either).  Within a row the columns may come
  * in any order and may repeat (repeats add up, as in scipy's toarray()),
  * and values may be explicit zeros. */
-typedef struct {
+typedef struct fnn_csr {
     int64_t n_rows, n_cols;
     int32_t idx64;
     const void *indptr;     /* (n_rows + 1) */
@@ -556,7 +566,7 @@ void fnn_csr_matmul_f64(const fnn_csr *x, int64_t m, int64_t row0,
  * [colptr[j], colptr[j+1]), each with its batch row pos[k] (ascending
  * within a column) and value val[k] (of the dtype).  The caller provides
  * colptr (n_cols + 1), and pos and val with room for cap entries. */
-typedef struct {
+typedef struct fnn_csr_batch {
     int64_t m, n_cols, nnz, cap;
     int64_t *colptr;
     int32_t *pos;
