@@ -1,5 +1,9 @@
-"""The sparse first layer (csrc/sparse.c through fastnn._sparse) against
-fastnn.reference, and the sparse input checks of fastnn._validation.
+"""Sparse input end to end: the first-layer kernels (csrc/sparse.c through
+fastnn._sparse) against fastnn.reference and finite differences; the
+sparse input checks of fastnn._validation; Network (forward, loss,
+loss_and_grad, train_step, fit) on sparse X against the same X densified;
+bad sparse input leaving the network unchanged; the scikit-learn drop-ins
+on sparse X against scikit-learn itself (1e-8) and never densifying.
 
 Matrices are built with every irregularity a scipy CSR matrix may carry:
 columns unsorted within a row, explicit zeros, a column repeated within a
@@ -603,3 +607,303 @@ def test_is_sparse_and_dense_entry_points_refuse_clearly():
     assert is_sparse(X) and is_sparse(X.tocoo()) and not is_sparse(X.toarray())
     with pytest.raises(TypeError, match="scipy.sparse csr matrix.*toarray"):
         check_matrix(X, np.float64)
+
+
+# ---- Network with a sparse X ---------------------------------------------------------
+
+from fastnn import Adam, Dense, Maxout, Network, SGD  # noqa: E402
+
+NETS = {
+    "mse": (lambda: [Dense(7, "tanh"), Dense(2)], "mse", 2),
+    "softmax_ce": (lambda: [Dense(9, "relu"), Dense(3, "softmax")], "softmax_ce", 3),
+    "bce": (lambda: [Dense(5, "elu"), Dense(1, "sigmoid")], "bce", 1),
+    "maxout_sse": (lambda: [Maxout(4, pieces=3), Dense(6, "sigmoid"), Dense(1)],
+                   "sse", 1),
+}
+
+
+def _targets(rng, loss, n, n_out):
+    if loss == "softmax_ce":
+        return rng.integers(0, n_out, n)
+    if loss == "bce":
+        return (rng.random((n, 1)) < 0.5).astype(float)
+    return rng.normal(size=(n, n_out))
+
+
+def _pair(kind, n_in, dtype):
+    make, loss, n_out = NETS[kind]
+    return [Network(make(), loss=loss, n_in=n_in, dtype=dtype, seed=3) for _ in range(2)]
+
+
+def _tol(dtype):
+    return {"rtol": 1e-12 if dtype == np.float64 else 2e-5,
+            "atol": 1e-13 if dtype == np.float64 else 2e-6}
+
+
+@pytest.mark.parametrize("kind", list(NETS))
+@pytest.mark.parametrize("idx", IDX_PARAMS)
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
+def test_network_sparse_matches_dense(dtype, idx, kind, rng):
+    """forward, loss, loss_and_grad and train_step on a CSR X (irregular:
+    unsorted, zeros, repeats, empty rows) give what they give on X densified."""
+    X = make_csr(rng, 23, 41, np.float64, idx)
+    Xs = _scipy(X)
+    D = Xs.toarray()
+    sw = rng.random(23) + 0.5
+    y = _targets(rng, NETS[kind][1], 23, NETS[kind][2])
+    a, b = _pair(kind, 41, dtype)
+    np.testing.assert_allclose(a.forward(Xs), b.forward(D), **_tol(dtype))
+    np.testing.assert_allclose(a.loss(Xs, y), b.loss(D, y), **_tol(dtype))
+    np.testing.assert_allclose(a.loss(Xs, y, sw), b.loss(D, y, sw), **_tol(dtype))
+    la, lb = a.loss_and_grad(Xs, y, sw), b.loss_and_grad(D, y, sw)
+    np.testing.assert_allclose(la, lb, **_tol(dtype))
+    np.testing.assert_allclose(a.grads, b.grads, **_tol(dtype))
+    la, lb = a.train_step(Xs, y, 0.05), b.train_step(D, y, 0.05)
+    np.testing.assert_allclose(la, lb, **_tol(dtype))
+    np.testing.assert_allclose(a.params, b.params, **_tol(dtype))
+
+
+def test_network_sparse_formats_and_width_from_data(rng):
+    """CSC, csr_array and COO (with a SparseFormatWarning) read the same;
+    an unbuilt network takes its width from the sparse X."""
+    Xs = _scipy(make_csr(rng, 12, 30, np.float64, np.int32, dups=False))
+    net = Network([Dense(4, "tanh"), Dense(1)], seed=0)
+    out = net.forward(Xs)
+    assert net.n_in == 30
+    np.testing.assert_allclose(net.forward(Xs.tocsc()), out, rtol=1e-14)
+    np.testing.assert_allclose(net.forward(sps.csr_array(Xs)), out, rtol=1e-14)
+    with pytest.warns(SparseFormatWarning):
+        np.testing.assert_allclose(net.forward(Xs.tocoo()), out, rtol=1e-14)
+    np.testing.assert_allclose(out, net.forward(Xs.toarray()), rtol=1e-13)
+
+
+def test_network_sparse_gradient_finite_differences(rng):
+    """loss_and_grad on a sparse X against central differences of loss,
+    at entries of W0 in touched and untouched rows, and at other layers."""
+    Xs = _scipy(make_csr(rng, 9, 14, np.float64, np.int64, density=0.2))
+    y = rng.normal(size=(9, 2))
+    net = Network([Dense(5, "tanh"), Dense(2)], n_in=14, seed=2)
+    net.loss_and_grad(Xs, y)
+    g = net.grads.copy()
+    touched = np.unique(Xs.indices)
+    untouched = np.setdiff1d(np.arange(14), touched)
+    W0 = net.layers[0].W
+    picks = [(int(j), c) for j in list(touched[:4]) + list(untouched[:2]) for c in (0, 4)]
+    h = 1e-6
+    for j, c in picks:
+        k = j * 5 + c                   # W0 is the first block of params
+        old = net.params[k]
+        net.params[k] = old + h
+        lp = net.loss(Xs, y)
+        net.params[k] = old - h
+        lm = net.loss(Xs, y)
+        net.params[k] = old
+        assert abs(g[k] - (lp - lm) / (2 * h)) <= 1e-7 * max(1, abs(g[k])), (j, c)
+    assert W0.shape == (14, 5)
+    assert (g[untouched[0] * 5:(untouched[0] + 1) * 5] == 0).all()
+
+
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
+def test_network_fit_sparse_matches_dense(dtype, opt, rng):
+    """Network.fit on a CSR X: the same parameters and loss history as on
+    X densified (shuffled minibatches with a partial last one, L2 decay,
+    sample weights, sparse validation data)."""
+    X = make_csr(rng, 67, 50, np.float64, np.int32, density=0.1)
+    Xs = _scipy(X)
+    D = Xs.toarray()
+    y = rng.integers(0, 3, 67)
+    sw = rng.random(67) + 0.5
+
+    def optimizer():
+        if opt == "adam":
+            return Adam(lr=0.01, weight_decay=0.01)
+        return SGD(lr=0.05, momentum=0.0 if opt == "sgd" else 0.9,
+                   nesterov=opt == "nesterov", weight_decay=0.01)
+
+    nets = [Network([Dense(8, "relu"), Dense(3, "softmax")], loss="softmax_ce",
+                    n_in=50, dtype=dtype, seed=1) for _ in range(2)]
+    ha = nets[0].fit(Xs, y, epochs=4, batch_size=16, optimizer=optimizer(), seed=7,
+                     sample_weight=sw, validation_data=(Xs[:20], y[:20]))
+    hb = nets[1].fit(D, y, epochs=4, batch_size=16, optimizer=optimizer(), seed=7,
+                     sample_weight=sw, validation_data=(D[:20], y[:20]))
+    tol = _tol(dtype)
+    np.testing.assert_allclose(nets[0].params, nets[1].params, **tol)
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(ha.history[key], hb.history[key], **tol)
+
+
+def test_network_reference_backend_sparse(rng):
+    Xs = _scipy(make_csr(rng, 10, 12, np.float64, np.int32))
+    y = rng.normal(size=(10, 1))
+    a = Network([Dense(3, "tanh"), Dense(1)], n_in=12, seed=0, backend="reference")
+    b = Network([Dense(3, "tanh"), Dense(1)], n_in=12, seed=0)
+    np.testing.assert_allclose(a.forward(Xs), b.forward(Xs), rtol=1e-13)
+    np.testing.assert_allclose(a.loss_and_grad(Xs, y), b.loss_and_grad(Xs, y), rtol=1e-13)
+    np.testing.assert_allclose(a.grads, b.grads, rtol=1e-12, atol=1e-15)
+    a.fit(Xs, y, epochs=2, batch_size=4, seed=0)
+    b.fit(Xs, y, epochs=2, batch_size=4, seed=0)
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-12, atol=1e-14)
+
+
+def _bad_inputs(Xs):
+    """(name, matrix, error pattern) for each kind of bad sparse input."""
+    nan = sps.csr_matrix(Xs, copy=True)
+    nan.data[2] = np.nan
+    inf = sps.csr_matrix(Xs, copy=True)
+    inf.data[-1] = np.inf
+    idx = sps.csr_matrix(Xs, copy=True)
+    idx.indices = idx.indices.copy()
+    idx.indices[1] = Xs.shape[1] + 3
+    neg = sps.csr_matrix(Xs, copy=True)
+    neg.indices = neg.indices.copy()
+    neg.indices[0] = -1
+    ptr = sps.csr_matrix(Xs, copy=True)
+    ptr.indptr = ptr.indptr.copy()
+    ptr.indptr[3], ptr.indptr[4] = ptr.indptr[4] + 1, ptr.indptr[3]
+    wide = sps.random(Xs.shape[0], Xs.shape[1] + 1, density=0.2, format="csr",
+                      random_state=0)
+    return [("nan", nan, "contains NaN"), ("inf", inf, "contains infinity"),
+            ("index", idx, "out of range"), ("negative", neg, "out of range"),
+            ("indptr", ptr, "indptr decreases"), ("shape", wide, "features, but")]
+
+
+def test_network_bad_sparse_input_changes_nothing(rng):
+    Xs = _scipy(make_csr(rng, 12, 20, np.float64, np.int32, dups=False, empty_every=0))
+    y = rng.normal(size=(12, 1))
+    net = Network([Dense(4, "tanh"), Dense(1)], n_in=20, seed=0)
+    net.loss_and_grad(Xs, y)
+    p0, g0 = net.params.copy(), net.grads.copy()
+    for name, bad, pattern in _bad_inputs(Xs):
+        for call in (lambda: net.forward(bad), lambda: net.loss(bad, y),
+                     lambda: net.loss_and_grad(bad, y),
+                     lambda: net.train_step(bad, y, 0.1),
+                     lambda: net.fit(bad, y, epochs=2, batch_size=4, optimizer="adam"),
+                     lambda: net.fit(Xs, y, epochs=1, validation_data=(bad, y))):
+            with pytest.raises(ValueError, match=pattern):
+                call()
+            np.testing.assert_array_equal(net.params, p0, err_msg=name)
+            np.testing.assert_array_equal(net.grads, g0, err_msg=name)
+    with pytest.raises(ValueError, match="0 samples"):
+        net.forward(sps.csr_matrix((0, 20)))
+    with pytest.raises(TypeError, match="complex"):
+        net.forward(Xs.astype(np.complex128))
+
+
+def test_network_sparse_diverging_fit_restores(rng):
+    """A sparse fit whose loss becomes non-finite stops with the last
+    finite parameters, as the dense fit does."""
+    Xs = _scipy(make_csr(rng, 40, 30, np.float64, np.int32, density=0.3))
+    y = rng.normal(size=(40, 1)) * 1e150
+    net = Network([Dense(6, "relu"), Dense(1)], n_in=30, seed=0)
+    with pytest.raises(FloatingPointError):
+        net.fit(Xs, y, epochs=20, batch_size=8, lr=10.0)
+    assert np.isfinite(net.params).all()
+
+
+# ---- the scikit-learn drop-ins on sparse input ---------------------------------------
+
+@pytest.fixture
+def sk():
+    """(scikit-learn's neural_network, fastnn.sklearn), or the test skips."""
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed")
+    from sklearn import neural_network
+
+    from fastnn import sklearn as fk
+    return neural_network, fk
+
+
+def _rel_diff(a, b):
+    return max(float(np.max(np.abs(p - q)) / max(np.max(np.abs(p)), 1e-300))
+               for p, q in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_))
+
+
+def _tfidf_like(seed=1, n=300, n_cols=2000, density=0.01):
+    rng = np.random.default_rng(seed)
+    X = sps.random(n, n_cols, density=density, format="csr", random_state=rng)
+    return X, rng.integers(0, 3, n), rng.normal(size=n)
+
+
+@pytest.mark.parametrize("solver, early_stopping",
+                         [("sgd", False), ("adam", False), ("lbfgs", False),
+                          ("sgd", True), ("adam", True)])
+def test_estimators_sparse_match_sklearn(sk, solver, early_stopping):
+    """coefs_ within 1e-8 of scikit-learn's after 10 epochs (or lbfgs
+    iterations) on a sparse X, classifier and regressor; predictions too."""
+    sk_nn, fk = sk
+    X, y, yr = _tfidf_like()
+    kw = dict(hidden_layer_sizes=(16,), solver=solver, max_iter=10, random_state=0,
+              learning_rate_init=0.01, early_stopping=early_stopping)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for SK, FK, target in ((sk_nn.MLPClassifier, fk.MLPClassifier, y),
+                               (sk_nn.MLPRegressor, fk.MLPRegressor, yr)):
+            a, b = SK(**kw).fit(X, target), FK(**kw).fit(X, target)
+            assert _rel_diff(a, b) <= 1e-8
+            assert a.n_iter_ == b.n_iter_
+            np.testing.assert_allclose(b.predict(X.tocsc()), a.predict(X), rtol=1e-8,
+                                       atol=1e-10)
+            assert b.score(X, target) == pytest.approx(a.score(X, target), rel=1e-8)
+    np.testing.assert_allclose(b.loss_curve_ if solver != "lbfgs" else [b.loss_],
+                               a.loss_curve_ if solver != "lbfgs" else [a.loss_],
+                               rtol=1e-8)
+
+
+def test_classifier_sparse_partial_fit_and_proba(sk):
+    sk_nn, fk = sk
+    X, y, _ = _tfidf_like(seed=2)
+    a = sk_nn.MLPClassifier(hidden_layer_sizes=(8,), random_state=0)
+    b = fk.MLPClassifier(hidden_layer_sizes=(8,), random_state=0)
+    for _ in range(3):
+        a.partial_fit(X, y, classes=[0, 1, 2])
+        b.partial_fit(X, y, classes=[0, 1, 2])
+    assert _rel_diff(a, b) <= 1e-8
+    np.testing.assert_allclose(b.predict_proba(X), a.predict_proba(X), rtol=1e-8,
+                               atol=1e-12)
+
+
+def test_regressor_sparse_poisson_matches_sklearn(sk):
+    sk_nn, fk = sk
+    X, _, yr = _tfidf_like(seed=3)
+    kw = dict(hidden_layer_sizes=(8,), loss="poisson", max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = sk_nn.MLPRegressor(**kw).fit(X, np.abs(yr))
+        b = fk.MLPRegressor(**kw).fit(X, np.abs(yr))
+    assert _rel_diff(a, b) <= 1e-8
+
+
+def test_estimator_sparse_does_not_densify(sk, monkeypatch):
+    """The drop-in never asks scipy for a dense copy of X."""
+    fk = sk[1]
+    X, y, _ = _tfidf_like(seed=4)
+
+    def refuse(self, *a, **k):
+        raise AssertionError("X was densified")
+    for cls in (sps.csr_matrix, sps.csc_matrix):
+        monkeypatch.setattr(cls, "toarray", refuse)
+        monkeypatch.setattr(cls, "todense", refuse)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = fk.MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0,
+                               early_stopping=True).fit(X, y)
+    est.predict_proba(X)
+    est.score(X.tocsc(), y)
+
+
+def test_estimator_bad_sparse_input_changes_nothing(sk):
+    fk = sk[1]
+    X, y, _ = _tfidf_like(seed=5, n=60, n_cols=200, density=0.05)
+    est = fk.MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    before = [c.copy() for c in est.coefs_ + est.intercepts_]
+    bad = X.copy()
+    bad.data[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        est.partial_fit(bad, y)
+    with pytest.raises(ValueError):
+        est.predict(sps.random(5, 201, density=0.1, format="csr", random_state=0))
+    for b, c in zip(before, est.coefs_ + est.intercepts_):
+        np.testing.assert_array_equal(b, c)
