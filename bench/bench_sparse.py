@@ -184,6 +184,8 @@ def main(argv):
     ap.add_argument("--child", nargs=3, metavar=("SIDE", "ROWS", "SOLVER"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if ROOT not in sys.path:        # the script form: import this checkout's fastnn
+        sys.path.insert(0, ROOT)
     if args.child:
         child(args.child[0], int(args.child[1]), args.child[2])
         return
