@@ -704,12 +704,14 @@ def test_network_sparse_gradient_finite_differences(rng):
 
 
 @pytest.mark.parametrize("opt", ["sgd", "momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("idx", IDX_PARAMS)
 @pytest.mark.parametrize("dtype", DTYPE_PARAMS)
-def test_network_fit_sparse_matches_dense(dtype, opt, rng):
+def test_network_fit_sparse_matches_dense(dtype, idx, opt, rng):
     """Network.fit on a CSR X: the same parameters and loss history as on
     X densified (shuffled minibatches with a partial last one, L2 decay,
-    sample weights, sparse validation data)."""
-    X = make_csr(rng, 67, 50, np.float64, np.int32, density=0.1)
+    sample weights, sparse validation data; then rows in order, and full
+    batches)."""
+    X = make_csr(rng, 67, 50, np.float64, idx, density=0.1)
     Xs = _scipy(X)
     D = Xs.toarray()
     y = rng.integers(0, 3, 67)
@@ -731,6 +733,11 @@ def test_network_fit_sparse_matches_dense(dtype, opt, rng):
     np.testing.assert_allclose(nets[0].params, nets[1].params, **tol)
     for key in ("loss", "val_loss"):
         np.testing.assert_allclose(ha.history[key], hb.history[key], **tol)
+    for kw in (dict(batch_size=10, shuffle=False), dict(batch_size=None)):
+        ha = nets[0].fit(Xs, y, epochs=2, optimizer=optimizer(), **kw)
+        hb = nets[1].fit(D, y, epochs=2, optimizer=optimizer(), **kw)
+        np.testing.assert_allclose(nets[0].params, nets[1].params, **tol)
+        np.testing.assert_allclose(ha.history["loss"], hb.history["loss"], **tol)
 
 
 def test_network_reference_backend_sparse(rng):
