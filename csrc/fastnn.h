@@ -539,8 +539,9 @@ enum {
 /* Checks x, whose indices and data arrays hold nnz elements: indptr starts
  * at 0, never decreases and ends at most at nnz, and every entry k below
  * indptr[n_rows] has 0 <= indices[k] < n_cols and a finite data[k].
- * Returns FNN_CSR_OK or the first problem found (in the order above: the
- * whole indptr first, then entries in order), its position in *where. */
+ * Returns FNN_CSR_OK or the first problem found, its position in *where:
+ * indptr is checked first, then the indices of all entries, then their
+ * values, each in order.  O(n_rows + nnz), no writes but *where. */
 int fnn_csr_check_f32(const fnn_csr *x, int64_t nnz, int64_t *where);
 int fnn_csr_check_f64(const fnn_csr *x, int64_t nnz, int64_t *where);
 
