@@ -162,6 +162,7 @@ def test_sparse_fit(benchmark, report, n_rows, solver):
     pytest.importorskip("sklearn")
     if benchmark.disabled:
         pytest.skip("timing disabled (--benchmark-disable)")
+    assert parity(solver) <= 1e-8       # correctness before speed
     rounds = 3 if n_rows <= 2000 else 2
     res = compare(n_rows, solver, rounds)
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)  # marks the case timed
