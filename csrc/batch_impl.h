@@ -59,7 +59,7 @@ static void SUF(prefetch_rows)(int64_t rows, int64_t cols, const int64_t *idx,
 /* Rows [r0, r1) of the minibatch whose first row is i0 in this epoch's
  * order: with an order, gathered into a->xb/yb/swb at rows [r0, r1), else
  * views of x/y/sw.  Threads may fetch disjoint row ranges of one
- * minibatch. */
+ * minibatch.  A CSR input (a->xs) is not fetched: r.x is NULL or unused. */
 typedef struct {
     const REAL *x, *y, *sw;
     int64_t ldx, ldy;
@@ -73,7 +73,7 @@ static SUF(rows) SUF(fetch_rows)(const fnn_fit_args *a, int64_t nin,
     const REAL *SW = (const REAL *)a->sw;
     SUF(rows) r;
     if (!order) {
-        r.x = X + (i0 + r0) * a->ldx;
+        r.x = X ? X + (i0 + r0) * a->ldx : NULL;    /* NULL: CSR input */
         r.y = Y + (i0 + r0) * a->ldy;
         r.sw = SW ? SW + i0 + r0 : NULL;
         r.ldx = a->ldx;
@@ -81,8 +81,11 @@ static SUF(rows) SUF(fetch_rows)(const fnn_fit_args *a, int64_t nin,
         return r;
     }
     const int64_t *idx = order + i0 + r0, m = r1 - r0;
-    REAL *xb = (REAL *)a->xb + r0 * nin, *yb = (REAL *)a->yb + r0 * nout;
-    SUF(gather)(m, nin, idx, X, a->ldx, xb);
+    REAL *xb = NULL, *yb = (REAL *)a->yb + r0 * nout;
+    if (!a->xs) {                       /* a CSR x is read in place */
+        xb = (REAL *)a->xb + r0 * nin;
+        SUF(gather)(m, nin, idx, X, a->ldx, xb);
+    }
     SUF(gather)(m, nout, idx, Y, a->ldy, yb);
     r.sw = NULL;
     if (SW) {

@@ -405,6 +405,16 @@ typedef struct {
     fnn_poll_fn poll; void *poll_ctx; double poll_ms;
     fnn_split split;
     fnn_fit_out out;
+    /* Sparse input (see fnn_csr; x unused and xb not written then): xs,
+     * with n rows and n_in columns, valid (fnn_csr_check), read in place
+     * through the order, never gathered; xsb: room for one minibatch
+     * regrouped by column (colptr of n_in + 1, cap at least the entries of
+     * the batch rows of xs that hold the most).  Each step then runs on the
+     * calling thread (fnn_net_loss_dz0_csr, then fnn_csr_update for layer
+     * 0's W and the optimizer for the rest; no split step, no
+     * small-network step). */
+    const struct fnn_csr *xs;
+    struct fnn_csr_batch *xsb;
 } fnn_fit_args;
 
 /* Runs the epochs of a (see fnn_fit_args) with optimizer opt.  Returns
@@ -495,6 +505,159 @@ int fnn_fit_many_f32(fnn_many_job *jobs, int64_t n_jobs, int lanes,
 int fnn_fit_many_f64(fnn_many_job *jobs, int64_t n_jobs, int lanes,
                      int n_threads, void *scratch, int64_t scratch_bytes,
                      fnn_poll_fn poll, void *poll_ctx, double poll_ms);
+/* ---- sparse first layer (sparse.c) ------------------------------------ */
+/* A first layer whose input X is a CSR matrix: its forward product and its
+ * weight update touch only the entries of X, never a dense copy of it.
+ * All kernels here but fnn_csr_check trust the matrix to be valid (as
+ * fnn_csr_check says): out-of-range indices would be read and written out
+ * of bounds.  No allocation, no threads of their own; the update works on
+ * a range of W's rows, so two threads may share one step. */
+
+/* A CSR matrix of n_rows x n_cols.  Row i holds the entries
+ * [indptr[i], indptr[i+1]) of indices (their columns) and data (their
+ * values, of the entry point's dtype).  idx64: 1 if indptr and indices are
+ * int64, 0 if int32 (scipy uses either).  Within a row the columns may come
+ * in any order and may repeat (repeats add up, as in scipy's toarray()),
+ * and values may be explicit zeros. */
+typedef struct fnn_csr {
+    int64_t n_rows, n_cols;
+    int32_t idx64;
+    const void *indptr;     /* (n_rows + 1) */
+    const void *indices;    /* (nnz) */
+    const void *data;       /* (nnz) */
+} fnn_csr;
+
+/* The rows of a minibatch, used by the kernels below: batch row r is row
+ * rows[r] of the matrix, or row0 + r if rows is NULL (0 <= each < n_rows;
+ * rows may repeat). */
+
+/* Status codes of fnn_csr_check; *where receives the position. */
+enum {
+    FNN_CSR_OK = 0,
+    FNN_CSR_INDPTR_START = 1,   /* indptr[0] != 0                  (0)    */
+    FNN_CSR_INDPTR_ORDER = 2,   /* indptr[i+1] < indptr[i]         (i)    */
+    FNN_CSR_INDPTR_END = 3,     /* indptr[n_rows] > nnz         (n_rows)  */
+    FNN_CSR_INDEX_RANGE = 4,    /* indices[k] < 0 or >= n_cols     (k)    */
+    FNN_CSR_NONFINITE = 5       /* data[k] is NaN or +-inf         (k)    */
+};
+
+/* Checks x, whose indices and data arrays hold nnz elements: indptr starts
+ * at 0, never decreases and ends at most at nnz, and every entry k below
+ * indptr[n_rows] has 0 <= indices[k] < n_cols and a finite data[k].
+ * Returns FNN_CSR_OK or the first problem found, its position in *where:
+ * indptr is checked first, then the indices of all entries, then their
+ * values, each in order.  O(n_rows + nnz), no writes but *where. */
+int fnn_csr_check_f32(const fnn_csr *x, int64_t nnz, int64_t *where);
+int fnn_csr_check_f64(const fnn_csr *x, int64_t nnz, int64_t *where);
+
+/* Number of entries in the m batch rows (see above): the room that
+ * fnn_csr_batch needs. */
+int64_t fnn_csr_batch_nnz(const fnn_csr *x, int64_t m, int64_t row0,
+                          const int64_t *rows);
+
+/* Z := X_b W for the m batch rows X_b of x: z[r, :] = sum over the entries
+ * k of batch row r, in stored order, of data[k] * w[indices[k], :].
+ * w: (n_cols, n) with row stride ldw; z: (m, n) with row stride ldz,
+ * overwritten (an empty row gives zeros; z is never read).  The bias and
+ * activation follow separately (fnn_bias_act_forward). */
+void fnn_csr_matmul_f32(const fnn_csr *x, int64_t m, int64_t row0,
+                        const int64_t *rows, int64_t n, const float *w,
+                        int64_t ldw, float *z, int64_t ldz);
+void fnn_csr_matmul_f64(const fnn_csr *x, int64_t m, int64_t row0,
+                        const int64_t *rows, int64_t n, const double *w,
+                        int64_t ldw, double *z, int64_t ldz);
+
+/* A minibatch X_b (m, n_cols) regrouped by column, what the weight
+ * gradient X_b^T dZ reads row by row of W: the entries of column j are
+ * [colptr[j], colptr[j+1]), each with its batch row pos[k] (ascending
+ * within a column) and value val[k] (of the dtype).  The caller provides
+ * colptr (n_cols + 1), and pos and val with room for cap entries. */
+typedef struct fnn_csr_batch {
+    int64_t m, n_cols, nnz, cap;
+    int64_t *colptr;
+    int32_t *pos;
+    void *val;
+} fnn_csr_batch;
+
+/* Fills b (b->colptr, pos, val, and b->m, n_cols, nnz) from the m batch
+ * rows of x (m <= INT32_MAX); b->cap is read.  A counting sort by column:
+ * one pass over colptr and two over the batch's entries.  Returns the
+ * number of entries, or -1 (b untouched) if they exceed b->cap. */
+int64_t fnn_csr_batch_f32(const fnn_csr *x, int64_t m, int64_t row0,
+                          const int64_t *rows, fnn_csr_batch *b);
+int64_t fnn_csr_batch_f64(const fnn_csr *x, int64_t m, int64_t row0,
+                          const int64_t *rows, fnn_csr_batch *b);
+
+/* G := X_b^T dZ for rows [j0, j1) of G: g[j, :] = sum over the entries k
+ * of column j of the batch b, in order, of val[k] * dz[pos[k], :] (0 for a
+ * column without entries).  dz: (b->m, n) with row stride lddz; g: (n_cols,
+ * n) with row stride ldg, its rows [j0, j1) overwritten (never read). */
+void fnn_csr_grad_f32(const fnn_csr_batch *b, int64_t j0, int64_t j1,
+                      int64_t n, const float *dz, int64_t lddz, float *g,
+                      int64_t ldg);
+void fnn_csr_grad_f64(const fnn_csr_batch *b, int64_t j0, int64_t j1,
+                      int64_t n, const double *dz, int64_t lddz, double *g,
+                      int64_t ldg);
+
+/* One optimizer step of rows [j0, j1) of W (n_cols, n), contiguous, with
+ * the gradient G = X_b^T dZ of fnn_csr_grad (plus wd W, the L2 decay):
+ * each row's gradient is formed and applied in one pass over W and its
+ * state, no G buffer.  The step is that of opt->kind in the form of the
+ * flat optimizers above: FNN_OPT_SGD fnn_sgd_step (lr, wd), MOMENTUM and
+ * NESTEROV fnn_momentum_step (opt->momentum; velocity vel), ADAM
+ * fnn_adam_step (opt->beta1, beta2, eps and the step number opt->t >= 1,
+ * already advanced; moments vel, sq).  vel and sq: (n_cols, n) contiguous
+ * like W, the layer's own state (opt->vel and opt->sq are not used); NULL
+ * where the kind needs none.  Rows without entries in the batch take the
+ * same formula with a zero gradient without reading dZ (and with SGD and
+ * wd == 0 are not written at all: w - lr * 0 is w).  If sumsq is not NULL,
+ * *sumsq := sum of w^2 over rows [j0, j1) before the step, in double (the
+ * L2 term of the loss, without another pass). */
+void fnn_csr_update_f32(const fnn_csr_batch *b, int64_t j0, int64_t j1,
+                        int64_t n, const float *dz, int64_t lddz,
+                        const fnn_optim *opt, float lr, float wd, float *w,
+                        float *vel, float *sq, double *sumsq);
+void fnn_csr_update_f64(const fnn_csr_batch *b, int64_t j0, int64_t j1,
+                        int64_t n, const double *dz, int64_t lddz,
+                        const fnn_optim *opt, double lr, double wd, double *w,
+                        double *vel, double *sq, double *sumsq);
+
+/* ---- a network whose input is sparse (net.c) --------------------------- */
+
+/* A network step's input: m rows of the CSR matrix x, batch row r being
+ * rows[r], or row0 + r if rows is NULL (as for the kernels above). */
+typedef struct {
+    const fnn_csr *x;
+    int64_t row0;
+    const int64_t *rows;
+} fnn_csr_rows;
+
+/* fnn_net_forward with the input as m rows of a CSR matrix: layer 0's
+ * product by fnn_csr_matmul (its fwd_t ignored), the rest as for a dense
+ * input; x must be valid (fnn_csr_check) with n_cols == layer 0's n_in. */
+float *fnn_net_forward_csr_f32(const fnn_net *net, int64_t m,
+                               const fnn_csr_rows *xs, const float *params,
+                               int predict, float *ws, int32_t *iws);
+double *fnn_net_forward_csr_f64(const fnn_net *net, int64_t m,
+                                const fnn_csr_rows *xs, const double *params,
+                                int predict, double *ws, int32_t *iws);
+
+/* fnn_net_loss_dz0 with the input as m rows of a CSR matrix: the loss, the
+ * gradient of every parameter but layer 0's W in grads (that range of
+ * grads is not written), and *dz0 pointed at layer 0's dZ (m, n_out *
+ * pieces), contiguous in ws (NULL if the loss is not finite).  Layer 0's
+ * weight gradient is then X_b^T dZ0: fnn_csr_batch and fnn_csr_grad, or
+ * the step fused with it, fnn_csr_update. */
+double fnn_net_loss_dz0_csr_f32(const fnn_net *net, int64_t m,
+                                const fnn_csr_rows *xs, const float *y,
+                                int64_t ldy, const float *sw, double scale,
+                                float *params, float *grads, float *ws,
+                                int32_t *iws, float **dz0);
+double fnn_net_loss_dz0_csr_f64(const fnn_net *net, int64_t m,
+                                const fnn_csr_rows *xs, const double *y,
+                                int64_t ldy, const double *sw, double scale,
+                                double *params, double *grads, double *ws,
+                                int32_t *iws, double **dz0);
 
 #ifdef __cplusplus
 }

@@ -42,12 +42,30 @@ static double SUF(lanes_step)(const fnn_net *net, int64_t m, const REAL *x,
                            params, grads, snapshot, check_x, 0);
 }
 
+/* Layer 0's product Z = X W (m, cols) into z: a CSR product when the input
+ * is sparse (xs), else the GEMM. */
+FNN_INLINE void KSUF(first_product)(const fnn_net *net, int64_t m,
+                                    const REAL *x, int64_t ldx,
+                                    const fnn_csr_rows *xs, const REAL *W,
+                                    int64_t cols, REAL *z)
+{
+    if (xs) {
+        SUF(fnn_csr_matmul)(xs->x, m, xs->row0, xs->rows, cols, W, cols, z,
+                            cols);
+    } else {
+        KSUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_NOTRANS, m, cols,
+                      net->layers[0].n_in, 1, x, ldx, W, cols, 0, z, cols);
+    }
+}
+
 /* The forward pass; with check, NULL if the first layer's product x W is
  * not finite, which NaN or inf anywhere in x makes it (inf * w and NaN
  * propagate through every sum they enter; W is finite).  Checking that
- * (m, n_1) product instead of x (m, n_in) is cheaper for wide inputs. */
+ * (m, n_1) product instead of x (m, n_in) is cheaper for wide inputs.
+ * xs (not NULL): the input is those rows of a CSR matrix, x is unused. */
 FNN_INLINE REAL *KSUF(forward)(const fnn_net *net, int64_t m, const REAL *x,
-                           int64_t ldx, const REAL *params, int predict,
+                           int64_t ldx, const fnn_csr_rows *xs,
+                           const REAL *params, int predict,
                            REAL *ws, int32_t *iws, int check)
 {
     const REAL *in = x;
@@ -61,8 +79,12 @@ FNN_INLINE REAL *KSUF(forward)(const fnn_net *net, int64_t m, const REAL *x,
         out = SUF(layer_out)(net, l, m, ws);
         if (L->act == FNN_MAXOUT) {
             REAL *zl = out + m * L->n_out;
-            KSUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_NOTRANS, m, cols,
-                          L->n_in, 1, in, ldin, W, cols, 0, zl, cols);
+            if (l == 0) {
+                KSUF(first_product)(net, m, x, ldx, xs, W, cols, zl);
+            } else {
+                KSUF(fnn_gemm)(net->blas, FNN_NOTRANS, FNN_NOTRANS, m, cols,
+                              L->n_in, 1, in, ldin, W, cols, 0, zl, cols);
+            }
             if (check && l == 0 && !KSUF(fnn_all_finite)(m, cols, zl, cols)) {
                 return NULL;
             }
@@ -71,7 +93,9 @@ FNN_INLINE REAL *KSUF(forward)(const fnn_net *net, int64_t m, const REAL *x,
         } else {
             int act = l == net->n_layers - 1 ? fnn_out_act(net, predict)
                                              : L->act;
-            if (L->fwd_t) {
+            if (l == 0 && xs) {
+                KSUF(first_product)(net, m, x, ldx, xs, W, cols, out);
+            } else if (L->fwd_t) {
                 /* Z^T = W^T in^T into the (idle) delta buffers, then Z */
                 REAL *zt = ws + m * (net->ws_cols - 2 * net->max_width);
                 KSUF(fnn_gemm)(net->blas, FNN_TRANS, FNN_TRANS, cols, m,
@@ -102,13 +126,23 @@ REAL *SUF(fnn_net_forward)(const fnn_net *net, int64_t m, const REAL *x,
                            int64_t ldx, const REAL *params, int predict,
                            REAL *ws, int32_t *iws)
 {
-    return KSUF(forward)(net, m, x, ldx, params, predict, ws, iws, 0);
+    return KSUF(forward)(net, m, x, ldx, NULL, params, predict, ws, iws, 0);
+}
+
+FNN_CLONES
+REAL *SUF(fnn_net_forward_csr)(const fnn_net *net, int64_t m,
+                               const fnn_csr_rows *xs, const REAL *params,
+                               int predict, REAL *ws, int32_t *iws)
+{
+    return KSUF(forward)(net, m, NULL, 0, xs, params, predict, ws, iws, 0);
 }
 
 /* The loss and backward pass; with dz0 set, layer 0's weight gradient is
- * left undone and *dz0 pointed at its dZ in ws. */
+ * left undone and *dz0 pointed at its dZ in ws.  xs: a CSR input (then dz0
+ * must be set: x is never read). */
 FNN_INLINE double KSUF(loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
-                                  int64_t ldx, const REAL *y, int64_t ldy,
+                                  int64_t ldx, const fnn_csr_rows *xs,
+                                  const REAL *y, int64_t ldy,
                                   const REAL *sw, double scale, REAL lr,
                                   REAL wd, REAL *params, REAL *grads,
                                   REAL *snapshot, REAL *ws, int32_t *iws,
@@ -120,7 +154,8 @@ FNN_INLINE double KSUF(loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
     }
     int64_t nl = net->n_layers;
     const fnn_layer *last = &net->layers[nl - 1];
-    REAL *out = KSUF(forward)(net, m, x, ldx, params, 0, ws, iws, check_x);
+    REAL *out = KSUF(forward)(net, m, x, ldx, xs, params, 0, ws, iws,
+                              check_x);
     if (!out) {
         return NAN;                     /* x not finite: touch nothing */
     }
@@ -209,14 +244,15 @@ FNN_INLINE double KSUF(loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
  * the whole step twice more for one branch of difference). */
 FNN_CLONES __attribute__((noinline))
 static double SUF(loss_grad_any)(const fnn_net *net, int64_t m, const REAL *x,
-                                 int64_t ldx, const REAL *y, int64_t ldy,
+                                 int64_t ldx, const fnn_csr_rows *xs,
+                                 const REAL *y, int64_t ldy,
                                  const REAL *sw, double scale, REAL lr,
                                  REAL wd, REAL *params, REAL *grads,
                                  REAL *snapshot, REAL *ws, int32_t *iws,
                                  int check_x, REAL **dz0)
 {
-    return KSUF(loss_grad)(net, m, x, ldx, y, ldy, sw, scale, lr, wd, params,
-                           grads, snapshot, ws, iws, check_x, dz0);
+    return KSUF(loss_grad)(net, m, x, ldx, xs, y, ldy, sw, scale, lr, wd,
+                           params, grads, snapshot, ws, iws, check_x, dz0);
 }
 
 double SUF(fnn_net_loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
@@ -225,7 +261,7 @@ double SUF(fnn_net_loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
                               REAL *params, REAL *grads, REAL *snapshot,
                               REAL *ws, int32_t *iws, int check_x)
 {
-    return SUF(loss_grad_any)(net, m, x, ldx, y, ldy, sw, scale, lr, wd,
+    return SUF(loss_grad_any)(net, m, x, ldx, NULL, y, ldy, sw, scale, lr, wd,
                               params, grads, snapshot, ws, iws, check_x, NULL);
 }
 
@@ -235,6 +271,17 @@ double SUF(fnn_net_loss_dz0)(const fnn_net *net, int64_t m, const REAL *x,
                              REAL *grads, REAL *ws, int32_t *iws, REAL **dz0)
 {
     *dz0 = NULL;
-    return SUF(loss_grad_any)(net, m, x, ldx, y, ldy, sw, scale, 0, 0, params,
-                              grads, NULL, ws, iws, 0, dz0);
+    return SUF(loss_grad_any)(net, m, x, ldx, NULL, y, ldy, sw, scale, 0, 0,
+                              params, grads, NULL, ws, iws, 0, dz0);
+}
+
+double SUF(fnn_net_loss_dz0_csr)(const fnn_net *net, int64_t m,
+                                 const fnn_csr_rows *xs, const REAL *y,
+                                 int64_t ldy, const REAL *sw, double scale,
+                                 REAL *params, REAL *grads, REAL *ws,
+                                 int32_t *iws, REAL **dz0)
+{
+    *dz0 = NULL;
+    return SUF(loss_grad_any)(net, m, NULL, 0, xs, y, ldy, sw, scale, 0, 0,
+                              params, grads, NULL, ws, iws, 0, dz0);
 }

@@ -30,6 +30,67 @@ static double SUF(plain_step)(const SUF(fit_ctx) *c, const fnn_net *net,
     return loss;
 }
 
+/* A step whose input is sparse (a->xs), on the calling thread: targets
+ * gathered (x is read in place through the order), forward, loss and
+ * backward down to layer 0's dZ, then layer 0's W updated by
+ * fnn_csr_update (its gradient X_b^T dZ formed row by row of W inside the
+ * optimizer's one pass over W and its state) and the other parameters by
+ * the optimizer (plain SGD unfused).  *l2term: the step's L2 term (see
+ * l2_term), with layer 0's |W|^2 summed in that same pass.  Returns the
+ * loss; if it is not finite nothing was changed. */
+static double SUF(sparse_step)(const SUF(fit_ctx) *c, const SUF(step) *st,
+                               double *l2term)
+{
+    const fnn_fit_args *a = c->a;
+    const fnn_net *net = c->net;
+    fnn_optim *opt = c->opt;
+    const fnn_layer *L0 = &net->layers[0];
+    const int64_t nout = net->layers[net->n_layers - 1].n_out;
+    const int64_t cols = L0->n_out * L0->pieces;
+    const int64_t w0 = L0->w_off, w1 = L0->w_off + L0->n_in * cols;
+    const int64_t nw = net->n_weights;
+    REAL *params = c->params;
+    SUF(rows) r = SUF(fetch_rows)(a, L0->n_in, nout, st->order, st->i0, 0,
+                                  st->mb);
+    const fnn_csr_rows xs = {a->xs, st->order ? 0 : st->i0,
+                             st->order ? st->order + st->i0 : NULL};
+    REAL *dz0 = NULL;
+    *l2term = 0.0;
+    double loss = SUF(fnn_net_loss_dz0_csr)(net, st->mb, &xs, r.y, r.ldy,
+                                            r.sw, st->scale, params, c->grads,
+                                            c->ws, c->iws, &dz0);
+    if (!(loss - loss == 0)) {
+        return loss;                    /* NaN or inf: touch nothing */
+    }
+    if (SUF(fnn_csr_batch)(a->xs, st->mb, xs.row0, xs.rows, a->xsb) < 0) {
+        return NAN;                     /* xsb too small: the caller's bug */
+    }
+    if (st->snap) {
+        memcpy(st->snap, params, (size_t)net->n_params * sizeof(REAL));
+    }
+    if (opt->kind == FNN_OPT_ADAM) {
+        opt->t += 1;
+    }
+    const int want = a->loss_l2 && st->wd != 0;
+    double ss = 0.0, ss0 = 0.0;
+    if (want) {                         /* the other weights, before the step */
+        ss = KSUF(fnn_sum_squares)(w0 < nw ? w0 : nw, params)
+           + (w1 < nw ? KSUF(fnn_sum_squares)(nw - w1, params + w1) : 0.0);
+    }
+    REAL *vel = (REAL *)opt->vel, *sq = (REAL *)opt->sq;
+    SUF(fnn_csr_update)(a->xsb, 0, L0->n_in, cols, dz0, cols, opt, st->lr,
+                        st->wd, params + w0, vel ? vel + w0 : NULL,
+                        sq ? sq + w0 : NULL, want ? &ss0 : NULL);
+    SUF(update_job) u = {net, opt, st->lr, st->wd, 1, params, c->grads, NULL,
+                         NULL, 0, 0};
+    SUF(update_span)(&u, 0, w0);
+    SUF(update_span)(&u, w1, net->n_params);
+    if (want) {
+        *l2term = 0.5 * (double)st->wd * (ss + ss0);
+    }
+    return loss;
+}
+
 /* Minibatch s of an epoch over n rows in batches of B (the last partial). */
 FNN_INLINE void SUF(step_rows)(SUF(step) *st, int64_t s, int64_t B,
                                int64_t n)
@@ -82,9 +143,11 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
             st.wd = (REAL)(opt->l2_per_row ? opt->l2 / wtot : opt->l2);
             st.snap = a->snapshot && fnn_epochs_snap_due(&ep, s)
                     ? (REAL *)a->snapshot : NULL;
-            const double l2term = SUF(l2_term)(net, a, st.wd, params);
+            double l2term = a->xs ? 0.0 : SUF(l2_term)(net, a, st.wd, params);
             double loss;
-            if (par && !held && st.mb >= a->split.min_rows) {
+            if (a->xs) {
+                loss = SUF(sparse_step)(&c, &st, &l2term);
+            } else if (par && !held && st.mb >= a->split.min_rows) {
                 int starved = 0;
                 loss = SUF(split_step)(&c, &st, &starved);
                 fnn_split_record(&split, starved);
@@ -206,11 +269,15 @@ int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
 {
     const int64_t B = a->batch < 1 ? 1 : (a->batch > a->n ? a->n : a->batch);
     const int64_t min_rows = a->split.min_rows;
-    if (net->lanes && net->lanes_ws && !a->sw
+    if (net->lanes && net->lanes_ws && !a->sw && !a->xs
         && (min_rows < 2 || B < min_rows)) {
         return SUF(fit_loop_lanes)(net, opt, a, params, grads);
     }
-    const int par = SUF(split_possible)(net, a) && fnn_pool_acquire();
+    /* sparse steps stay on one thread: their cost is the pass over layer
+     * 0's W and its optimizer state, bound by memory bandwidth, which one
+     * core already takes */
+    const int par = !a->xs && SUF(split_possible)(net, a)
+                    && fnn_pool_acquire();
     const int status = SUF(fit_loop)(net, opt, a, params, grads, ws, iws, par);
     if (par) {
         fnn_pool_release();

@@ -203,6 +203,8 @@ cdef extern from "fastnn.h" nogil:
         double poll_ms
         fnn_split split
         fnn_fit_out out
+        const void *xs          # const fnn_csr * (fastnn/_sparse.pxd)
+        void *xsb               # fnn_csr_batch *
 
     int fnn_fit_f32(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
                     float *params, float *grads, float *ws, int32_t *iws)

@@ -40,6 +40,12 @@ cimport numpy as cnp
 
 from fastnn._blas cimport blas_handle
 from fastnn._kernels cimport *
+from fastnn._sparse cimport (fnn_csr, fnn_csr_batch, fnn_csr_rows,
+                             fnn_csr_batch_f32, fnn_csr_batch_f64,
+                             fnn_csr_grad_f32, fnn_csr_grad_f64,
+                             fnn_csr_update_f32, fnn_csr_update_f64,
+                             fnn_net_forward_csr_f32, fnn_net_forward_csr_f64,
+                             fnn_net_loss_dz0_csr_f32, fnn_net_loss_dz0_csr_f64)
 
 cnp.import_array()
 
@@ -611,6 +617,16 @@ cdef class NetCore:
             self._tuned_chunk = chunk
         return self._ws, self._iws
 
+    cdef _workspace_untuned(self, int64_t m):
+        """The cached workspace for m rows, without tuning the forward GEMMs
+        (a CSR input's layer 0 has none; the others are narrow)."""
+        if m != self._ws_m:
+            self._ws = np.empty(max(1, m * self.net.ws_cols), dtype=self.params.dtype)
+            self._iws = np.empty(max(1, m * self.net.iws_cols), dtype=np.int32)
+            self._ws_m = m
+            self._tuned_m = -1
+        return self._ws, self._iws
+
     def split_rows(self, int64_t batch):
         """The fewest rows a minibatch of a fit with this batch size needs
         to be split between two threads (see set_split_tuning and
@@ -709,9 +725,12 @@ cdef class NetCore:
 
     cdef _check_data(self, X, Y, sw):
         _check(X, "X", self.params.dtype, (None, self.n_in))
-        _check(Y, "Y", self.params.dtype, (X.shape[0], self.n_out))
+        self._check_targets(X.shape[0], Y, sw)
+
+    cdef _check_targets(self, int64_t m, Y, sw):
+        _check(Y, "Y", self.params.dtype, (m, self.n_out))
         if sw is not None:
-            _check(sw, "sw", self.params.dtype, (X.shape[0],))
+            _check(sw, "sw", self.params.dtype, (m,))
 
     cdef _acquire(self):
         if self.busy or (self._holder is not None
@@ -756,7 +775,56 @@ cdef class NetCore:
             return _loss_impl(self, <float *>self._pp(), X, Y, sw, scale)
         return _loss_impl(self, <double *>self._pp(), X, Y, sw, scale)
 
+    def forward_csr(self, X, bint predict=True):
+        """forward for a CSR X (fastnn._validation.CSRInput, data of the
+        dtype, n_in columns): a new (m, n_out) array."""
+        cdef _CsrIn xin = _CsrIn(X, self)
+        out = np.empty((xin.c.n_rows, self.n_out), dtype=self.params.dtype)
+        if xin.c.n_rows == 0:
+            return out
+        if self.is_f32:
+            _forward_csr_impl(self, <float *>self._pp(), xin, out, predict)
+        else:
+            _forward_csr_impl(self, <double *>self._pp(), xin, out, predict)
+        return out
+
+    def loss_csr(self, X, cnp.ndarray Y, object sw, double scale):
+        """loss for a CSR X (see forward_csr)."""
+        cdef _CsrIn xin = _CsrIn(X, self)
+        self._check_targets(xin.c.n_rows, Y, sw)
+        if xin.c.n_rows == 0:
+            return 0.0
+        if self.is_f32:
+            return _loss_csr_impl(self, <float *>self._pp(), xin, Y, sw, scale)
+        return _loss_csr_impl(self, <double *>self._pp(), xin, Y, sw, scale)
+
     # ---- gradient and training (write params/grads: one caller at a time)
+
+    def loss_grad_csr(self, X, cnp.ndarray Y, object sw, double scale,
+                      double lr=0.0):
+        """loss_grad for a CSR X (see forward_csr), all rows at once.  lr ==
+        0: fill grads (layer 0's weight gradient X^T dZ from X regrouped by
+        column); lr != 0: one plain SGD step without decay, layer 0's W
+        updated by fnn_csr_update (grads then hold every gradient but layer
+        0's weights').  Returns the loss; if it is not finite nothing was
+        changed."""
+        cdef _CsrIn xin = _CsrIn(X, self)
+        cdef int64_t m = xin.c.n_rows
+        self._check_targets(m, Y, sw)
+        if m == 0:
+            raise ValueError("X has no rows")
+        self._acquire()
+        try:
+            ws, iws = self._workspace_untuned(m)
+            xin.batch_buffers(m)
+            if self.is_f32:
+                return _step_csr_impl(self, <float *>self._pp(), xin, Y, sw,
+                                      scale, lr, ws, iws)
+            return _step_csr_impl(self, <double *>self._pp(), xin, Y, sw,
+                                  scale, lr, ws, iws)
+        finally:
+            self.busy = False
+
 
     def loss_grad(self, cnp.ndarray X, cnp.ndarray Y, object sw, double scale,
                   double lr=0.0, double wd=0.0):
@@ -826,14 +894,15 @@ cdef class NetCore:
         finally:
             self.busy = False
 
-    def fit(self, cnp.ndarray X, cnp.ndarray Y, FitConfig cfg not None,
+    def fit(self, object X, cnp.ndarray Y, FitConfig cfg not None,
             cnp.ndarray lrs, *, object sw=None, object order=None,
             int64_t epoch0=0, object epoch_loss=None, object progress=None):
         """Run len(lrs) epochs natively (csrc/train.c) without the GIL, as
         cfg says (see FitConfig); returns a FitResult.
 
         X (n, n_in), Y (n, n_out), sw (n) or None: validated arrays of the
-        dtype.  lrs: float64 learning rate per epoch.  order: int64
+        dtype; X may instead be a CSR matrix (fastnn._validation.CSRInput,
+        data of the dtype), read in place (see fnn_fit_args.xs).  lrs: float64 learning rate per epoch.  order: int64
         (n_epochs, n) row order of each epoch, or None (rows in order).
         epoch0: the global number of this call's first epoch (for cfg's
         snapshot schedule).  epoch_loss: float64 (n_epochs,) to receive the
@@ -843,7 +912,10 @@ cdef class NetCore:
         epoch `epoch` (0-based, of this call), loss being that epoch's loss
         over its steps so far; it may read epoch_loss.  cfg.t is advanced
         in place (and reported in the result)."""
-        self._check_fit(cfg, X, Y, sw, order, lrs)
+        cdef _CsrIn xin = None
+        if not isinstance(X, np.ndarray):
+            xin = _CsrIn(X, self)
+        self._check_fit(cfg, X, Y, sw, order, lrs, xin)
         cdef int64_t n = X.shape[0], n_epochs = lrs.shape[0]
         cdef int64_t batch = max(1, min(cfg.batch, n))
         if epoch_loss is None:
@@ -857,7 +929,7 @@ cdef class NetCore:
         cdef fnn_optim opt
         cdef int status
         cfg._fill_optim(&opt)
-        gather = self._fill_rows(&a, X, Y, sw, order, batch)
+        gather = self._fill_rows(&a, X, Y, sw, order, batch, xin)
         a.n_epochs = n_epochs
         a.epoch0 = epoch0
         a.lr = <const double *>cnp.PyArray_DATA(lrs)
@@ -891,8 +963,11 @@ cdef class NetCore:
         cfg.t = opt.t
         return _fit_result(status, &a.out, opt.t, epoch_loss, poll.exc)
 
-    cdef _check_fit(self, FitConfig cfg, X, Y, sw, order, lrs):
-        self._check_data(X, Y, sw)
+    cdef _check_fit(self, FitConfig cfg, X, Y, sw, order, lrs, _CsrIn xin):
+        if xin is None:
+            self._check_data(X, Y, sw)
+        else:
+            self._check_targets(X.shape[0], Y, sw)
         _check(lrs, "lrs", np.float64, (None,))
         cdef int64_t n = X.shape[0]
         if n == 0:
@@ -903,13 +978,22 @@ cdef class NetCore:
             if order.size and (order.min() < 0 or order.max() >= n):
                 raise ValueError(f"order holds row indices outside [0, {n})")
 
-    cdef _fill_rows(self, fnn_fit_args *a, X, Y, sw, order, int64_t batch):
-        """The rows of a fit into a (n, batch, x, y, sw, order and, with an
-        order, the gather buffers); returns the buffers (kept alive by the
+    cdef _fill_rows(self, fnn_fit_args *a, X, Y, sw, order, int64_t batch,
+                    _CsrIn xin):
+        """The rows of a fit into a (n, batch, x or xs, y, sw, order and,
+        with an order, the gather buffers; for a CSR X the regrouping
+        buffers of a minibatch); returns the buffers (kept alive by the
         caller until the fit returns)."""
         a.n = X.shape[0]
         a.batch = batch
-        a.x = cnp.PyArray_DATA(<cnp.ndarray>X)
+        a.xs = NULL
+        a.xsb = NULL
+        if xin is None:
+            a.x = cnp.PyArray_DATA(<cnp.ndarray>X)
+        else:
+            a.x = NULL
+            a.xs = &xin.c
+            a.xsb = xin.batch_buffers(batch)
         a.ldx = self.n_in
         a.y = cnp.PyArray_DATA(<cnp.ndarray>Y)
         a.ldy = self.n_out
@@ -918,10 +1002,11 @@ cdef class NetCore:
         if order is None:
             a.xb = a.yb = a.swb = NULL
             return None
-        xb = np.empty((batch, self.n_in), dtype=self.params.dtype)
+        xb = np.empty((batch if xin is None else 0, self.n_in),
+                      dtype=self.params.dtype)
         yb = np.empty((batch, self.n_out), dtype=self.params.dtype)
         swb = np.empty(batch, dtype=self.params.dtype)
-        a.xb = cnp.PyArray_DATA(<cnp.ndarray>xb)
+        a.xb = cnp.PyArray_DATA(<cnp.ndarray>xb) if xin is None else NULL
         a.yb = cnp.PyArray_DATA(<cnp.ndarray>yb)
         a.swb = cnp.PyArray_DATA(<cnp.ndarray>swb)
         return xb, yb, swb
@@ -931,12 +1016,15 @@ cdef class NetCore:
         the workspace; returns (ws, iws, the helper's buffers or None), to
         be kept alive until the fit returns."""
         cdef int64_t half = (batch + 1) // 2
-        a.split.min_rows = self.split_rows(batch)
+        a.split.min_rows = self.split_rows(batch) if a.xs == NULL else 0
         a.split.chunk_mnk = _split.chunk_mnk
         a.split.ws2 = a.split.grads2 = NULL
         a.split.iws2 = NULL
         a.split.hold = self.split_hold if _split.backoff else 0
         a.split.backoff = self.split_backoff if _split.backoff else -1
+        if a.xs != NULL:            # no GEMM at layer 0 to tune
+            ws, iws = self._workspace_untuned(batch)
+            return ws, iws, None
         if not a.split.min_rows:
             ws, iws = self._workspace(batch)
             return ws, iws, None
@@ -946,6 +1034,50 @@ cdef class NetCore:
         a.split.iws2 = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>bufs[1])
         a.split.grads2 = cnp.PyArray_DATA(<cnp.ndarray>bufs[2])
         return ws, iws, bufs
+
+
+cdef class _CsrIn:
+    """A CSR input of a NetCore call: its arrays checked in full
+    (fastnn._sparse.checked_parts: no kernel can read out of bounds; data
+    of the network's dtype, n_in columns) and kept alive, their fnn_csr,
+    and on demand the buffers of a minibatch regrouped by column."""
+    cdef fnn_csr c
+    cdef fnn_csr_batch b
+    cdef object parts, bufs
+
+    def __cinit__(self, X, NetCore core):
+        from fastnn._sparse import checked_parts
+        self.parts = checked_parts(X, core.params.dtype)
+        indptr, indices, data, n_rows, n_cols = self.parts
+        if n_cols != core.n_in:
+            raise ValueError(f"X has {n_cols} features, but the network expects "
+                             f"{core.n_in}")
+        self.c.n_rows = n_rows
+        self.c.n_cols = n_cols
+        self.c.idx64 = indptr.dtype == np.int64
+        self.c.indptr = cnp.PyArray_DATA(<cnp.ndarray>indptr)
+        self.c.indices = cnp.PyArray_DATA(<cnp.ndarray>indices)
+        self.c.data = cnp.PyArray_DATA(<cnp.ndarray>data)
+        self.bufs = None
+
+    cdef fnn_csr_batch *batch_buffers(self, int64_t batch):
+        """b with room for any minibatch of `batch` rows: as many entries as
+        the `batch` longest rows hold."""
+        lengths = np.diff(self.parts[0])
+        batch = min(batch, lengths.shape[0])
+        cap = int(np.partition(lengths, lengths.shape[0] - batch)[-batch:].sum()) \
+            if batch > 0 else 0
+        colptr = np.empty(self.c.n_cols + 1, dtype=np.int64)
+        pos = np.empty(max(cap, 1), dtype=np.int32)
+        val = np.empty(max(cap, 1), dtype=self.parts[2].dtype)
+        self.bufs = (colptr, pos, val)
+        self.b.cap = cap
+        self.b.m = self.b.nnz = 0
+        self.b.n_cols = self.c.n_cols
+        self.b.colptr = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>colptr)
+        self.b.pos = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>pos)
+        self.b.val = cnp.PyArray_DATA(<cnp.ndarray>val)
+        return &self.b
 
 
 # ---- NetCore's bodies, one per method, over both dtypes ----------------------
@@ -1028,6 +1160,126 @@ cdef double _train_step_impl(NetCore core, floating *params, int64_t m,
     ws, iws = core._workspace(m)
     return _step_impl(core, params, m, x, y, <const floating *>NULL, scale,
                       lr, 0.0, ws, iws, 1)
+
+
+cdef _forward_csr_impl(NetCore core, floating *params, _CsrIn xin,
+                       object out, bint predict):
+    """NetCore.forward_csr: the rows in blocks of _block_rows."""
+    cdef int64_t m = xin.c.n_rows, i0 = 0, mb, blk = core._block_rows(m)
+    cdef int64_t nout = core.n_out
+    ws = np.empty(max(1, blk * core.net.ws_cols), dtype=core.params.dtype)
+    iws = np.empty(max(1, blk * core.net.iws_cols), dtype=np.int32)
+    cdef floating *o = <floating *>cnp.PyArray_DATA(<cnp.ndarray>out)
+    cdef floating *wsp = <floating *>cnp.PyArray_DATA(<cnp.ndarray>ws)
+    cdef int32_t *iwsp = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>iws)
+    cdef floating *res
+    cdef fnn_csr_rows xs
+    xs.x = &xin.c
+    xs.rows = NULL
+    with nogil:
+        while i0 < m:
+            mb = min(blk, m - i0)
+            xs.row0 = i0
+            if floating is float:
+                res = fnn_net_forward_csr_f32(&core.net, mb, &xs, params,
+                                              predict, wsp, iwsp)
+            else:
+                res = fnn_net_forward_csr_f64(&core.net, mb, &xs, params,
+                                              predict, wsp, iwsp)
+            memcpy(o + i0 * nout, res, mb * nout * sizeof(floating))
+            i0 += mb
+
+
+cdef double _loss_csr_impl(NetCore core, floating *params, _CsrIn xin,
+                           object Y, object sw, double scale) except? -1:
+    """NetCore.loss_csr: the rows in blocks of _block_rows."""
+    cdef int64_t m = xin.c.n_rows, i0 = 0, mb, blk = core._block_rows(m)
+    cdef int64_t nout = core.n_out
+    cdef int loss = core.net.loss
+    ws = np.empty(max(1, blk * core.net.ws_cols), dtype=core.params.dtype)
+    iws = np.empty(max(1, blk * core.net.iws_cols), dtype=np.int32)
+    cdef const floating *y = <const floating *>cnp.PyArray_DATA(<cnp.ndarray>Y)
+    cdef const floating *swp = <const floating *>_data_or_null(sw)
+    cdef floating *wsp = <floating *>cnp.PyArray_DATA(<cnp.ndarray>ws)
+    cdef int32_t *iwsp = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>iws)
+    cdef floating *res
+    cdef double total = 0.0
+    cdef fnn_csr_rows xs
+    xs.x = &xin.c
+    xs.rows = NULL
+    with nogil:
+        while i0 < m:
+            mb = min(blk, m - i0)
+            xs.row0 = i0
+            if floating is float:
+                res = fnn_net_forward_csr_f32(&core.net, mb, &xs, params, 0,
+                                              wsp, iwsp)
+            else:
+                res = fnn_net_forward_csr_f64(&core.net, mb, &xs, params, 0,
+                                              wsp, iwsp)
+            total += _loss_of(mb, nout, loss, scale, res, y + i0 * nout,
+                              swp + i0 if swp != NULL else NULL)
+            i0 += mb
+    return total
+
+
+cdef double _step_csr_impl(NetCore core, floating *params, _CsrIn xin,
+                           object Y, object sw, double scale, double lr,
+                           object ws, object iws):
+    """NetCore.loss_grad_csr over all rows of X (xin.b sized for them)."""
+    cdef floating *grads = <floating *>cnp.PyArray_DATA(<cnp.ndarray>core.grads)
+    cdef floating *wsp = <floating *>cnp.PyArray_DATA(<cnp.ndarray>ws)
+    cdef int32_t *iwsp = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>iws)
+    cdef const floating *y = <const floating *>cnp.PyArray_DATA(<cnp.ndarray>Y)
+    cdef const floating *swp = <const floating *>_data_or_null(sw)
+    cdef int64_t m = xin.c.n_rows, nout = core.n_out
+    cdef const fnn_layer *L0 = &core.layers[0]
+    cdef int64_t cols = L0.n_out * L0.pieces, w0 = L0.w_off
+    cdef int64_t w1 = w0 + L0.n_in * cols, P = core.net.n_params
+    cdef fnn_csr_rows xs
+    cdef fnn_optim opt
+    cdef floating *dz0 = NULL
+    cdef double loss
+    xs.x = &xin.c
+    xs.row0 = 0
+    xs.rows = NULL
+    opt.kind = FNN_OPT_SGD
+    with nogil:
+        if floating is float:
+            loss = fnn_net_loss_dz0_csr_f32(&core.net, m, &xs, y, nout, swp,
+                                            scale, params, grads, wsp, iwsp,
+                                            &dz0)
+        else:
+            loss = fnn_net_loss_dz0_csr_f64(&core.net, m, &xs, y, nout, swp,
+                                            scale, params, grads, wsp, iwsp,
+                                            &dz0)
+        if loss - loss == 0:
+            if floating is float:
+                fnn_csr_batch_f32(&xin.c, m, 0, NULL, &xin.b)
+            else:
+                fnn_csr_batch_f64(&xin.c, m, 0, NULL, &xin.b)
+            if lr == 0:
+                if floating is float:
+                    fnn_csr_grad_f32(&xin.b, 0, L0.n_in, cols, dz0, cols,
+                                     grads + w0, cols)
+                else:
+                    fnn_csr_grad_f64(&xin.b, 0, L0.n_in, cols, dz0, cols,
+                                     grads + w0, cols)
+            else:
+                if floating is float:
+                    fnn_csr_update_f32(&xin.b, 0, L0.n_in, cols, dz0, cols,
+                                       &opt, <float>lr, 0, params + w0, NULL,
+                                       NULL, NULL)
+                    fnn_sgd_step_f32(w0, <float>lr, 0, grads, params)
+                    fnn_sgd_step_f32(P - w1, <float>lr, 0, grads + w1,
+                                     params + w1)
+                else:
+                    fnn_csr_update_f64(&xin.b, 0, L0.n_in, cols, dz0, cols,
+                                       &opt, lr, 0, params + w0, NULL, NULL,
+                                       NULL)
+                    fnn_sgd_step_f64(w0, lr, 0, grads, params)
+                    fnn_sgd_step_f64(P - w1, lr, 0, grads + w1, params + w1)
+    return loss
 
 
 cdef int _fit_impl(NetCore core, floating *params, fnn_optim *opt,

@@ -3,6 +3,8 @@ once (C-contiguous, the network's dtype), and rejected with an error that
 names the problem before anything runs."""
 import math
 import numbers
+import sys
+import warnings
 
 import numpy as np
 
@@ -52,6 +54,10 @@ def check_finite(arr, name, converted_to=None):
 def check_matrix(X, dtype, name="X", n_features=None):
     """X as a C-contiguous 2-D array of dtype with finite values, or raise."""
     dtype = np.dtype(dtype)
+    if is_sparse(X):
+        raise TypeError(f"{name} is a scipy.sparse {X.format} matrix, but this "
+                        "entry point takes dense arrays; densify it with "
+                        f"{name}.toarray() if it fits in memory")
     if (isinstance(X, np.ndarray) and X.dtype == dtype and X.ndim == 2
             and X.flags.c_contiguous):
         arr = X
@@ -170,3 +176,143 @@ def check_real(v, name, minimum=None, maximum=None, open_min=False):
     if maximum is not None and v > maximum:
         raise ValueError(f"{name} must be <= {maximum}, got {v}")
     return v
+
+
+# ---- sparse input ------------------------------------------------------------
+
+class SparseFormatWarning(UserWarning):
+    """A sparse input in a format other than CSR or CSC was converted to CSR
+    (a copy of the whole matrix): pass CSR to avoid it."""
+
+
+def is_sparse(X):
+    """True if X is a scipy.sparse matrix or array.  scipy.sparse is not
+    imported for this: if it is not loaded, X cannot be one."""
+    sps = sys.modules.get("scipy.sparse")
+    return sps is not None and sps.issparse(X)
+
+
+class CSRInput:
+    """A sparse input checked for the kernels (see check_sparse): a CSR
+    matrix of shape (n_rows, n_cols) as its three arrays, indptr and indices
+    both int32 or both int64, data of the network's dtype, all contiguous.
+    Rows may hold their columns in any order, repeat a column (the values
+    add up, as in scipy's toarray()) or hold explicit zeros.  The arrays may
+    be the caller's own: they are never written."""
+
+    __slots__ = ("indptr", "indices", "data", "shape")
+    format = "csr"
+
+    def __init__(self, indptr, indices, data, shape):
+        self.indptr, self.indices, self.data = indptr, indices, data
+        self.shape = (int(shape[0]), int(shape[1]))
+
+    @property
+    def nnz(self):
+        """Number of stored entries (explicit zeros and repeats included)."""
+        return int(self.indptr[-1])
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def take_rows(self, idx):
+        """A new CSRInput of rows idx (any order, repeats allowed) of this
+        one: their entries copied, in order, as scipy's X[idx] would."""
+        idx = np.asarray(idx, dtype=np.int64).ravel()
+        starts = self.indptr[idx].astype(np.int64)
+        lengths = self.indptr[idx + 1].astype(np.int64) - starts
+        indptr = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        ent = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return CSRInput(indptr.astype(self.indptr.dtype), self.indices[ent],
+                        self.data[ent], (len(idx), self.shape[1]))
+
+    def tocsr(self):
+        """The same matrix as a scipy.sparse.csr_matrix (arrays shared)."""
+        import scipy.sparse as sps
+        return sps.csr_matrix((self.data, self.indices, self.indptr),
+                              shape=self.shape, copy=False)
+
+    def __repr__(self):
+        return (f"CSRInput(shape={self.shape}, nnz={self.nnz}, "
+                f"dtype={self.data.dtype}, index dtype={self.indices.dtype})")
+
+
+def check_sparse(X, dtype, name="X", n_features=None):
+    """A scipy.sparse X as a CSRInput of dtype, fully checked, or raise.
+
+    Formats: CSR is used as it is (no copy when its data already has dtype);
+    CSC is converted to CSR once; any other format (COO, LIL, DOK, BSR, DIA)
+    is converted to CSR with a SparseFormatWarning.  Data of another real or
+    integer dtype is converted (a copy of data only); complex or non-numeric
+    data is refused.  indptr and indices are kept when both are int32 or both
+    int64, else both become int64.
+
+    Errors (ValueError unless said), each naming the problem: not 2-D; no
+    rows; no columns; n_features given and different; indptr not of
+    n_rows + 1 elements, not starting at 0, decreasing, or pointing beyond
+    the stored entries; an index outside [0, n_cols) (negative included); a
+    NaN or inf value, also one that appears only on conversion to dtype
+    (float32 overflow).  Every check reads the whole matrix before anything
+    else runs, and nothing here writes to X: a caller that validates all of
+    its inputs this way before it touches its parameters leaves them
+    unchanged on bad input.
+    """
+    dtype = np.dtype(dtype)
+    if len(X.shape) != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got a "
+                         f"{len(X.shape)}-D sparse array of shape {X.shape}")
+    fmt = X.format
+    kind = np.dtype(X.dtype).kind
+    if kind == "c":
+        raise TypeError(f"{name} is complex ({X.dtype}); fastnn trains on real "
+                        "numbers")
+    if kind not in "biuf":
+        raise TypeError(f"{name} must be numeric, got a sparse matrix of dtype "
+                        f"{X.dtype}")
+    if fmt == "csc":
+        X = X.tocsr()
+    elif fmt != "csr":
+        warnings.warn(f"{name} is a scipy.sparse {fmt} matrix: converted to CSR "
+                      "(a copy); pass CSR or CSC to avoid it",
+                      SparseFormatWarning, stacklevel=3)
+        X = X.tocsr()
+    n_rows, n_cols = X.shape
+    if n_rows == 0:
+        raise ValueError(f"{name} is empty: it has 0 samples (shape {X.shape})")
+    if n_cols == 0:
+        raise ValueError(f"{name} has 0 features (shape {X.shape})")
+    if n_features is not None and n_cols != n_features:
+        raise ValueError(f"{name} has {n_cols} features, but the network "
+                         f"expects {n_features}")
+    indptr, indices = np.asarray(X.indptr), np.asarray(X.indices)
+    if indptr.ndim != 1 or indptr.shape[0] != n_rows + 1:
+        raise ValueError(f"{name}.indptr has shape {indptr.shape}, expected "
+                         f"({n_rows + 1},) for {n_rows} rows")
+    if indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
+        raise TypeError(f"{name}'s index arrays must be integers, got "
+                        f"{indptr.dtype} and {indices.dtype}")
+    idx = indptr.dtype
+    if not (idx == indices.dtype and idx in (np.int32, np.int64)):
+        idx = np.dtype(np.int64)
+    if indices.dtype.kind == "u" and indices.size and indices.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name}.indices has an index beyond int64")
+    indptr = np.ascontiguousarray(indptr, dtype=idx)
+    indices = np.ascontiguousarray(indices, dtype=idx)
+    data0 = np.asarray(X.data)
+    if indices.ndim != 1 or data0.ndim != 1 or indices.shape != data0.shape:
+        raise ValueError(f"{name}.indices and {name}.data must be 1-D of one "
+                         f"length, got {indices.shape} and {data0.shape}")
+    converted = data0.dtype != dtype
+    with np.errstate(over="ignore"):        # overflow is reported below
+        data = np.ascontiguousarray(data0, dtype=dtype)
+    csr = CSRInput(indptr, indices, data, (n_rows, n_cols))
+    from fastnn import _sparse
+    code, where = _sparse.csr_check(csr)
+    if code != _sparse.CSR_OK:
+        conv = None
+        if code == _sparse.CSR_NONFINITE and converted and np.isfinite(data0[where]):
+            conv = dtype
+        raise ValueError(_sparse.csr_problem(code, where, csr, name, conv))
+    return csr

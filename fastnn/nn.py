@@ -16,8 +16,9 @@ import numpy as np
 
 from fastnn import reference as ref
 from fastnn._kernels import ACTIVATIONS, LOSSES
-from fastnn._validation import (check_matrix, check_positive_int, check_real,
-                                check_sample_weight, check_targets)
+from fastnn._validation import (CSRInput, check_matrix, check_positive_int,
+                                check_real, check_sample_weight, check_sparse,
+                                check_targets, is_sparse)
 
 _ACT_ALIASES = {"linear": "identity", "none": "identity", "logistic": "sigmoid",
                 "lrelu": "leaky_relu", "leakyrelu": "leaky_relu"}
@@ -467,6 +468,15 @@ class Network:
     # ---- input checks -----------------------------------------------------
 
     def _X(self, X, name="X"):
+        """X checked and converted once: a C-contiguous array of the dtype,
+        or for a scipy.sparse X a CSRInput (see _validation.check_sparse;
+        checked in full before the network is built from its width)."""
+        if is_sparse(X) or isinstance(X, CSRInput):
+            X = check_sparse(X, self.dtype, name,
+                             self.n_in if self.built else None)
+            if not self.built:
+                self.build(X.shape[1])
+            return X
         self._ensure_built(X)
         return check_matrix(X, self.dtype, name, self.n_in)
 
@@ -476,6 +486,12 @@ class Network:
         sw = check_sample_weight(sample_weight, X.shape[0], self.dtype)
         return X, y, sw
 
+    @staticmethod
+    def _dense_for_reference(X):
+        """The reference backend's view of X: dense float64 (it is the
+        oracle, written the obvious way; a sparse X is densified)."""
+        return ref.csr_rows_dense(X) if isinstance(X, CSRInput) else X
+
     def _scale(self, m, sw):
         if self.loss_name == "sse":
             return 1.0
@@ -484,13 +500,17 @@ class Network:
     # ---- computation ------------------------------------------------------
 
     def forward(self, X):
-        """The network's output for X (n_samples, n_in): a new
-        (n_samples, n_out) array, output activation applied (sigmoid /
+        """The network's output for X (n_samples, n_in), a dense array or a
+        scipy.sparse matrix / array (kept sparse: see docs/sparse.md): a
+        new (n_samples, n_out) array, output activation applied (sigmoid /
         softmax probabilities for bce / softmax_ce)."""
         X = self._X(X)
         if self._core is not None:
+            if isinstance(X, CSRInput):
+                return self._core.forward_csr(X, True)
             return self._core.forward(X, True)
-        out, _ = ref.net_forward(self.specs(), self.loss_name, self.params, X, True)
+        out, _ = ref.net_forward(self.specs(), self.loss_name, self.params,
+                                 self._dense_for_reference(X), True)
         return out.astype(self.dtype)
 
     predict = forward
@@ -499,10 +519,13 @@ class Network:
         """The loss over (X, y): a sum over samples for 'sse', a (weighted)
         mean over samples for the others."""
         X, y, sw = self._Xy(X, y, sample_weight)
-        scale = self._scale(len(X), sw)
+        scale = self._scale(X.shape[0], sw)
         if self._core is not None:
+            if isinstance(X, CSRInput):
+                return self._core.loss_csr(X, y, sw, scale)
             return self._core.loss(X, y, sw, scale)
-        out, _ = ref.net_forward(self.specs(), self.loss_name, self.params, X, False)
+        out, _ = ref.net_forward(self.specs(), self.loss_name, self.params,
+                                 self._dense_for_reference(X), False)
         return ref.loss_grad(out, y, self.loss_name, scale, sw)[0]
 
     def loss_and_grad(self, X, y, sample_weight=None):
@@ -510,14 +533,17 @@ class Network:
         gradient w.r.t. ``net.params`` (same layout).  If the loss is not
         finite, FloatingPointError is raised and grads are not changed."""
         X, y, sw = self._Xy(X, y, sample_weight)
-        scale = self._scale(len(X), sw)
+        scale = self._scale(X.shape[0], sw)
         if self._core is not None:
-            L = self._core.loss_grad(X, y, sw, scale, 0.0, 0.0)
+            if isinstance(X, CSRInput):
+                L = self._core.loss_grad_csr(X, y, sw, scale, 0.0)
+            else:
+                L = self._core.loss_grad(X, y, sw, scale, 0.0, 0.0)
             self._check_loss(L)
             return L
         with self._reference_lock():
-            L, g = ref.net_loss_grad(self.specs(), self.loss_name, self.params, X, y,
-                                     scale, sw)
+            L, g = ref.net_loss_grad(self.specs(), self.loss_name, self.params,
+                                     self._dense_for_reference(X), y, scale, sw)
             self._check_loss(L)
             self.grads[...] = g
         return L
@@ -537,7 +563,8 @@ class Network:
         """Forward, backward and a plain SGD update in one compiled call;
         returns the loss before the update.  The update is fused into the
         weight-gradient GEMMs (W += -lr X^T delta), so ``net.grads`` holds
-        only the bias gradients afterwards.  If the loss is not finite,
+        only the bias gradients afterwards (for a sparse X: every gradient
+        but the first layer's weights', whose update is fused instead).  If the loss is not finite,
         FloatingPointError is raised and the parameters are unchanged."""
         core = self._core
         if core is not None:
@@ -548,14 +575,17 @@ class Network:
                 return L
         lr = check_real(lr, "lr")
         X, y, _ = self._Xy(X, y)
-        scale = self._scale(len(X), None)
+        scale = self._scale(X.shape[0], None)
         if core is not None:
-            L = core.loss_grad(X, y, None, scale, lr, 0.0)
+            if isinstance(X, CSRInput):
+                L = core.loss_grad_csr(X, y, None, scale, lr)
+            else:
+                L = core.loss_grad(X, y, None, scale, lr, 0.0)
             self._check_loss(L)
             return L
         with self._reference_lock():
             L, p = ref.net_train_step(self.specs(), self.loss_name, self.params,
-                                      X, y, lr, scale)
+                                      self._dense_for_reference(X), y, lr, scale)
             self._check_loss(L)
             self.params[...] = p
         return L

@@ -349,3 +349,120 @@ def fit_many(specs, loss, params, n_weights, x, y, lrs, batch, orders=None,
                        beta1, beta2, eps, l2s[k], False,
                        None if sw is None else _f64(sw)[rows]))
     return out
+
+
+# ---- sparse first layer ------------------------------------------------------
+# A CSR matrix X is anything with indptr, indices, data and shape (scipy's
+# CSR, fastnn._validation.CSRInput).  A minibatch is rows[r], or row0 + r for
+# r < m.  Repeated entries of a row add up, as in scipy's toarray().
+
+CSR_OK, CSR_INDPTR_START, CSR_INDPTR_ORDER, CSR_INDPTR_END = 0, 1, 2, 3
+CSR_INDEX_RANGE, CSR_NONFINITE = 4, 5
+
+
+def _batch_rows(n_rows, rows=None, row0=0, m=None):
+    if rows is not None:
+        return np.asarray(rows, dtype=np.int64)
+    return np.arange(row0, n_rows if m is None else row0 + m, dtype=np.int64)
+
+
+def csr_check(X):
+    """(code, where): the first problem of X (indptr[0] != 0; indptr
+    decreasing at row i; indptr[-1] beyond the entries; an index outside
+    [0, n_cols) at entry k; a NaN/inf value at entry k), or (CSR_OK, -1)."""
+    indptr = np.asarray(X.indptr, dtype=np.int64)
+    indices = np.asarray(X.indices, dtype=np.int64)
+    data = np.asarray(X.data)
+    n_rows, n_cols = X.shape
+    if indptr[0] != 0:
+        return CSR_INDPTR_START, 0
+    dec = np.flatnonzero(np.diff(indptr) < 0)
+    if len(dec):
+        return CSR_INDPTR_ORDER, int(dec[0])
+    end = int(indptr[n_rows])
+    if end > min(len(indices), len(data)):
+        return CSR_INDPTR_END, n_rows
+    bad = np.flatnonzero((indices[:end] < 0) | (indices[:end] >= n_cols))
+    if len(bad):
+        return CSR_INDEX_RANGE, int(bad[0])
+    bad = np.flatnonzero(~np.isfinite(data[:end]))
+    if len(bad):
+        return CSR_NONFINITE, int(bad[0])
+    return CSR_OK, -1
+
+
+def csr_rows_dense(X, rows=None, row0=0, m=None):
+    """The batch rows of X as a dense float64 (m, n_cols) array."""
+    indptr = np.asarray(X.indptr, dtype=np.int64)
+    r = _batch_rows(X.shape[0], rows, row0, m)
+    out = np.zeros((len(r), X.shape[1]))
+    for b, i in enumerate(r):
+        k = slice(indptr[i], indptr[i + 1])
+        np.add.at(out[b], np.asarray(X.indices[k], dtype=np.int64), _f64(X.data[k]))
+    return out
+
+
+def csr_batch_nnz(X, rows=None, row0=0, m=None):
+    """Number of stored entries in the batch rows of X."""
+    indptr = np.asarray(X.indptr, dtype=np.int64)
+    r = _batch_rows(X.shape[0], rows, row0, m)
+    return int((indptr[r + 1] - indptr[r]).sum())
+
+
+def csr_matmul(X, w, rows=None, row0=0, m=None):
+    """X_b @ w for the batch rows X_b of X."""
+    return csr_rows_dense(X, rows, row0, m) @ _f64(w)
+
+
+def csr_batch(X, rows=None, row0=0, m=None):
+    """(colptr, pos, val): the batch's entries sorted by column, stably
+    (batch rows ascending within a column); colptr[j] where column j's
+    entries start (n_cols + 1 elements)."""
+    indptr = np.asarray(X.indptr, dtype=np.int64)
+    r = _batch_rows(X.shape[0], rows, row0, m)
+    ks = [np.arange(indptr[i], indptr[i + 1]) for i in r]
+    k = np.concatenate(ks) if ks else np.zeros(0, np.int64)
+    pos = np.repeat(np.arange(len(r)), [len(x) for x in ks]).astype(np.int32)
+    col = np.asarray(X.indices, dtype=np.int64)[k]
+    order = np.argsort(col, kind="stable")
+    colptr = np.zeros(X.shape[1] + 1, dtype=np.int64)
+    colptr[1:] = np.cumsum(np.bincount(col, minlength=X.shape[1]))
+    return colptr, pos[order], np.asarray(X.data)[k][order]
+
+
+def csr_grad(colptr, pos, val, dz):
+    """X_b^T dz (n_cols, n) from the batch regrouped by column."""
+    colptr = np.asarray(colptr, dtype=np.int64)
+    dz = _f64(dz)
+    n_cols = len(colptr) - 1
+    col = np.repeat(np.arange(n_cols), np.diff(colptr))
+    g = np.zeros((n_cols, dz.shape[1]))
+    nnz = colptr[-1]
+    np.add.at(g, col, _f64(val[:nnz])[:, None] * dz[np.asarray(pos[:nnz], np.intp)])
+    return g
+
+
+def csr_update(colptr, pos, val, dz, w, vel=None, sq=None, kind="sgd", lr=0.1,
+               wd=0.0, momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8, t=1,
+               j0=0, j1=None):
+    """(w, vel, sq, sumsq) after one step of kind on rows [j0, j1) of w with
+    gradient csr_grad(...) (+ wd w); other rows, and state not used by kind,
+    returned unchanged; sumsq = sum(w[j0:j1]**2) before the step."""
+    w = _f64(w).copy()
+    vel = None if vel is None else _f64(vel).copy()
+    sq = None if sq is None else _f64(sq).copy()
+    j1 = w.shape[0] if j1 is None else j1
+    s = slice(j0, j1)
+    g = csr_grad(colptr, pos, val, dz)[s]
+    sumsq = sum_squares(w[s].ravel())
+    if kind == "sgd":
+        w[s] = sgd_step(w[s], g, lr, wd)
+    elif kind in ("momentum", "nesterov"):
+        w[s], vel[s] = momentum_step(w[s], g, vel[s], lr, momentum, wd,
+                                     kind == "nesterov")
+    elif kind == "adam":
+        w[s], vel[s], sq[s] = adam_step(w[s], g, vel[s], sq[s], t, lr, beta1,
+                                        beta2, eps, wd)
+    else:
+        raise ValueError(f"unknown optimizer {kind!r}")
+    return w, vel, sq, sumsq

@@ -76,6 +76,8 @@ from sklearn.utils.multiclass import (_check_partial_fit_first_call,
 from sklearn.utils.validation import (_check_sample_weight, check_is_fitted,
                                       validate_data)
 
+from fastnn._validation import CSRInput, check_sparse, is_sparse
+
 try:  # private helpers of scikit-learn; plain fallbacks keep us importable
     from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
 except ImportError:  # pragma: no cover
@@ -651,8 +653,13 @@ class _BaseMLP(BaseEstimator):
         return net
 
     def _as_input(self, X, dtype):
-        if hasattr(X, "toarray"):       # scipy.sparse: the core is dense
-            X = X.toarray()
+        """X for the core: a C-contiguous array of dtype, or, for a
+        scipy.sparse X (CSR or CSC after validate_data), a CSRInput kept
+        sparse (its data converted to dtype; see docs/sparse.md)."""
+        if isinstance(X, CSRInput):
+            return X
+        if is_sparse(X):
+            return check_sparse(X, dtype)
         return np.ascontiguousarray(X, dtype=dtype)
 
     # ---- initialization (scikit-learn's _initialize / _init_coef) ----------
@@ -781,24 +788,28 @@ class _BaseMLP(BaseEstimator):
         # is the same either way).
         clipped = {"softmax": _log_loss, "logistic": _binary_log_loss}.get(
             self.out_activation_)
+        if isinstance(X, CSRInput):         # sparse X stays sparse
+            forward, loss_grad = core.forward_csr, core.loss_grad_csr
+        else:
+            forward, loss_grad = core.forward, core.loss_grad
 
         def fun(x):
             params[...] = x
             if clipped is not None:
-                L = clipped(Y, core.forward(X, True), sw)
-                data = core.loss_grad(X, Y, sw, 1.0 / sw_sum)
+                L = clipped(Y, forward(X, True), sw)
+                data = loss_grad(X, Y, sw, 1.0 / sw_sum)
                 if not np.isfinite(data):
                     L = data
             elif poisson:
-                z = core.forward(X, False)
+                z = forward(X, False)
                 p = np.exp(z)
                 L = _poisson_loss(Y, p, sw)
                 target = np.ascontiguousarray(z - (p - Y), dtype=params.dtype)
-                data = core.loss_grad(X, target, sw, 1.0 / sw_sum)
+                data = loss_grad(X, target, sw, 1.0 / sw_sum)
                 if not np.isfinite(data):
                     L = data
             else:
-                L = core.loss_grad(X, Y, sw, 1.0 / sw_sum) * out_scale
+                L = loss_grad(X, Y, sw, 1.0 / sw_sum) * out_scale
             if not np.isfinite(L):
                 return L, np.full(params.shape, np.nan)
             values = 0.0
@@ -840,7 +851,11 @@ class _BaseMLP(BaseEstimator):
             if val.shape[0] < 2:
                 raise ValueError("The validation set is too small. Increase "
                                  "'validation_fraction' or the size of your dataset.")
-            X_train, Y_train, X_val, y_val = X[train], Y[train], X[val], y[val]
+            if isinstance(X, CSRInput):
+                X_train, X_val = X.take_rows(train), X.take_rows(val)
+            else:
+                X_train, X_val = X[train], X[val]
+            Y_train, y_val = Y[train], y[val]
             sw_train = sw_val = None
             if sw is not None:
                 sw_train, sw_val = sw[train], sw_orig[val]
@@ -934,7 +949,7 @@ class _BaseMLP(BaseEstimator):
         Parameters
         ----------
         X : ndarray or sparse matrix of shape (n_samples, n_features)
-            The input data (sparse input is densified).
+            The input data (sparse input stays sparse: docs/sparse.md).
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
             The target values (class labels in classification, real numbers
             in regression).
@@ -960,7 +975,9 @@ class _BaseMLP(BaseEstimator):
         if check_input:
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
         net = self._get_net()
-        out = net._core.forward(self._as_input(X, net.dtype), True)
+        X = self._as_input(X, net.dtype)
+        out = (net._core.forward_csr(X, True) if isinstance(X, CSRInput)
+               else net._core.forward(X, True))
         if self.out_activation_ == "exp":
             np.exp(out, out=out)
         return out
@@ -1038,7 +1055,9 @@ class _EpochRunner:
             loss_scale=self.out_scale if report else 1.0)
         if self.per_batch:
             n_in, n_out = X.shape[1], Y.shape[1]
-            self.xb = np.empty((batch_size, n_in), net.dtype)
+            # a sparse X's batches are taken as CSR rows, not into xb
+            self.xb = np.empty((batch_size if isinstance(X, np.ndarray) else 0,
+                                n_in), net.dtype)
             self.yb = np.empty((batch_size, n_out), net.dtype)
             self.swb = None if sw is None else np.empty(batch_size, net.dtype)
 
@@ -1074,14 +1093,20 @@ class _EpochRunner:
         coefs = self.est.coefs_
         for sl in gen_batches(n, self.batch):
             mb = sl.stop - sl.start
+            if isinstance(X, CSRInput):
+                xb = X.take_rows(idx[sl] if idx is not None
+                                 else np.arange(sl.start, sl.stop))
             if idx is not None:
                 rows = idx[sl]
-                xb = np.take(X, rows, axis=0, out=self.xb[:mb], mode="clip")
+                if not isinstance(X, CSRInput):
+                    xb = np.take(X, rows, axis=0, out=self.xb[:mb], mode="clip")
                 yb = np.take(Y, rows, axis=0, out=self.yb[:mb], mode="clip")
                 swb = (None if sw is None
                        else np.take(sw, rows, out=self.swb[:mb], mode="clip"))
             else:
-                xb, yb = X[sl], Y[sl]
+                if not isinstance(X, CSRInput):
+                    xb = X[sl]
+                yb = Y[sl]
                 swb = None if sw is None else sw[sl]
             sw_sum = mb if swb is None else float(swb.sum())
             values = 0.0
@@ -1089,7 +1114,8 @@ class _EpochRunner:
                 for W in coefs:
                     s = W.ravel()
                     values += np.dot(s, s)
-            z = self.core.forward(xb, False)
+            z = (self.core.forward_csr(xb, False) if isinstance(xb, CSRInput)
+                 else self.core.forward(xb, False))
             p = np.exp(z)
             data = _poisson_loss(yb, p, swb)
             target = np.ascontiguousarray(z - (p - yb), dtype=self.net.dtype)

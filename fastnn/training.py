@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from fastnn._validation import (check_matrix, check_positive_int, check_real,
+from fastnn._validation import (check_positive_int, check_real,
                                 check_sample_weight, check_targets)
 
 __all__ = ["SGD", "Adam", "Constant", "InverseScaling", "StepDecay",
@@ -425,8 +425,7 @@ def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
             sample_weight=sample_weight, lr_schedule=lr_schedule,
             on_divergence=on_divergence, early_stopping=early_stopping,
             reset_optimizer=reset_optimizer)
-    net._ensure_built(X)
-    X = check_matrix(X, net.dtype, "X", net.n_in)
+    X = net._X(X)               # a scipy.sparse X stays sparse (CSRInput)
     y = check_targets(y, X.shape[0], net.n_out, net.loss_name, net.dtype)
     sw = check_sample_weight(sample_weight, X.shape[0], net.dtype)
     n = X.shape[0]
@@ -441,7 +440,7 @@ def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
     if validation_data is not None:
         if len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_val, y_val)")
-        Xv = check_matrix(validation_data[0], net.dtype, "X_val", net.n_in)
+        Xv = net._X(validation_data[0], "X_val")
         yv = check_targets(validation_data[1], Xv.shape[0], net.n_out,
                            net.loss_name, net.dtype, "y_val")
         val = (Xv, yv)
@@ -616,8 +615,12 @@ def _epoch_end(net, hist, epoch, val, cbs):
 def _evaluate(net, Xv, yv):
     """(loss, metric) on validation data: accuracy for classification
     losses, R^2 for regression."""
-    loss = net._core.loss(Xv, yv, None, net._scale(len(Xv), None)) \
-        if net._core is not None else net.loss(Xv, yv)
+    if net._core is None:
+        loss = net.loss(Xv, yv)
+    elif isinstance(Xv, np.ndarray):
+        loss = net._core.loss(Xv, yv, None, net._scale(len(Xv), None))
+    else:                                   # CSRInput
+        loss = net._core.loss_csr(Xv, yv, None, net._scale(Xv.shape[0], None))
     p = net.forward(Xv)
     if net.loss_name == "softmax_ce":
         metric = float(np.mean(p.argmax(1) == yv.argmax(1)))
@@ -640,6 +643,7 @@ def _fit_reference(net, X, y, sw, epochs, batch, opt, schedule, rng, use_order,
     for cb in cbs:
         if hasattr(cb, "on_train_begin"):
             cb.on_train_begin(net)
+    X = net._dense_for_reference(X)
     n = len(X)
     try:
         for e in range(epochs):
