@@ -37,8 +37,17 @@ typedef enum {
     FNN_MSE = 1,        /* 1/2 sum_j (z - y)^2         d = z - y       */
     FNN_BCE = 2,        /* sum_j softplus(z) - y z     d = sigmoid(z) - y;
                            z are logits of a sigmoid output            */
-    FNN_SOFTMAX_CE = 3  /* lse(z) sum_j y - sum_j y z  d = p sum_j y - y;
+    FNN_SOFTMAX_CE = 3, /* lse(z) sum_j y - sum_j y z  d = p sum_j y - y;
                            z are logits of a softmax output            */
+    /* Robust regression losses, elementwise in r = z - y, with a parameter
+     * p (fnn_loss_grad's param, fnn_net.loss_param).  At a kink the
+     * derivative is the subgradient of least magnitude: 0 at r = 0. */
+    FNN_MAE = 4,        /* sum_j |r|                   d = sign(r), 0 at 0 */
+    FNN_HUBER = 5,      /* sum_j r^2 / 2 if |r| <= p, else p (|r| - p / 2);
+                           d = r clamped to [-p, p]; p = delta > 0     */
+    FNN_QUANTILE = 6    /* sum_j max(-p r, (1 - p) r) (pinball loss of
+                           quantile p in (0, 1));  d = 1 - p if r > 0,
+                           -p if r < 0, 0 at 0                         */
 } fnn_loss;
 
 typedef enum { FNN_NOTRANS = 0, FNN_TRANS = 1 } fnn_trans;
@@ -148,19 +157,22 @@ void fnn_softmax_forward_f64(int64_t m, int64_t n, const double *b, double *z,
 
 /* Returns scale * sum_i w_i l_i, with l_i the loss of row i (see fnn_loss)
  * and w_i = sw[i] (sw NULL: all 1); the caller picks scale (1 for a sum,
- * 1/m or 1/sum(w) for a mean).  If dz is not NULL, dz := scale * w_i *
- * dl_i/dz, overwritten, and db := column sums of dz (db may be NULL).
- * z, y, dz: (m, n) with strides ldz, ldy, lddz; dz may be z (same stride).
- * One pass per row, in double precision internally; bce and softmax_ce
- * use their stable forms (softplus with log1p, log-sum-exp minus max). */
-double fnn_loss_grad_f32(int64_t m, int64_t n, int loss, double scale,
-                         const float *z, int64_t ldz, const float *y,
-                         int64_t ldy, const float *sw, float *dz,
-                         int64_t lddz, float *db);
-double fnn_loss_grad_f64(int64_t m, int64_t n, int loss, double scale,
-                         const double *z, int64_t ldz, const double *y,
-                         int64_t ldy, const double *sw, double *dz,
-                         int64_t lddz, double *db);
+ * 1/m or 1/sum(w) for a mean).  param: huber's delta (> 0), quantile's
+ * quantile (in (0, 1)); ignored by the other losses.  If dz is not NULL,
+ * dz := scale * w_i * dl_i/dz, overwritten, and db := column sums of dz
+ * (db may be NULL).  z, y, dz: (m, n) with strides ldz, ldy, lddz; dz may
+ * be z (same stride).  One pass per row, in double precision internally;
+ * bce and softmax_ce use their stable forms (softplus with log1p,
+ * log-sum-exp minus max).  NaN in z or y gives a NaN loss and NaN in the
+ * matching elements of dz. */
+double fnn_loss_grad_f32(int64_t m, int64_t n, int loss, double param,
+                         double scale, const float *z, int64_t ldz,
+                         const float *y, int64_t ldy, const float *sw,
+                         float *dz, int64_t lddz, float *db);
+double fnn_loss_grad_f64(int64_t m, int64_t n, int loss, double param,
+                         double scale, const double *z, int64_t ldz,
+                         const double *y, int64_t ldy, const double *sw,
+                         double *dz, int64_t lddz, double *db);
 
 /* ---- optimizers over flat buffers (optim.c) --------------------------- */
 /* All take n elements; w, g, v, m are flat arrays of n.  wd adds wd*w to
@@ -227,6 +239,7 @@ typedef struct {
     const fnn_layer *layers;
     int32_t n_layers;
     int32_t loss;
+    double loss_param;   /* fnn_loss_grad's param for net->loss */
     int64_t n_params;
     int64_t n_weights;   /* params[0, n_weights) hold every W, the rest
                             every bias: L2 decay covers just that prefix */
@@ -249,9 +262,11 @@ typedef struct {
 
 /* Fills ws_col/iws_col of each layer, the workspace sizes of net and
  * net->lanes (1 for a small dense network: every layer's act elementwise,
- * loss sse, mse or bce, and a few thousand parameters at most).  Returns
+ * loss not softmax_ce, and a few thousand parameters at most).  Returns
  * 0, or -1 if the layers do not chain (n_in of layer l != n_out of layer
- * l-1) or a weight or bias lies outside params. */
+ * l-1), a weight or bias lies outside params, or net->loss is not a
+ * fnn_loss or net->loss_param is out of its range (huber: finite > 0,
+ * quantile: in (0, 1)). */
 int fnn_net_init(fnn_net *net, fnn_layer *layers);
 
 /* Forward pass of m rows of x (m, n_in) stride ldx.  Activations go to ws;

@@ -22,7 +22,7 @@
  * (rounding).  A last partial block repeats its first row in the spare
  * lanes (anything non-finite there is non-finite in a real lane too) and
  * gives them zero loss and gradient.  Used when fnn_net_init sets
- * net->lanes (dense layers, no maxout or softmax, loss sse/mse/bce, the
+ * net->lanes (dense layers, no maxout or softmax, an elementwise loss, the
  * scratch within FNN_LANES_BYTES), lanes_ws is set, and there are no
  * sample weights. */
 
@@ -180,13 +180,15 @@ FNN_INLINE double SUF(lanes_body)(const fnn_net *net, int64_t m,
         /* loss and output delta over the real lanes */
         vec *D = D0, *E = D1;
         if (valid == LANES) {
-            loss += KSUF(fnn_loss_grad)(1, nout * LANES, net->loss, scale,
+            loss += KSUF(fnn_loss_grad)(1, nout * LANES, net->loss,
+                                        net->loss_param, scale,
                                         (const REAL *)out, nout * LANES,
                                         (const REAL *)yt, nout * LANES, NULL,
                                         (REAL *)D, nout * LANES, NULL);
         } else {
             for (int64_t j = 0; j < nout; j++) {
-                loss += KSUF(fnn_loss_grad)(1, valid, net->loss, scale,
+                loss += KSUF(fnn_loss_grad)(1, valid, net->loss,
+                                            net->loss_param, scale,
                                             (const REAL *)(out + j), valid,
                                             (const REAL *)(yt + j), valid,
                                             NULL, (REAL *)(D + j), valid,

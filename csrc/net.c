@@ -2,6 +2,7 @@
  * layout, places each layer's scratch in the workspace and picks the
  * small-network step.  The forward pass and the fused loss + backward (+
  * SGD) step are in net_f32.c / net_f64.c (one body, net_impl.h). */
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -18,8 +19,8 @@ static int lanes_fit(const fnn_net *net)
 {
     const fnn_layer *layers = net->layers;
     const int64_t nl = net->n_layers;
-    if (net->loss != FNN_SSE && net->loss != FNN_MSE && net->loss != FNN_BCE) {
-        return 0;
+    if (net->loss == FNN_SOFTMAX_CE) {
+        return 0;               /* a loss per row, not per element */
     }
     /* narrow layers only: from 8 units on, with 20 inputs, a GEMM along
      * the units (vectorized over a row) beat the lanes in our timings
@@ -39,10 +40,30 @@ static int lanes_fit(const fnn_net *net)
     return vecs <= FNN_LANES_BYTES / FNN_LANE_BYTES;
 }
 
+/* 1 if net->loss is a loss code and net->loss_param fits it. */
+static int loss_ok(const fnn_net *net)
+{
+    const double p = net->loss_param;
+    switch (net->loss) {
+    case FNN_SSE:
+    case FNN_MSE:
+    case FNN_BCE:
+    case FNN_SOFTMAX_CE:
+    case FNN_MAE:
+        return 1;
+    case FNN_HUBER:
+        return p > 0 && p <= DBL_MAX;
+    case FNN_QUANTILE:
+        return p > 0 && p < 1;
+    default:
+        return 0;
+    }
+}
+
 int fnn_net_init(fnn_net *net, fnn_layer *layers)
 {
     int64_t col = 0, icol = 0, maxw = 1;
-    if (net->n_layers < 1) {
+    if (net->n_layers < 1 || !loss_ok(net)) {
         return -1;
     }
     for (int64_t l = 0; l < net->n_layers; l++) {

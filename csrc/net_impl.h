@@ -167,9 +167,10 @@ FNN_INLINE double KSUF(loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
      * other activations through their backward kernel. */
     int oact = fnn_out_act(net, 0);
     int direct = oact == FNN_IDENTITY && last->act != FNN_MAXOUT;
-    double loss = KSUF(fnn_loss_grad)(m, last->n_out, net->loss, scale, out,
-                                     last->n_out, y, ldy, sw, D, last->n_out,
-                                     NULL);
+    double loss = KSUF(fnn_loss_grad)(m, last->n_out, net->loss,
+                                      net->loss_param, scale, out,
+                                      last->n_out, y, ldy, sw, D, last->n_out,
+                                      NULL);
     if (!(loss - loss == 0)) {
         return loss;                    /* NaN or inf: touch nothing */
     }

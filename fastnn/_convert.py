@@ -20,8 +20,11 @@
 The copies share nothing with the source estimator (a RandomState passed as
 random_state is copied too, in its current state).  fastnn-only options
 (activation 'leaky_relu', 'elu', 'maxout', per-layer activation lists that
-are not one scikit-learn activation repeated, dtype other than None) have
-no scikit-learn equivalent: to_sklearn raises ValueError naming them.  An
+are not one scikit-learn activation repeated, dtype other than None,
+MLPRegressor's loss 'absolute_error', 'huber' or 'quantile') have no
+scikit-learn equivalent: to_sklearn raises ValueError naming them.  The
+parameters of those losses (huber_delta, quantile) are dropped when the
+loss is scikit-learn's: they have no effect then.  An
 unfitted fastnn estimator converts its parameters only; from_sklearn needs a
 fitted scikit-learn estimator (for an unfitted one, pass its get_params()
 to the fastnn constructor).
@@ -31,6 +34,9 @@ import copy
 import numpy as np
 
 SKLEARN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+SKLEARN_REGRESSION_LOSSES = ("squared_error", "poisson")
+# fastnn-only parameters that only fastnn-only losses read
+_LOSS_PARAMS = ("huber_delta", "quantile")
 _OUT_ACTIVATIONS = ("identity", "logistic", "softmax", "exp")
 
 # fitted attributes scikit-learn's MLPs set (public, then private state)
@@ -257,6 +263,13 @@ def to_sklearn(est):
             "to convert")
     params = est.get_params(deep=False)
     params.pop("dtype")
+    if (sk_cls.__name__ == "MLPRegressor"
+            and params["loss"] not in SKLEARN_REGRESSION_LOSSES):
+        raise ValueError(
+            f"loss={params['loss']!r} is a fastnn-only loss: scikit-learn's "
+            f"MLPRegressor has {SKLEARN_REGRESSION_LOSSES}")
+    for k in _LOSS_PARAMS:
+        params.pop(k, None)
     params["activation"] = act
     known = set(sk_cls().get_params(deep=False))
     unknown = sorted(set(params) - known)

@@ -19,6 +19,9 @@ cdef extern from "fastnn.h" nogil:
         FNN_MSE
         FNN_BCE
         FNN_SOFTMAX_CE
+        FNN_MAE
+        FNN_HUBER
+        FNN_QUANTILE
     enum:
         FNN_NOTRANS
         FNN_TRANS
@@ -78,14 +81,14 @@ cdef extern from "fastnn.h" nogil:
     void fnn_softmax_forward_f64(int64_t m, int64_t n, const double *b, double *z,
                                  int64_t ldz)
 
-    double fnn_loss_grad_f32(int64_t m, int64_t n, int loss, double scale,
-                             const float *z, int64_t ldz, const float *y,
-                             int64_t ldy, const float *sw, float *dz,
-                             int64_t lddz, float *db)
-    double fnn_loss_grad_f64(int64_t m, int64_t n, int loss, double scale,
-                             const double *z, int64_t ldz, const double *y,
-                             int64_t ldy, const double *sw, double *dz,
-                             int64_t lddz, double *db)
+    double fnn_loss_grad_f32(int64_t m, int64_t n, int loss, double param,
+                             double scale, const float *z, int64_t ldz,
+                             const float *y, int64_t ldy, const float *sw,
+                             float *dz, int64_t lddz, float *db)
+    double fnn_loss_grad_f64(int64_t m, int64_t n, int loss, double param,
+                             double scale, const double *z, int64_t ldz,
+                             const double *y, int64_t ldy, const double *sw,
+                             double *dz, int64_t lddz, double *db)
 
     void fnn_sgd_step_f32(int64_t n, float lr, float wd, const float *g,
                           float *w)
@@ -123,6 +126,7 @@ cdef extern from "fastnn.h" nogil:
         const fnn_layer *layers
         int32_t n_layers
         int32_t loss
+        double loss_param
         int64_t n_params
         int64_t n_weights
         int64_t ws_cols

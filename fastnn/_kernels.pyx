@@ -2,6 +2,8 @@
 # without the fnn_ prefix and dtype suffix (fastnn/reference.py holds the NumPy
 # twin of each).  Shapes are checked with the GIL; the kernel runs without it.
 # Outputs are written in place, as in C; the tests call these.
+import numbers
+
 from libc.stdint cimport int32_t, int64_t
 
 from fastnn._kernels cimport *
@@ -21,7 +23,35 @@ ACTIVATIONS = dict(zip(_ACTIVATION_NAMES, (
 if len(ACTIVATIONS) != len(_ACTIVATION_NAMES):
     raise ImportError("fastnn.reference.ACTIVATIONS does not match the C codes")
 LOSSES = {"sse": FNN_SSE, "mse": FNN_MSE, "bce": FNN_BCE,
-          "softmax_ce": FNN_SOFTMAX_CE}
+          "softmax_ce": FNN_SOFTMAX_CE, "mae": FNN_MAE, "huber": FNN_HUBER,
+          "quantile": FNN_QUANTILE}
+# The losses that take a parameter (fnn_loss_grad's param): its name.
+LOSS_PARAMS = {"huber": "delta", "quantile": "quantile"}
+
+
+def loss_param(str loss, param):
+    """The C loss parameter for `loss` as a float: huber's delta (finite,
+    > 0), quantile's quantile (in (0, 1)); 0.0 for the losses without one,
+    which must get None.  ValueError names a bad or missing value."""
+    if loss not in LOSS_PARAMS:
+        if param is not None:
+            raise ValueError(f"loss {loss!r} takes no parameter, got {param!r}")
+        return 0.0
+    name = LOSS_PARAMS[loss]
+    if param is None:
+        raise ValueError(f"loss {loss!r} needs its parameter {name}")
+    if isinstance(param, bool) or not isinstance(param, numbers.Real):
+        raise ValueError(f"{loss} {name} must be a real number, got {param!r}")
+    cdef double p
+    try:
+        p = float(param)
+    except OverflowError:               # an int beyond the float range
+        p = float("inf")
+    if loss == "huber" and not (0 < p < float("inf")):
+        raise ValueError(f"huber delta must be finite and > 0, got {param!r}")
+    if loss == "quantile" and not (0 < p < 1):
+        raise ValueError(f"quantile must lie in (0, 1), got {param!r}")
+    return p
 
 
 cdef int64_t _ld(arr) except -1:
@@ -183,12 +213,16 @@ def softmax_forward(floating[:, :] z, const floating[::1] b=None):
 
 def loss_grad(const floating[:, :] z, const floating[:, :] y,
               floating[:, :] dz=None, floating[::1] db=None,
-              const floating[::1] sw=None, str loss="mse", double scale=1.0):
+              const floating[::1] sw=None, str loss="mse", double scale=1.0,
+              param=None):
     """Return scale * sum_i sw_i loss_i(z_i, y_i); fill dz with its gradient
-    and db with the column sums of dz when given.  dz may be z's array."""
+    and db with the column sums of dz when given.  dz may be z's array.
+    param: huber's delta or quantile's quantile (see loss_param); None for
+    the other losses."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; expected one of {tuple(LOSSES)}")
     cdef int code = LOSSES[loss]
+    cdef double p = loss_param(loss, param)
     cdef int64_t m = z.shape[0], n = z.shape[1]
     _same_shape("y", y, m, n)
     if dz is not None:
@@ -210,11 +244,11 @@ def loss_grad(const floating[:, :] z, const floating[:, :] y,
     cdef double out
     with nogil:
         if floating is float:
-            out = fnn_loss_grad_f32(m, n, code, scale, &z[0, 0], ldz, &y[0, 0],
-                                    ldy, swp, dzp, lddz, dbp)
+            out = fnn_loss_grad_f32(m, n, code, p, scale, &z[0, 0], ldz,
+                                    &y[0, 0], ldy, swp, dzp, lddz, dbp)
         else:
-            out = fnn_loss_grad_f64(m, n, code, scale, &z[0, 0], ldz, &y[0, 0],
-                                    ldy, swp, dzp, lddz, dbp)
+            out = fnn_loss_grad_f64(m, n, code, p, scale, &z[0, 0], ldz,
+                                    &y[0, 0], ldy, swp, dzp, lddz, dbp)
     return out
 
 

@@ -450,15 +450,15 @@ cdef floating *_net_forward(const fnn_net *net, int64_t m, const floating *x,
         return fnn_net_forward_f64(net, m, x, ldx, params, predict, ws, iws)
 
 
-cdef double _loss_of(int64_t m, int64_t n, int loss, double scale,
+cdef double _loss_of(int64_t m, int64_t n, int loss, double param, double scale,
                      const floating *z, const floating *y,
                      const floating *sw) noexcept nogil:
     if floating is float:
-        return fnn_loss_grad_f32(m, n, loss, scale, z, n, y, n, sw, NULL, n,
-                                 NULL)
+        return fnn_loss_grad_f32(m, n, loss, param, scale, z, n, y, n, sw, NULL,
+                                 n, NULL)
     else:
-        return fnn_loss_grad_f64(m, n, loss, scale, z, n, y, n, sw, NULL, n,
-                                 NULL)
+        return fnn_loss_grad_f64(m, n, loss, param, scale, z, n, y, n, sw, NULL,
+                                 n, NULL)
 
 
 cdef void _forward_gemm(const fnn_blas *blas, int trans, int64_t m, int64_t n,
@@ -513,7 +513,9 @@ cdef class NetCore:
 
     specs: one tuple per layer (n_in, n_out, act_code, pieces, alpha, w_off,
     b_off); params, grads: 1-D C-contiguous float32/float64 arrays of equal
-    size; n_weights: params[:n_weights] are the weights (L2 applies there).
+    size; n_weights: params[:n_weights] are the weights (L2 applies there);
+    loss_param: the loss's parameter (fnn_net.loss_param: huber's delta,
+    quantile's quantile).
     """
     cdef fnn_net net
     cdef fnn_layer *layers
@@ -533,7 +535,7 @@ cdef class NetCore:
     cdef readonly double split_hold, split_backoff
 
     def __cinit__(self, list specs, int loss, cnp.ndarray params,
-                  cnp.ndarray grads, int64_t n_weights):
+                  cnp.ndarray grads, int64_t n_weights, double loss_param=0.0):
         self.layers = NULL
         self.net.lanes_ws = NULL
         if params.ndim != 1 or grads.ndim != 1 or params.shape[0] != grads.shape[0]:
@@ -561,10 +563,12 @@ cdef class NetCore:
         self.net.blas = blas_handle()
         self.net.n_layers = n
         self.net.loss = loss
+        self.net.loss_param = loss_param
         self.net.n_params = params.shape[0]
         self.net.n_weights = n_weights
         if fnn_net_init(&self.net, self.layers) != 0:
-            raise ValueError("layer layout does not chain or lies outside params")
+            raise ValueError("layer layout does not chain or lies outside params, "
+                             "or the loss or its parameter is invalid")
         if self.net.lanes:
             # the small-network step's scratch (on the heap: a thread's stack
             # may be smaller than FNN_LANES_BYTES)
@@ -1124,8 +1128,8 @@ cdef double _loss_impl(NetCore core, floating *params, object X, object Y,
             mb = min(blk, m - i0)
             res = _net_forward(&core.net, mb, x + i0 * nin, nin, params, 0,
                                wsp, iwsp)
-            total += _loss_of(mb, nout, loss, scale, res, y + i0 * nout,
-                              swp + i0 if swp != NULL else NULL)
+            total += _loss_of(mb, nout, loss, core.net.loss_param, scale, res,
+                              y + i0 * nout, swp + i0 if swp != NULL else NULL)
             i0 += mb
     return total
 

@@ -24,7 +24,11 @@ _ACT_ALIASES = {"linear": "identity", "none": "identity", "logistic": "sigmoid",
                 "lrelu": "leaky_relu", "leakyrelu": "leaky_relu"}
 _LOSS_ALIASES = {"squared_error": "mse", "sum_squared_error": "sse",
                  "binary_crossentropy": "bce", "log_loss": "bce",
-                 "crossentropy": "softmax_ce", "categorical_crossentropy": "softmax_ce"}
+                 "crossentropy": "softmax_ce", "categorical_crossentropy": "softmax_ce",
+                 "absolute_error": "mae", "l1": "mae", "pinball": "quantile"}
+# Defaults of the loss parameters: huber's delta, quantile's quantile.
+DEFAULT_HUBER_DELTA = 1.0
+DEFAULT_QUANTILE = 0.5
 _DEFAULT_ALPHA = {"leaky_relu": 0.1, "elu": 1.0}
 INITS = ("normal", "glorot", "he")
 
@@ -46,6 +50,30 @@ def _loss_name(loss):
     if name not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; expected one of {tuple(LOSSES)}")
     return name
+
+
+def _loss_param(name, huber_delta, quantile):
+    """The parameter of loss `name` from Network's huber_delta / quantile
+    (None: the default), checked; None for the losses without one.  Giving
+    the other loss's parameter is an error."""
+    if huber_delta is not None and name != "huber":
+        raise ValueError(f"huber_delta applies to loss='huber' only; the loss is "
+                         f"{name!r}")
+    if quantile is not None and name != "quantile":
+        raise ValueError(f"quantile applies to loss='quantile' only; the loss is "
+                         f"{name!r}")
+    if name == "huber":
+        if huber_delta is None:
+            return DEFAULT_HUBER_DELTA
+        return check_real(huber_delta, "huber_delta", 0.0, open_min=True)
+    if name == "quantile":
+        if quantile is None:
+            return DEFAULT_QUANTILE
+        q = check_real(quantile, "quantile", 0.0, open_min=True)
+        if q >= 1:
+            raise ValueError(f"quantile must be < 1, got {q}")
+        return q
+    return None
 
 
 class Dense:
@@ -124,8 +152,15 @@ class Network:
     layers : list of Dense / Maxout
     loss : 'mse' (1/2 mean over samples of the summed squared error, the
         objective scikit-learn's MLP uses), 'sse' (plain sum of squares, the
-        seed's), 'bce' (log loss; output layer must be sigmoid), or
-        'softmax_ce' (cross-entropy; output layer must be softmax).
+        seed's), 'bce' (log loss; output layer must be sigmoid),
+        'softmax_ce' (cross-entropy; output layer must be softmax), or the
+        robust regression losses, each a mean over samples of a sum over
+        outputs of a function of r = output - target: 'mae' (|r|), 'huber'
+        (r^2 / 2 for |r| <= huber_delta, else huber_delta (|r| -
+        huber_delta / 2)) and 'quantile' (the pinball loss max(-q r,
+        (1 - q) r) of quantile q; its minimizer is the q-quantile of the
+        target).  At the kinks (r = 0 for mae and quantile) the gradient is
+        0.  See docs/losses.md.
     n_in : input width, or None to take it from the first data.
     dtype : np.float64 (default) or np.float32.
     init : 'glorot' (default), 'he' or 'normal' (standard normal, the seed's
@@ -137,6 +172,9 @@ class Network:
         None: fresh entropy each time.
     backend : 'native' (default) or 'reference' (every computation through
         fastnn.reference, in NumPy; for checking and teaching).
+    huber_delta : float > 0, for loss='huber' only (None: 1.0).
+    quantile : float in (0, 1), for loss='quantile' only (None: 0.5, the
+        median).
 
     Example: the seed's 2-layer network::
 
@@ -145,7 +183,8 @@ class Network:
     """
 
     def __init__(self, layers, loss="mse", n_in=None, dtype=np.float64,
-                 init="glorot", seed=None, backend="native"):
+                 init="glorot", seed=None, backend="native", huber_delta=None,
+                 quantile=None):
         if isinstance(layers, (Dense, Maxout)):
             layers = [layers]
         layers = list(layers)
@@ -161,6 +200,7 @@ class Network:
                 raise ValueError("softmax is an output activation: only the last "
                                  "layer may use it")
         self.loss_name = _loss_name(loss)
+        self.loss_param = _loss_param(self.loss_name, huber_delta, quantile)
         out = layers[-1].activation
         if self.loss_name == "bce" and out != "sigmoid":
             raise ValueError(f"loss 'bce' needs a sigmoid output layer, got {out!r} "
@@ -192,6 +232,16 @@ class Network:
             self.build(check_positive_int(n_in, "n_in"))
 
     # ---- construction -----------------------------------------------------
+
+    @property
+    def huber_delta(self):
+        """The delta of loss 'huber' (None for other losses)."""
+        return self.loss_param if self.loss_name == "huber" else None
+
+    @property
+    def quantile(self):
+        """The quantile of loss 'quantile' (None for other losses)."""
+        return self.loss_param if self.loss_name == "quantile" else None
 
     @property
     def n_out(self):
@@ -241,7 +291,8 @@ class Network:
             specs = [(fi, l.units, ACTIVATIONS[l.activation], l.pieces, l.alpha, wo, bo)
                      for l, (fi, _, wo, bo) in zip(self.layers, self._layout)]
             self._core = NetCore(specs, LOSSES[self.loss_name], self.params,
-                                 self.grads, n_weights)
+                                 self.grads, n_weights,
+                                 0.0 if self.loss_param is None else self.loss_param)
 
     def _fit_rng(self):
         """The random generator of a fit given no seed of its own: derived
@@ -526,7 +577,7 @@ class Network:
             return self._core.loss(X, y, sw, scale)
         out, _ = ref.net_forward(self.specs(), self.loss_name, self.params,
                                  self._dense_for_reference(X), False)
-        return ref.loss_grad(out, y, self.loss_name, scale, sw)[0]
+        return ref.loss_grad(out, y, self.loss_name, scale, sw, self.loss_param)[0]
 
     def loss_and_grad(self, X, y, sample_weight=None):
         """Return the loss over (X, y) and fill ``net.grads`` with its
@@ -543,7 +594,8 @@ class Network:
             return L
         with self._reference_lock():
             L, g = ref.net_loss_grad(self.specs(), self.loss_name, self.params,
-                                     self._dense_for_reference(X), y, scale, sw)
+                                     self._dense_for_reference(X), y, scale, sw,
+                                     self.loss_param)
             self._check_loss(L)
             self.grads[...] = g
         return L
@@ -585,7 +637,8 @@ class Network:
             return L
         with self._reference_lock():
             L, p = ref.net_train_step(self.specs(), self.loss_name, self.params,
-                                      self._dense_for_reference(X), y, lr, scale)
+                                      self._dense_for_reference(X), y, lr, scale,
+                                      self.loss_param)
             self._check_loss(L)
             self.params[...] = p
         return L
@@ -667,5 +720,10 @@ class Network:
 
     def __repr__(self):
         inner = ", ".join(repr(l) for l in self.layers)
-        return (f"Network([{inner}], loss={self.loss_name!r}, n_in={self.n_in}, "
-                f"dtype={self.dtype.name})")
+        param = ""
+        if self.loss_name == "huber":
+            param = f", huber_delta={self.loss_param!r}"
+        elif self.loss_name == "quantile":
+            param = f", quantile={self.loss_param!r}"
+        return (f"Network([{inner}], loss={self.loss_name!r}{param}, "
+                f"n_in={self.n_in}, dtype={self.dtype.name})")

@@ -117,15 +117,39 @@ def softmax_forward(z, b=None):
 
 # ---- loss ------------------------------------------------------------------
 
-def loss_grad(z, y, loss="mse", scale=1.0, sw=None):
+def robust_loss(r, loss, param):
+    """(l, dl/dz) elementwise at r = z - y for mae (|r|), huber (r^2 / 2
+    within delta = param, else delta (|r| - delta / 2)) and quantile (the
+    pinball loss max(-q r, (1 - q) r), q = param).  At the kinks (r = 0 for
+    mae and quantile) the derivative is 0; NaN gives NaN."""
+    r = _f64(r)
+    if loss == "mae":
+        return np.abs(r), np.sign(r)
+    if loss == "huber":
+        a = np.abs(r)
+        return (np.where(a <= param, 0.5 * r ** 2, param * (a - 0.5 * param)),
+                np.clip(r, -param, param))
+    if loss == "quantile":
+        return (np.where(r > 0, (1 - param) * r, -param * r),
+                np.where(r > 0, 1 - param, np.where(r < 0, -param, 0 * r)))
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def loss_grad(z, y, loss="mse", scale=1.0, sw=None, param=None):
     """(L, dz, db) with L = scale * sum_i w_i l_i and dz = dL/dz.
 
     sse: l_i = sum_j (z - y)^2; mse: half of that; bce: sum_j softplus(z) -
-    y z (z logits); softmax_ce: logsumexp(z) sum_j y - sum_j y z (z logits).
+    y z (z logits); softmax_ce: logsumexp(z) sum_j y - sum_j y z (z logits);
+    mae, huber, quantile: sum_j of robust_loss(z - y, loss, param).
     """
     z, y = _f64(z), _f64(y)
     w = np.ones(z.shape[0]) if sw is None else _f64(sw)
-    if loss == "sse":
+    if loss in ("mae", "huber", "quantile"):
+        if param is None and loss != "mae":
+            raise ValueError(f"loss {loss!r} needs its parameter")
+        l, d = robust_loss(z - y, loss, param)
+        li = l.sum(axis=1)
+    elif loss == "sse":
         li = ((z - y) ** 2).sum(axis=1)
         d = 2 * (z - y)
     elif loss == "mse":
@@ -224,10 +248,11 @@ def net_forward(specs, loss, params, x, predict=True):
     return a, cache
 
 
-def net_loss_grad(specs, loss, params, x, y, scale, sw=None):
-    """(L, grads): loss and its gradient w.r.t. the flat params."""
+def net_loss_grad(specs, loss, params, x, y, scale, sw=None, loss_param=None):
+    """(L, grads): loss and its gradient w.r.t. the flat params
+    (loss_param: the loss's parameter, see loss_grad)."""
     out, cache = net_forward(specs, loss, params, x, predict=False)
-    L, d, _ = loss_grad(out, y, loss, scale, sw)
+    L, d, _ = loss_grad(out, y, loss, scale, sw, loss_param)
     grads = np.zeros(len(params))
     last = specs[-1]
     f = _out_act(specs, loss, False)
@@ -252,18 +277,18 @@ def net_loss_grad(specs, loss, params, x, y, scale, sw=None):
     return L, grads
 
 
-def net_train_step(specs, loss, params, x, y, lr, scale=None):
+def net_train_step(specs, loss, params, x, y, lr, scale=None, loss_param=None):
     """(L, params'): one plain SGD step (scale None: 1 for sse, else 1/m)."""
     if scale is None:
         scale = 1.0 if loss == "sse" else 1.0 / len(x)
-    L, g = net_loss_grad(specs, loss, params, x, y, scale)
+    L, g = net_loss_grad(specs, loss, params, x, y, scale, loss_param=loss_param)
     return L, _f64(params) - lr * g
 
 
 def fit(specs, loss, params, n_weights, x, y, lrs, batch, order=None,
         optimizer="sgd", momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8,
         l2=0.0, l2_per_row=False, sw=None, state=None, loss_l2=False,
-        mean_by_rows=False, loss_scale=1.0):
+        mean_by_rows=False, loss_scale=1.0, loss_param=None):
     """Replay of csrc/train.c: epochs of minibatches in the given row order.
 
     lrs: learning rate per epoch; order: (n_epochs, n) row indices or None.
@@ -271,7 +296,8 @@ def fit(specs, loss, params, n_weights, x, y, lrs, batch, order=None,
     l2_per_row); each step's reported loss is loss_scale times its loss,
     plus 1/2 wd |W|^2 if loss_l2; the epoch loss is the mean of the step
     losses weighted by each batch's sample-weight sum (rows if
-    mean_by_rows), a plain sum for sse.  Returns
+    mean_by_rows), a plain sum for sse; loss_param: the loss's parameter
+    (huber's delta, quantile's quantile).  Returns
     (params, epoch_losses, state) where state holds the optimizer buffers
     and Adam's step count (pass it back to continue).
     """
@@ -293,7 +319,8 @@ def fit(specs, loss, params, n_weights, x, y, lrs, batch, order=None,
             wtot = len(rows) if swb is None else float(swb.sum())
             scale = 1.0 if loss == "sse" else 1.0 / wtot
             wd = l2 / wtot if l2_per_row else l2
-            L, g = net_loss_grad(specs, loss, params, x[rows], y[rows], scale, swb)
+            L, g = net_loss_grad(specs, loss, params, x[rows], y[rows], scale, swb,
+                                 loss_param)
             if not np.isfinite(L):
                 raise FloatingPointError(f"non-finite loss at epoch {e}")
             L *= loss_scale

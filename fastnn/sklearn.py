@@ -21,7 +21,9 @@ fastnn's own additions: activation may also be 'leaky_relu' (slope 0.1),
 'elu' (scale 1.0) or 'maxout' (2 pieces: coefs_[i] then has 2 * units
 columns, column 2j + p holding piece p of unit j), or a list with one
 activation per hidden layer; dtype=None (follow X: float32 stays float32,
-anything else becomes float64), np.float32 or np.float64.
+anything else becomes float64), np.float32 or np.float64; MLPRegressor's
+robust losses loss='absolute_error', 'huber' (with huber_delta) and
+'quantile' (with quantile), see MLPRegressor and docs/losses.md.
 
 How it runs: the per-epoch logic (shuffling, stopping, schedules, early
 stopping) is this file's Python, the minibatches run in fastnn's native loop
@@ -591,14 +593,20 @@ class _BaseMLP(BaseEstimator):
                              f"{self.dtype!r}")
         return d
 
+    def _net_loss(self, out_act):
+        """(fastnn loss, Network keyword arguments of its parameter) of the
+        network trained for output activation out_act."""
+        return _OUTPUTS[out_act][1], {}
+
     def _build_net(self, n_in, units, acts, out_act, n_out, dtype):
         """A fastnn Network for these layers; returns it with coefs_ /
         intercepts_ pointed at its parameter views (values not set)."""
         from fastnn.nn import Dense, Network
         layers = [_hidden_layer(u, a) for u, a in zip(units, acts)]
-        f_out, loss = _OUTPUTS[out_act]
+        f_out = _OUTPUTS[out_act][0]
+        loss, loss_kw = self._net_loss(out_act)
         layers.append(Dense(n_out, f_out))
-        net = Network(layers, loss=loss, n_in=n_in, dtype=dtype, seed=0)
+        net = Network(layers, loss=loss, n_in=n_in, dtype=dtype, seed=0, **loss_kw)
         self._set_net(net, acts)
         return net
 
@@ -611,9 +619,15 @@ class _BaseMLP(BaseEstimator):
 
     def _get_net(self):
         """The compiled network holding coefs_ / intercepts_; rebuilt (and
-        the arrays copied in) if they are no longer its views."""
+        the arrays copied in) if they are no longer its views, or if its
+        loss is not the one the parameters now ask for (set_params between
+        warm-started fits)."""
         net = getattr(self, "_net", None)
         views = getattr(self, "_views", None)
+        if net is not None and hasattr(self, "out_activation_"):
+            loss, kw = self._net_loss(self.out_activation_)
+            if (net.loss_name, net.loss_param) != (loss, next(iter(kw.values()), None)):
+                net = None
         if (net is not None and views is not None
                 and len(self.coefs_) == len(views[0])
                 and len(self.intercepts_) == len(views[1])
@@ -1270,6 +1284,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return tags
 
 
+# MLPRegressor's loss -> (fastnn loss, the estimator parameter holding its
+# parameter, that parameter's Network keyword).  'poisson' is handled apart.
+_REGRESSION_LOSSES = {"squared_error": ("mse", None, None),
+                      "absolute_error": ("mae", None, None),
+                      "huber": ("huber", "huber_delta", "huber_delta"),
+                      "quantile": ("quantile", "quantile", "quantile")}
+
+
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer Perceptron regressor, trained by fastnn.
 
@@ -1277,11 +1299,33 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     the same parameters (loss='squared_error' or 'poisson' first), defaults,
     attributes, methods and results.  See MLPClassifier and the module
     docstring for the rest.
+
+    fastnn's robust losses (docs/losses.md), each of r = prediction - target:
+
+    loss : {'squared_error', 'poisson', 'absolute_error', 'huber',
+        'quantile'}, default='squared_error'
+        'absolute_error': |r|; 'huber': r^2 / 2 for |r| <= huber_delta, else
+        huber_delta (|r| - huber_delta / 2); 'quantile': the pinball loss
+        max(-q r, (1 - q) r) with q = quantile (predicts the q-quantile of
+        the target).  At the kinks (r = 0) the gradient is 0.
+    huber_delta : float > 0, default=1.0
+        Where 'huber' turns from quadratic to linear (ignored by the other
+        losses).
+    quantile : float in (0, 1), default=0.5
+        The quantile 'quantile' predicts (ignored by the other losses).
+
+    loss_ and loss_curve_ report them as scikit-learn reports squared
+    error: the mean over samples and outputs, plus 0.5 alpha ||W||^2 /
+    n_samples; the gradient followed is that of the sum over outputs
+    (the same for one output).
     """
 
     _parameter_constraints: dict = {
         **_BaseMLP._parameter_constraints,
-        "loss": [StrOptions({"squared_error", "poisson"})],
+        "loss": [StrOptions({"squared_error", "poisson", "absolute_error", "huber",
+                             "quantile"})],
+        "huber_delta": [Interval(numbers.Real, 0, np.inf, closed="neither")],
+        "quantile": [Interval(numbers.Real, 0, 1, closed="neither")],
     }
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,),
@@ -1291,7 +1335,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, max_fun=15000, dtype=None):
+                 n_iter_no_change=10, max_fun=15000, dtype=None, huber_delta=1.0,
+                 quantile=0.5):
+        self.huber_delta = huber_delta
+        self.quantile = quantile
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -1303,6 +1350,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             dtype=dtype)
+
+    def _net_loss(self, out_act):
+        if out_act != "identity" or self.loss not in _REGRESSION_LOSSES:
+            return super()._net_loss(out_act)
+        loss, param, kw = _REGRESSION_LOSSES[self.loss]
+        return loss, ({} if param is None else {kw: float(getattr(self, param))})
 
     def predict(self, X):
         """Predict using the multi-layer perceptron model: shape (n_samples,)

@@ -655,7 +655,8 @@ def _fit_reference(net, X, y, sw, epochs, batch, opt, schedule, rng, use_order,
                     net.specs(), net.loss_name, net.params, net.n_weights, X, y,
                     [lr], batch, order, opt.kind, getattr(opt, "momentum", 0.9),
                     getattr(opt, "beta1", 0.9), getattr(opt, "beta2", 0.999),
-                    getattr(opt, "eps", 1e-8), opt.weight_decay, False, sw, state)
+                    getattr(opt, "eps", 1e-8), opt.weight_decay, False, sw, state,
+                    loss_param=net.loss_param)
             except FloatingPointError as exc:
                 hist.stop_reason = "diverged"
                 if on_divergence == "raise":

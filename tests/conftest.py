@@ -173,7 +173,7 @@ class CApi:
                        [i64, i64, i64, P, P, i64, P, i64, P])
             self._bind(f"fnn_softmax_forward_{suf}", None, [i64, i64, P, P, i64])
             self._bind(f"fnn_loss_grad_{suf}", dbl,
-                       [i64, i64, i32, dbl, P, i64, P, i64, P, P, i64, P])
+                       [i64, i64, i32, dbl, dbl, P, i64, P, i64, P, P, i64, P])
             self._bind(f"fnn_all_finite_{suf}", i32, [i64, i64, P, i64])
 
     def _bind(self, name, restype, argtypes):

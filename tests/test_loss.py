@@ -322,13 +322,13 @@ def test_c_loss_grad_strided(capi, dtype, loss, m, n, rng):
     yv, _ = padded(y, pad=5)
     dzv, dzbig = padded(np.full((m, n), np.nan, dtype), pad=4, fill=SENT)
     db = nan_like(n, dtype)
-    L = capi("loss_grad", dtype, m, n, code, SCALE, zv, ld_of(zv), yv,
+    L = capi("loss_grad", dtype, m, n, code, 0.0, SCALE, zv, ld_of(zv), yv,
              ld_of(yv), sw, dzv, ld_of(dzv), db)
     check_against_reference(L, dzv, db, z, y, loss, SCALE, sw, dtype)
     assert_pad_untouched(dzbig, n, SENT)
     # in place, shared padded stride
     w, wbig = padded(z, fill=SENT)
-    L = capi("loss_grad", dtype, m, n, code, SCALE, w, ld_of(w), yv,
+    L = capi("loss_grad", dtype, m, n, code, 0.0, SCALE, w, ld_of(w), yv,
              ld_of(yv), sw, w, ld_of(w), None)
     check_against_reference(L, w, None, z, y, loss, SCALE, sw, dtype)
     assert_pad_untouched(wbig, n, SENT)

@@ -90,15 +90,23 @@ def test_poisson_xfail_is_sklearns_own():
 
 # ---- the same API as scikit-learn -------------------------------------------
 
+# fastnn-only constructor parameters, after scikit-learn's, with defaults
+FASTNN_ONLY = {"MLPClassifier": {"dtype": None},
+               "MLPRegressor": {"dtype": None, "huber_delta": 1.0, "quantile": 0.5}}
+
+
 @pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
 def test_same_constructor(name):
     ours = inspect.signature(getattr(fk, name)).parameters
     theirs = inspect.signature(getattr(sk, name)).parameters
-    assert list(ours)[:-1] == list(theirs)
-    for p, q in zip(list(ours.values())[:-1], theirs.values()):
+    extra = FASTNN_ONLY[name]
+    k = len(extra)
+    assert list(ours)[:-k] == list(theirs)
+    for p, q in zip(list(ours.values())[:-k], theirs.values()):
         assert (p.kind, p.default) == (q.kind, q.default), p.name
-    assert list(ours)[-1] == "dtype" and ours["dtype"].default is None
-    assert getattr(fk, name)().get_params().keys() - {"dtype"} == \
+    assert {p: ours[p].default for p in list(ours)[-k:]} == extra
+    assert all(ours[p].kind == inspect.Parameter.KEYWORD_ONLY for p in extra)
+    assert getattr(fk, name)().get_params().keys() - set(extra) == \
         getattr(sk, name)().get_params().keys()
 
 
