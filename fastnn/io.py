@@ -1,6 +1,6 @@
 """fastnn.save / fastnn.load: models on disk without pickle.
 
-A fastnn model file (format "fastnn-model", version 1) is a ZIP archive with
+A fastnn model file (format "fastnn-model", version 2) is a ZIP archive with
 every member stored uncompressed, so numpy.load(path) can read it too
 (allow_pickle stays False):
 
@@ -11,7 +11,8 @@ every member stored uncompressed, so numpy.load(path) can read it too
                     / unicode), C order, never object arrays
 
 header.json holds:
-    format, version       "fastnn-model", 1
+    format, version       "fastnn-model", 2 (version 1 files, which lack
+                          what version 2 added below, still load)
     kind                  "Network", "MLPClassifier" or "MLPRegressor"
     fastnn_version        the writer's fastnn.__version__ (information only)
     dtype                 "float32" or "float64": that of params
@@ -21,13 +22,17 @@ header.json holds:
                           "bias"} or {"type": "maxout", "units", "pieces",
                           "bias"}; activation one of identity, sigmoid, tanh,
                           relu, leaky_relu, elu, softmax (output layer only)
-    loss                  "mse", "sse", "bce" or "softmax_ce"
+    loss                  "mse", "sse", "bce", "softmax_ce", or (version 2)
+                          "mae", "huber", "quantile"
+    loss_param            (version 2) huber's delta or quantile's quantile;
+                          present for those two losses only
     arrays                {name: {"shape", "dtype", "sha256"}} for each .npy
                           member (sha256 of the member's bytes)
     network               Network only: {"init", "seed", "backend", and
                           "fits" (optional, 0 if absent): the fits run}
     estimator             estimators only: {"params": the constructor
-                          parameters (get_params), "fitted": n_iter_, t_,
+                          parameters (get_params; MLPRegressor's huber_delta
+                          and quantile since version 2), "fitted": n_iter_, t_,
                           loss_, n_layers_, n_outputs_, out_activation_,
                           n_features_in_, hidden_activations, stochastic, and
                           for sgd/adam best_loss_, best_validation_score_,
@@ -78,7 +83,7 @@ from fastnn.reference import DENSE_ACTIVATIONS
 __all__ = ["save", "load", "FormatError", "FORMAT", "VERSION"]
 
 FORMAT = "fastnn-model"
-VERSION = 1
+VERSION = 2
 
 MAX_HEADER_BYTES = 1 << 20
 MAX_LAYERS = 4096
@@ -88,7 +93,10 @@ MAX_PARAMS = 1 << 40
 MAX_NPY_HEADER = 1 << 16
 
 _FLOAT_DTYPES = {"float32": "<f4", "float64": "<f8"}
-_LOSSES = ("mse", "sse", "bce", "softmax_ce")
+_LOSSES = ("mse", "sse", "bce", "softmax_ce", "mae", "huber", "quantile")
+_PARAM_LOSSES = ("huber", "quantile")        # the losses with a loss_param
+# constructor parameters added in version 2: absent from version 1 files
+_V2_PARAMS = ("huber_delta", "quantile")
 _KINDS = ("Network", "MLPClassifier", "MLPRegressor")
 # an estimator's optimizer entry: these floats, and kind, t, solver,
 # lr_schedule, nesterov
@@ -170,6 +178,8 @@ def _architecture_parts(ns):
     layers, loss and params."""
     header = {"dtype": ns["dtype"], "n_in": int(ns["n_in"]),
               "layers": [dict(l) for l in ns["layers"]], "loss": ns["loss"]}
+    if ns.get("loss_param") is not None:
+        header["loss_param"] = float(ns["loss_param"])
     return header, {"params": ns["params"]}
 
 
@@ -500,7 +510,7 @@ def _read(f, size):
         header = json.loads(hbytes.decode("utf-8"), parse_constant=no_constants)
         _obj(header, "header", ("format", "version", "kind", "fastnn_version",
                                 "dtype", "n_in", "layers", "loss", "arrays",
-                                "optimizer"), ("network", "estimator"))
+                                "optimizer"), ("network", "estimator", "loss_param"))
         if header["format"] != FORMAT:
             _fail(f"not a fastnn model file (format {header['format']!r})")
         version = header["version"]
@@ -559,7 +569,14 @@ def _construct(header, arrays):
     kind = _choice(header["kind"], "kind", _KINDS)
     dtype = _choice(header["dtype"], "dtype", tuple(_FLOAT_DTYPES))
     n_in, layers, n_params, loss = _check_layers(header)
-    arch = {"layers": layers, "loss": loss, "dtype": dtype, "n_in": n_in,
+    loss_param = header.get("loss_param")
+    if (loss_param is not None) != (loss in _PARAM_LOSSES):
+        _fail(f"loss_param goes with the losses {list(_PARAM_LOSSES)} and only "
+              f"with them; loss {loss!r}, loss_param {loss_param!r}")
+    if loss_param is not None:
+        loss_param = _dec_float(loss_param, "loss_param", allow_nonfinite=False)
+    arch = {"layers": layers, "loss": loss, "loss_param": loss_param,
+            "dtype": dtype, "n_in": n_in,
             "params": _float_array(arrays, "params", dtype, n_params)}
     if kind == "Network":
         return _construct_network(header, arrays, arch, n_params)
@@ -610,7 +627,9 @@ def _bool(v, what):
 
 def _decode_params(cls, p):
     """The constructor parameters of `cls` from the header's JSON values."""
-    p = dict(_obj(p, "estimator.params", tuple(cls().get_params(deep=False))))
+    keys = tuple(cls().get_params(deep=False))
+    p = dict(_obj(p, "estimator.params", tuple(k for k in keys if k not in _V2_PARAMS),
+                  tuple(k for k in keys if k in _V2_PARAMS)))
     if isinstance(p["hidden_layer_sizes"], list):
         p["hidden_layer_sizes"] = tuple(p["hidden_layer_sizes"])
     if p["dtype"] is not None:
@@ -618,6 +637,9 @@ def _decode_params(cls, p):
     for k in ("alpha", "learning_rate_init", "power_t", "tol", "momentum",
               "validation_fraction", "beta_1", "beta_2", "epsilon"):
         p[k] = _dec_float(p[k], f"estimator.params.{k}", allow_nonfinite=False)
+    for k in _V2_PARAMS:
+        if k in p:
+            p[k] = _dec_float(p[k], f"estimator.params.{k}", allow_nonfinite=False)
     if isinstance(p["n_iter_no_change"], str):
         p["n_iter_no_change"] = _dec_float(p["n_iter_no_change"], "n_iter_no_change")
     return p

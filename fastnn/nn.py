@@ -76,6 +76,16 @@ def _loss_param(name, huber_delta, quantile):
     return None
 
 
+def _loss_param_kwargs(loss, param):
+    """Network's keyword argument for the parameter of `loss` (a name or
+    alias): {"huber_delta": param}, {"quantile": param} or {} if param is
+    None."""
+    if param is None:
+        return {}
+    name = _loss_name(loss)
+    return {"huber_delta" if name == "huber" else "quantile": param}
+
+
 class Dense:
     """A fully connected layer: ``act(X @ W + b)``.
 
@@ -356,7 +366,8 @@ class Network:
     # the attributes _set_state makes; any others are the user's own, and
     # pickling carries them as they are
     _STATE_ATTRS = frozenset((
-        "layers", "loss_name", "dtype", "init", "seed", "backend", "n_in",
+        "layers", "loss_name", "loss_param", "dtype", "init", "seed", "backend",
+        "n_in",
         "params", "grads", "n_weights", "n_params", "_layout", "_core",
         "_ref_lock", "history", "_opt_state", "_fits"))
 
@@ -370,6 +381,7 @@ class Network:
             loss, dtype (name), init, seed, backend   as given to Network
             fits       how many fits the network has run (each fit given no
                        seed shuffles with a seed drawn from seed and this)
+            loss_param the loss's parameter (huber_delta, quantile) or None
             n_in, params    None if not built; params the flat buffer
             optimizer  None, or the training state fit continues from:
                        {"kind", "t", "vel", "sq"} (vel / sq in the params
@@ -383,7 +395,8 @@ class Network:
             opt = {"kind": opt["kind"], "t": int(opt["t"]), "vel": opt["vel"],
                    "sq": opt.get("sq")}
         return {"layers": [l._to_state() for l in self.layers],
-                "loss": self.loss_name, "dtype": self.dtype.name,
+                "loss": self.loss_name, "loss_param": self.loss_param,
+                "dtype": self.dtype.name,
                 "init": self.init, "seed": self.seed, "backend": self.backend,
                 "fits": self._fits,
                 "n_in": self.n_in, "params": self.params, "optimizer": opt,
@@ -401,7 +414,8 @@ class Network:
         layers = [_layer_from_state(d) for d in state["layers"]]
         Network.__init__(self, layers, loss=state["loss"], dtype=state["dtype"],
                          init=state["init"], seed=state["seed"],
-                         backend=state["backend"])
+                         backend=state["backend"],
+                         **_loss_param_kwargs(state["loss"], state.get("loss_param")))
         n_in, params, opt = state["n_in"], state["params"], state["optimizer"]
         if n_in is None:
             if params is not None or opt is not None:

@@ -382,7 +382,8 @@ class _BaseMLP(BaseEstimator):
 
             params   get_params(deep=False)
             fitted   None if not fitted, else a dict:
-              network        {"layers", "loss", "dtype", "n_in", "params"}
+              network        {"layers", "loss", "loss_param", "dtype", "n_in",
+                             "params"}
                              as in Network._to_state (params: coefs_ then
                              intercepts_, flat)
               hidden_activations   one name per hidden layer
@@ -405,7 +406,8 @@ class _BaseMLP(BaseEstimator):
         ns = net._to_state()
         fitted = {k: getattr(self, k) for k in self._FITTED}
         fitted.update(
-            network={k: ns[k] for k in ("layers", "loss", "dtype", "n_in", "params")},
+            network={k: ns[k] for k in ("layers", "loss", "loss_param", "dtype",
+                                        "n_in", "params")},
             hidden_activations=list(self._hidden_acts),
             feature_names_in_=getattr(self, "feature_names_in_", None),
             stochastic=None, labels=None, optimizer=None)
@@ -493,11 +495,18 @@ class _BaseMLP(BaseEstimator):
         if out_act not in _OUTPUTS:
             raise ValueError(f"out_activation_ must be one of {sorted(_OUTPUTS)}, "
                              f"got {out_act!r}")
-        f_out, loss = _OUTPUTS[out_act]
-        if layers[-1] != Dense(layers[-1].get("units"), f_out)._to_state() or \
-                net_state["loss"] != loss:
+        f_out = _OUTPUTS[out_act][0]
+        if layers[-1] != Dense(layers[-1].get("units"), f_out)._to_state():
             raise ValueError(f"the output layer does not match out_activation_ "
                              f"{out_act!r}")
+        loss, kw = self._net_loss(out_act)
+        want = (loss, next(iter(kw.values()), None))
+        have = (net_state["loss"], net_state.get("loss_param"))
+        if have != want:
+            raise ValueError(f"the network's loss {have[0]!r} (parameter {have[1]!r}) "
+                             f"is not the {want[0]!r} (parameter {want[1]!r}) that "
+                             f"out_activation_ {out_act!r} and the loss parameters "
+                             "make")
         if is_classifier(self) == (out_act in ("identity", "exp")):
             raise ValueError(f"out_activation_ {out_act!r} does not fit a "
                              f"{type(self).__name__}")

@@ -131,7 +131,7 @@ def test_numpy_can_read_it_without_pickle(net_file):
     with np.load(path, allow_pickle=False) as d:
         np.testing.assert_array_equal(d["params"], net.params)
         header = json.loads(d["header.json"])
-    assert header["format"] == "fastnn-model" and header["version"] == 1
+    assert header["format"] == "fastnn-model" and header["version"] == fio.VERSION
     assert header["kind"] == "Network"
 
 
@@ -394,7 +394,7 @@ def _layer(i, **kw):
 
 EDITS = {
     "format": (lambda h: _edit(h, format="something-else"), "format"),
-    "newer-version": (lambda h: _edit(h, version=2), "newer"),
+    "newer-version": (lambda h: _edit(h, version=fio.VERSION + 1), "newer"),
     "version-text": (lambda h: _edit(h, version="1"), "version"),
     "kind": (lambda h: _edit(h, kind="Pipeline"), "kind"),
     "dtype": (lambda h: _edit(h, dtype="float16"), "dtype"),

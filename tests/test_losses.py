@@ -495,6 +495,81 @@ def test_netcore_refuses_bad_parameter_itself():
     NetCore(spec, K.LOSSES["quantile"], p, g, 2, 0.3)    # a good one builds
 
 
+# ---- model files and pickling ----------------------------------------------------
+
+def _edited_copy(src, dst, fn):
+    """src with its header edited by fn and every hash recomputed: only the
+    semantic checks can catch the edit."""
+    import hashlib
+    import json
+    import zipfile
+    with zipfile.ZipFile(src) as z:
+        mem = {n: z.read(n) for n in z.namelist()}
+    h = json.loads(mem["header.json"])
+    fn(h)
+    mem["header.json"] = json.dumps(h).encode()
+    mem["header.sha256"] = hashlib.sha256(mem["header.json"]).hexdigest().encode()
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as z:
+        for n, b in mem.items():
+            z.writestr(n, b)
+    return dst
+
+
+@pytest.mark.parametrize("loss,param", CASE_PARAMS)
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
+def test_network_save_load_pickle_copy(dtype, loss, param, tmp_path):
+    """The loss and its parameter survive fastnn.save / load, pickling and
+    deepcopy: the same loss values and the same continued training."""
+    import copy
+    import fastnn
+    net = _net(loss, param, dtype)
+    X, Y = _data(20, 3, 2, dtype)
+    net.fit(X, Y, epochs=2, batch_size=7, optimizer="adam", seed=0)
+    fastnn.save(net, tmp_path / "n.fnn")
+    for other in (fastnn.load(tmp_path / "n.fnn"), pickle.loads(pickle.dumps(net)),
+                  copy.deepcopy(net)):
+        assert (other.loss_name, other.loss_param) == (net.loss_name, net.loss_param)
+        assert other._core is not None
+        assert other.loss(X, Y) == net.loss(X, Y)
+        a, b = copy.deepcopy(net), other
+        a.fit(X, Y, epochs=2, batch_size=7, optimizer="adam", seed=1)
+        b.fit(X, Y, epochs=2, batch_size=7, optimizer="adam", seed=1)
+        np.testing.assert_array_equal(a.params, b.params)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda h: h.pop("loss_param"), "loss_param goes with"),
+    (lambda h: h.update(loss="mae"), "loss_param goes with"),
+    (lambda h: h.update(loss_param=0.0), "huber_delta must be > 0"),
+    (lambda h: h.update(loss_param="inf"), "loss_param must be a number"),
+    (lambda h: h.update(loss_param="x"), "loss_param must be a number"),
+    (lambda h: h.update(loss="quantile", loss_param=1.0), "quantile must be < 1"),
+])
+def test_model_file_loss_param_checked(tmp_path, edit, match):
+    import fastnn
+    net = _net("huber", 0.7)
+    fastnn.save(net, tmp_path / "n.fnn")
+    assert fastnn.load(tmp_path / "n.fnn").huber_delta == 0.7
+    bad = _edited_copy(tmp_path / "n.fnn", tmp_path / "bad.fnn", edit)
+    with pytest.raises(fastnn.FormatError, match=match):
+        fastnn.load(bad)
+
+
+def test_model_file_without_parameter_has_no_entry(tmp_path):
+    """Losses without a parameter write no loss_param, and one added is
+    refused."""
+    import json
+    import zipfile
+    import fastnn
+    fastnn.save(_net("mae"), tmp_path / "n.fnn")
+    with zipfile.ZipFile(tmp_path / "n.fnn") as z:
+        assert "loss_param" not in json.loads(z.read("header.json"))
+    bad = _edited_copy(tmp_path / "n.fnn", tmp_path / "bad.fnn",
+                       lambda h: h.update(loss_param=1.0))
+    with pytest.raises(fastnn.FormatError, match="loss_param goes with"):
+        fastnn.load(bad)
+
+
 # ---- MLPRegressor ----------------------------------------------------------------
 
 sklearn = pytest.importorskip("sklearn", reason="the estimator tests need scikit-learn")
@@ -705,6 +780,56 @@ def test_pickle_and_clone_keep_the_loss():
     np.testing.assert_array_equal(est.predict(X), est2.predict(X))
     c = clone(est)
     assert (c.loss, c.quantile) == ("quantile", 0.8)
+
+
+@pytest.mark.parametrize("loss,kw", EST_PARAMS)
+def test_estimator_save_load(loss, kw, tmp_path):
+    """fastnn.save / load keep the loss and its parameter; a file whose
+    network loss disagrees with its parameters is refused."""
+    import fastnn
+    X, y = _reg_data()
+    with warnings.catch_warnings():
+        _quiet()
+        est = MLPRegressor(loss=loss, hidden_layer_sizes=(5,), max_iter=3,
+                           random_state=0, **kw).fit(X, y)
+        fastnn.save(est, tmp_path / "e.fnn")
+        other = fastnn.load(tmp_path / "e.fnn")
+        assert other.get_params() == est.get_params()
+        assert (other._net.loss_name, other._net.loss_param) == \
+            (est._net.loss_name, est._net.loss_param)
+        np.testing.assert_array_equal(other.predict(X), est.predict(X))
+        est.partial_fit(X, y)
+        other.partial_fit(X, y)
+    assert other.loss_ == est.loss_
+    np.testing.assert_array_equal(other.predict(X), est.predict(X))
+
+    def wrong_loss(h):
+        h["estimator"]["params"]["loss"] = "squared_error"
+    bad = _edited_copy(tmp_path / "e.fnn", tmp_path / "bad.fnn", wrong_loss)
+    with pytest.raises(fastnn.FormatError, match="the network's loss"):
+        fastnn.load(bad)
+    if loss != "absolute_error":
+        name = next(iter(kw))
+
+        def wrong_param(h):
+            h["estimator"]["params"][name] = 0.25
+        bad = _edited_copy(tmp_path / "e.fnn", tmp_path / "bad.fnn", wrong_param)
+        with pytest.raises(fastnn.FormatError, match="the network's loss"):
+            fastnn.load(bad)
+
+
+def test_estimator_pickled_after_set_params_restores():
+    """A fitted estimator whose loss was changed by set_params (not refit)
+    pickles its network with the loss its parameters now ask for, and
+    unpickles."""
+    X, y = _reg_data()
+    with warnings.catch_warnings():
+        _quiet()
+        est = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, y)
+    est.set_params(loss="huber", huber_delta=0.3)
+    other = pickle.loads(pickle.dumps(est))
+    assert (other._net.loss_name, other._net.loss_param) == ("huber", 0.3)
+    np.testing.assert_array_equal(other.predict(X), est.predict(X))
 
 
 def test_grid_search_over_the_parameter():
