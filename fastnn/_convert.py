@@ -21,7 +21,8 @@ The copies share nothing with the source estimator (a RandomState passed as
 random_state is copied too, in its current state).  fastnn-only options
 (activation 'leaky_relu', 'elu', 'maxout', per-layer activation lists that
 are not one scikit-learn activation repeated, dtype other than None,
-MLPRegressor's loss 'absolute_error', 'huber' or 'quantile') have no
+MLPRegressor's loss 'absolute_error', 'huber' or 'quantile',
+MLPClassifier's class_weight other than None) have no
 scikit-learn equivalent: to_sklearn raises ValueError naming them.  The
 parameters of those losses (huber_delta, quantile) are dropped when the
 loss is scikit-learn's: they have no effect then.  An
@@ -37,6 +38,8 @@ SKLEARN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 SKLEARN_REGRESSION_LOSSES = ("squared_error", "poisson")
 # fastnn-only parameters that only fastnn-only losses read
 _LOSS_PARAMS = ("huber_delta", "quantile")
+# fastnn-only parameters whose default (None) is scikit-learn's behaviour
+_OFF_BY_DEFAULT = ("class_weight",)
 _OUT_ACTIVATIONS = ("identity", "logistic", "softmax", "exp")
 
 # fitted attributes scikit-learn's MLPs set (public, then private state)
@@ -270,6 +273,11 @@ def to_sklearn(est):
             f"MLPRegressor has {SKLEARN_REGRESSION_LOSSES}")
     for k in _LOSS_PARAMS:
         params.pop(k, None)
+    for k in _OFF_BY_DEFAULT:
+        if params.pop(k, None) is not None:
+            raise ValueError(f"{k}={getattr(est, k)!r} is a fastnn-only option: "
+                             f"scikit-learn's {sk_cls.__name__} has no {k}; set it "
+                             f"to None first (est.set_params({k}=None)) to convert")
     params["activation"] = act
     known = set(sk_cls().get_params(deep=False))
     unknown = sorted(set(params) - known)

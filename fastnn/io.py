@@ -32,7 +32,10 @@ header.json holds:
                           "fits" (optional, 0 if absent): the fits run}
     estimator             estimators only: {"params": the constructor
                           parameters (get_params; MLPRegressor's huber_delta
-                          and quantile since version 2), "fitted": n_iter_, t_,
+                          and quantile, MLPClassifier's class_weight since
+                          version 2: null, "balanced", {"dict": [[label,
+                          weight], ...]} or {"per_output": [[[label, weight],
+                          ...], ...]}), "fitted": n_iter_, t_,
                           loss_, n_layers_, n_outputs_, out_activation_,
                           n_features_in_, hidden_activations, stochastic, and
                           for sgd/adam best_loss_, best_validation_score_,
@@ -96,7 +99,7 @@ _FLOAT_DTYPES = {"float32": "<f4", "float64": "<f8"}
 _LOSSES = ("mse", "sse", "bce", "softmax_ce", "mae", "huber", "quantile")
 _PARAM_LOSSES = ("huber", "quantile")        # the losses with a loss_param
 # constructor parameters added in version 2: absent from version 1 files
-_V2_PARAMS = ("huber_delta", "quantile")
+_V2_PARAMS = ("huber_delta", "quantile", "class_weight")
 _KINDS = ("Network", "MLPClassifier", "MLPRegressor")
 # an estimator's optimizer entry: these floats, and kind, t, solver,
 # lr_schedule, nesterov
@@ -203,8 +206,40 @@ def _network_parts(net):
     return header, arrays
 
 
+def _json_label(c):
+    """A class label as a JSON scalar (int, float, str or bool)."""
+    if isinstance(c, (bool, np.bool_)):
+        return bool(c)
+    if isinstance(c, numbers.Integral):
+        return int(c)
+    if isinstance(c, numbers.Real):
+        return _enc_float(c)
+    if isinstance(c, str):
+        return str(c)
+    raise TypeError(f"cannot save the class label {c!r} of class_weight")
+
+
+def _weight_pairs(d):
+    return [[_json_label(c), _enc_float(w)] for c, w in d.items()]
+
+
+def _encode_class_weight(v):
+    """class_weight as JSON: null, "balanced", {"dict": [[label, weight],
+    ...]} or {"per_output": [[[label, weight], ...], ...]} (labels keep
+    their JSON type, so 1 and "1" stay apart)."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, dict):
+        return {"dict": _weight_pairs(v)}
+    if isinstance(v, (list, tuple)) and all(isinstance(d, dict) for d in v):
+        return {"per_output": [_weight_pairs(d) for d in v]}
+    raise TypeError(f"cannot save parameter class_weight={v!r}")
+
+
 def _encode_param(k, v):
     """A constructor parameter as a JSON value."""
+    if k == "class_weight":
+        return _encode_class_weight(v)
     if k == "hidden_layer_sizes":
         return [int(h) for h in (v if hasattr(v, "__iter__") else [v])]
     if k == "activation":
@@ -637,12 +672,45 @@ def _decode_params(cls, p):
     for k in ("alpha", "learning_rate_init", "power_t", "tol", "momentum",
               "validation_fraction", "beta_1", "beta_2", "epsilon"):
         p[k] = _dec_float(p[k], f"estimator.params.{k}", allow_nonfinite=False)
-    for k in _V2_PARAMS:
+    for k in ("huber_delta", "quantile"):
         if k in p:
             p[k] = _dec_float(p[k], f"estimator.params.{k}", allow_nonfinite=False)
+    if "class_weight" in p:
+        p["class_weight"] = _decode_class_weight(p["class_weight"])
     if isinstance(p["n_iter_no_change"], str):
         p["n_iter_no_change"] = _dec_float(p["n_iter_no_change"], "n_iter_no_change")
     return p
+
+
+def _decode_weight_pairs(pairs, what):
+    if not isinstance(pairs, list) or len(pairs) > MAX_UNITS:
+        _fail(f"{what} must be a list of [label, weight] pairs")
+    out = {}
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2
+                and isinstance(pair[0], (int, float, str, bool))):
+            _fail(f"{what} must be a list of [label, weight] pairs")
+        label = pair[0]
+        if label in out:
+            _fail(f"{what} names the label {label!r} twice")
+        w = _dec_float(pair[1], f"{what} weight", allow_nonfinite=False)
+        if w < 0:
+            _fail(f"{what}: the weight of label {label!r} is negative ({w})")
+        out[label] = w
+    return out
+
+
+def _decode_class_weight(v):
+    what = "estimator.params.class_weight"
+    if v is None or v == "balanced":
+        return v
+    if isinstance(v, dict) and list(v) == ["dict"]:
+        return _decode_weight_pairs(v["dict"], what)
+    if isinstance(v, dict) and list(v) == ["per_output"] and \
+            isinstance(v["per_output"], list) and len(v["per_output"]) <= MAX_UNITS:
+        return [_decode_weight_pairs(d, what) for d in v["per_output"]]
+    _fail(f"{what} must be null, \"balanced\", {{\"dict\": pairs}} or "
+          f"{{\"per_output\": [pairs, ...]}}, got {v!r}")
 
 
 def _decode_fitted(f, arch):

@@ -677,7 +677,7 @@ class Network:
             shuffle=True, seed=None, validation_data=None, callbacks=None,
             verbose=0, sample_weight=None, lr_schedule="constant",
             on_divergence="raise", early_stopping=None, reset_optimizer=False,
-            comm=None):
+            comm=None, class_weight=None):
         """Train on (X, y) for `epochs` epochs in compiled code, without the
         GIL; return a History (also kept in ``net.history``).
 
@@ -718,6 +718,14 @@ class Network:
             for data-parallel training over MPI ranks: every rank calls fit
             with its own rows, batch_size rows per rank and step; see
             fastnn.distributed.fit and docs/distributed.md.
+        class_weight : for loss 'bce' or 'softmax_ce' with hard targets (0/1,
+            one-hot or integer labels): None, 'balanced', a dict {class:
+            weight} (softmax_ce: class index -> weight; one bce output: {0:
+            w0, 1: w1}) or, for several bce outputs, a list of one such dict
+            per output; multiplied into sample_weight with scikit-learn's
+            semantics (docs/class-weight.md).  The training loss is then the
+            weighted mean; the validation loss stays unweighted.  Not with
+            comm.
 
         Ctrl-C stops at a step boundary: the parameters are consistent, the
         history so far is in ``net.history``, and KeyboardInterrupt
@@ -730,7 +738,7 @@ class Network:
                    verbose=verbose, sample_weight=sample_weight,
                    lr_schedule=lr_schedule, on_divergence=on_divergence,
                    early_stopping=early_stopping, reset_optimizer=reset_optimizer,
-                   comm=comm)
+                   comm=comm, class_weight=class_weight)
 
     def __repr__(self):
         inner = ", ".join(repr(l) for l in self.layers)

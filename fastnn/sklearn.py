@@ -751,12 +751,21 @@ class _BaseMLP(BaseEstimator):
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental)
 
+        before = dict(self.__dict__)
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         n_samples, n_features = X.shape
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X)
         if y.ndim == 1:
             y = y.reshape((-1, 1))
+        try:
+            if sample_weight is not None:
+                sample_weight = _check_sample_weight(sample_weight, X)
+            sample_weight = self._weights(y, sample_weight, incremental)
+        except ValueError:
+            # bad weights: the estimator as it was (the input checks above
+            # may have set the classes and feature names for this data)
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
         self.n_outputs_ = y.shape[1]
         layer_units = [n_features] + hidden_layer_sizes + [self.n_outputs_]
 
@@ -779,6 +788,11 @@ class _BaseMLP(BaseEstimator):
         if not np.isfinite(net.params).all():
             raise ValueError(_NONFINITE_MSG)
         return self
+
+    def _weights(self, Y, sample_weight, incremental):
+        """The sample weights fit uses (float64 (n,) or None): the
+        classifier multiplies in its class weights."""
+        return sample_weight
 
     def _check_layout(self, layer_units):
         """Continuing (warm_start, partial_fit) needs the same layer sizes."""
@@ -1184,6 +1198,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     dtype : None, np.float32 or np.float64, default=None
         Floating type of the parameters and the computation; None follows X
         (float32 input stays float32, anything else is float64).
+    class_weight : None, 'balanced', dict {class: weight}, or for
+        multilabel targets a list of one dict {0: w, 1: w} per label,
+        default=None
+        Weights of the classes, multiplied into sample_weight (the fit is
+        that with the product as its sample weights), as in scikit-learn's
+        LogisticRegression: 'balanced' weighs class c by sum(sw) /
+        (n_classes * sum of sw over class c); classes a dict leaves out
+        weigh 1.  For multilabel targets each label's 0/1 classes are
+        weighted on their own and a sample's weight is the product over
+        the labels.  early_stopping's validation score is weighted the
+        same way.  partial_fit refuses 'balanced'.  See
+        docs/class-weight.md.
 
     Attributes
     ----------
@@ -1193,6 +1219,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     as in scikit-learn.
     """
 
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "class_weight": [dict, list, StrOptions({"balanced"}), None],
+    }
+
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *,
                  solver="adam", alpha=0.0001, batch_size="auto",
                  learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
@@ -1200,7 +1231,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, max_fun=15000, dtype=None):
+                 n_iter_no_change=10, max_fun=15000, dtype=None, class_weight=None):
+        self.class_weight = class_weight
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -1212,6 +1244,22 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             dtype=dtype)
+
+    def _weights(self, Y, sample_weight, incremental):
+        """sample_weight times the class weight of each sample's class (Y:
+        the binarized targets, classes_ in their columns); see
+        fastnn._weights and docs/class-weight.md."""
+        if self.class_weight is None:
+            return sample_weight
+        from fastnn._weights import class_sample_weight
+        y_type = self._label_binarizer.y_type_
+        if y_type.startswith("multilabel"):
+            kind, classes = "multilabel", None
+        elif len(self.classes_) == 2 and Y.shape[1] == 1:
+            kind, classes = "binary", self.classes_
+        else:
+            kind, classes = "multiclass", self.classes_
+        return class_sample_weight(self.class_weight, Y, kind, classes, sample_weight)
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"],
@@ -1256,12 +1304,27 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._score_with_function(X, y, sample_weight=sample_weight,
                                          score_function=accuracy_score)
 
-    @available_if(lambda est: est._check_solver())
+    def _check_partial_fit(self):
+        """partial_fit exists for the stochastic solvers, and not with
+        class_weight='balanced' (AttributeError saying why)."""
+        self._check_solver()
+        if isinstance(self.class_weight, str) and self.class_weight == "balanced":
+            raise AttributeError(
+                "partial_fit is not available with class_weight='balanced': one "
+                "batch does not tell the classes' frequencies. Compute the weights "
+                "once, e.g. compute_class_weight('balanced', classes=classes, y=y) "
+                "on a large enough sample of the targets, and pass them as a dict.")
+        return True
+
+    @available_if(lambda est: est._check_partial_fit())
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """Update the model with a single iteration over the given data.
 
         classes (array of shape (n_classes,)) is required on the first call.
+        Not available with class_weight='balanced': one batch does not tell
+        the classes' frequencies (give the weights as a dict, e.g. from
+        sklearn.utils.class_weight.compute_class_weight on enough targets).
         """
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()

@@ -413,10 +413,15 @@ def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
         shuffle=True, seed=None, validation_data=None, callbacks=None,
         verbose=0, sample_weight=None, lr_schedule="constant",
         on_divergence="raise", early_stopping=None, reset_optimizer=False,
-        comm=None):
+        comm=None, class_weight=None):
     """Train `net` on (X, y) for `epochs` epochs; return a History.  The
     arguments are Network.fit's, documented there."""
     if comm is not None:
+        if class_weight is not None:
+            raise ValueError("class_weight is not available with comm (a "
+                             "distributed fit): 'balanced' needs the classes' "
+                             "counts over every rank; give the weights as "
+                             "sample_weight")
         from fastnn.distributed import fit as fit_distributed
         return fit_distributed(
             net, X, y, comm, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -428,6 +433,8 @@ def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
     X = net._X(X)               # a scipy.sparse X stays sparse (CSRInput)
     y = check_targets(y, X.shape[0], net.n_out, net.loss_name, net.dtype)
     sw = check_sample_weight(sample_weight, X.shape[0], net.dtype)
+    if class_weight is not None:
+        sw = _class_weights(net, y, sw, class_weight)
     n = X.shape[0]
     epochs = check_positive_int(epochs, "epochs", 0)
     batch = n if batch_size is None else check_positive_int(batch_size, "batch_size")
@@ -470,6 +477,27 @@ def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
                            reset_optimizer)
     finally:
         core.release()
+
+
+def _class_weights(net, Y, sw, class_weight):
+    """Network.fit's sample weights with class_weight multiplied in."""
+    from fastnn._weights import class_sample_weight
+    loss = net.loss_name
+    if loss not in ("bce", "softmax_ce"):
+        raise ValueError(f"class_weight needs a classification loss ('bce' or "
+                         f"'softmax_ce'); the loss is {loss!r}")
+    hard = bool(np.all((Y == 0) | (Y == 1)))
+    if loss == "softmax_ce" and hard:
+        hard = bool(np.all(Y.sum(axis=1) == 1))
+    if not hard:
+        raise ValueError("class_weight needs hard targets: 0/1 for 'bce', one-hot "
+                         "rows (or integer labels) for 'softmax_ce'")
+    if loss == "softmax_ce":
+        kind = "multiclass"
+    else:
+        kind = "binary" if Y.shape[1] == 1 else "multilabel"
+    w = class_sample_weight(class_weight, Y, kind, sample_weight=sw)
+    return np.ascontiguousarray(w, dtype=net.dtype)
 
 
 def _optimizer_state(net, opt, reset):
