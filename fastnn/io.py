@@ -43,7 +43,8 @@ header.json holds:
                           classifiers y_type, classes_object, sparse_input};
                           arrays loss_curve, validation_scores, best_params
                           (early stopping's best, params layout), classes,
-                          feature_names
+                          feature_names, and since version 2
+                          validation_loss_curve (absent: None)
     optimizer             training state to continue from, or null: kind and
                           step count t (plus, for estimators, the schedule's
                           hyper-parameters and current learning rate); arrays
@@ -280,6 +281,9 @@ def _stochastic_parts(st, fitted, arrays):
     arrays["loss_curve"] = np.asarray(st["loss_curve_"], dtype=np.float64).reshape(-1)
     if vs is not None:
         arrays["validation_scores"] = np.asarray(vs, dtype=np.float64).reshape(-1)
+    vl = st.get("validation_loss_curve_")
+    if vl is not None:
+        arrays["validation_loss_curve"] = np.asarray(vl, dtype=np.float64).reshape(-1)
     arrays["best_params"] = st["best_params"]
 
 
@@ -741,7 +745,11 @@ def _decode_stochastic(f, arrays, dtype, n_params):
                           len(arrays["validation_scores"]), finite=False).tolist()
     curve = _float_array(arrays, "loss_curve", "float64",
                          len(arrays.get("loss_curve", ())), finite=False)
+    vl = _float_array(arrays, "validation_loss_curve", "float64",
+                      len(arrays.get("validation_loss_curve", ())), required=False,
+                      finite=False)
     return {"loss_curve_": curve.tolist(),
+            "validation_loss_curve_": None if vl is None else vl.tolist(),
             "best_loss_": _dec_float(f["best_loss_"], "best_loss_", allow_none=True),
             "best_validation_score_": _dec_float(
                 f["best_validation_score_"], "best_validation_score_",
@@ -810,7 +818,7 @@ def _construct_estimator(kind, header, arrays, arch, n_params):
     if is_clf:
         allowed.add("classes")
     if stochastic:
-        allowed |= {"loss_curve", "best_params"}
+        allowed |= {"loss_curve", "best_params", "validation_loss_curve"}
         if f["has_validation_scores"]:
             allowed.add("validation_scores")
     _check_no_extra(arrays, allowed)

@@ -75,8 +75,8 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import (_check_partial_fit_first_call,
                                       type_of_target, unique_labels)
-from sklearn.utils.validation import (_check_sample_weight, check_is_fitted,
-                                      validate_data)
+from sklearn.utils.validation import (_check_sample_weight, check_array,
+                                      check_is_fitted, validate_data)
 
 from fastnn._validation import CSRInput, check_sparse, is_sparse
 
@@ -366,7 +366,7 @@ class _BaseMLP(BaseEstimator):
     _FITTED = ("n_iter_", "t_", "loss_", "n_layers_", "n_outputs_",
                "out_activation_", "n_features_in_")
     _STOCHASTIC = ("loss_curve_", "best_loss_", "validation_scores_",
-                   "best_validation_score_")
+                   "best_validation_score_", "validation_loss_curve_")
     # the attributes _set_state makes (and _random_state, which every fit
     # draws afresh); any others are the user's own, and pickling carries
     # them as they are
@@ -412,7 +412,8 @@ class _BaseMLP(BaseEstimator):
             feature_names_in_=getattr(self, "feature_names_in_", None),
             stochastic=None, labels=None, optimizer=None)
         if hasattr(self, "loss_curve_"):
-            st = {k: getattr(self, k) for k in self._STOCHASTIC}
+            # validation_loss_curve_ may be absent (from_sklearn, old pickles)
+            st = {k: getattr(self, k, None) for k in self._STOCHASTIC}
             st["no_improvement_count"] = self._no_improvement_count
             st["best_params"] = np.concatenate(
                 [np.asarray(a, dtype=net.dtype).ravel()
@@ -542,6 +543,8 @@ class _BaseMLP(BaseEstimator):
         self.loss_curve_ = list(st["loss_curve_"])
         vs = st["validation_scores_"]
         self.validation_scores_ = None if vs is None else list(vs)
+        vl = st.get("validation_loss_curve_")
+        self.validation_loss_curve_ = None if vl is None else list(vl)
         self.best_loss_ = st["best_loss_"]
         self.best_validation_score_ = st["best_validation_score_"]
         n = st["no_improvement_count"]
@@ -712,11 +715,13 @@ class _BaseMLP(BaseEstimator):
             self._no_improvement_count = 0
             if self.early_stopping:
                 self.validation_scores_ = []
+                self.validation_loss_curve_ = []
                 self.best_validation_score_ = -np.inf
                 self.best_loss_ = None
             else:
                 self.best_loss_ = np.inf
                 self.validation_scores_ = None
+                self.validation_loss_curve_ = None
                 self.best_validation_score_ = None
 
     def _init_activation(self, i, acts):
@@ -738,7 +743,8 @@ class _BaseMLP(BaseEstimator):
 
     # ---- fit --------------------------------------------------------------
 
-    def _fit(self, X, y, sample_weight=None, incremental=False):
+    def _fit(self, X, y, sample_weight=None, incremental=False, X_val=None,
+             y_val=None, sample_weight_val=None):
         hidden_layer_sizes = self.hidden_layer_sizes
         if not hasattr(hidden_layer_sizes, "__iter__"):
             hidden_layer_sizes = [hidden_layer_sizes]
@@ -760,9 +766,12 @@ class _BaseMLP(BaseEstimator):
             if sample_weight is not None:
                 sample_weight = _check_sample_weight(sample_weight, X)
             sample_weight = self._weights(y, sample_weight, incremental)
+            val = self._check_validation_data(X_val, y_val, sample_weight_val,
+                                              y.shape[1])
         except ValueError:
-            # bad weights: the estimator as it was (the input checks above
-            # may have set the classes and feature names for this data)
+            # bad weights or validation data: the estimator as it was (the
+            # input checks above may have set the classes and feature names
+            # for this data)
             self.__dict__.clear()
             self.__dict__.update(before)
             raise
@@ -781,7 +790,7 @@ class _BaseMLP(BaseEstimator):
                                                                      dtype=dtype)
 
         if self.solver in _STOCHASTIC_SOLVERS:
-            self._fit_stochastic(net, X, Y, sw, incremental, y, sample_weight)
+            self._fit_stochastic(net, X, Y, sw, incremental, y, sample_weight, val)
         elif self.solver == "lbfgs":
             self._fit_lbfgs(net, X, Y, sw)
 
@@ -793,6 +802,30 @@ class _BaseMLP(BaseEstimator):
         """The sample weights fit uses (float64 (n,) or None): the
         classifier multiplies in its class weights."""
         return sample_weight
+
+    def _check_validation_data(self, X_val, y_val, sample_weight_val, n_out):
+        """fit's X_val / y_val / sample_weight_val checked (after X and y):
+        None, or (X_val, y_val as the estimator's targets, the original
+        y_val for scoring, sample_weight_val or None)."""
+        if X_val is None and y_val is None:
+            if sample_weight_val is not None:
+                raise ValueError("sample_weight_val is given, but X_val and y_val "
+                                 "are not")
+            return None
+        if X_val is None or y_val is None:
+            raise ValueError(f"{'X_val' if X_val is not None else 'y_val'} is "
+                             f"given, but {'y_val' if X_val is not None else 'X_val'} "
+                             "is not: give both")
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise ValueError(f"X_val / y_val need a stochastic solver ('sgd' or "
+                             f"'adam'), which records the validation loss and "
+                             f"score each epoch; solver is {self.solver!r}")
+        X_val = validate_data(self, X_val, accept_sparse=["csr", "csc"],
+                              dtype=(np.float64, np.float32), reset=False)
+        y_orig, Y_val = self._validation_targets(y_val, X_val.shape[0], n_out)
+        if sample_weight_val is not None:
+            sample_weight_val = _check_sample_weight(sample_weight_val, X_val)
+        return X_val, Y_val, y_orig, sample_weight_val
 
     def _check_layout(self, layer_units):
         """Continuing (warm_start, partial_fit) needs the same layer sizes."""
@@ -868,7 +901,7 @@ class _BaseMLP(BaseEstimator):
         self.loss_ = opt_res.fun
         params[...] = opt_res.x
 
-    def _fit_stochastic(self, net, X, Y, sw, incremental, y, sw_orig):
+    def _fit_stochastic(self, net, X, Y, sw, incremental, y, sw_orig, val=None):
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = _Optimizer(
                 self.solver, net.n_params, net.dtype, self.learning_rate_init,
@@ -877,7 +910,17 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         early_stopping = self.early_stopping
-        if early_stopping:
+        if val is not None:
+            # the validation data given to fit replaces early stopping's split
+            X_train, Y_train, sw_train = X, Y, sw
+            X_val, Y_val, y_val, sw_val = val
+            X_val = self._as_input(X_val, net.dtype)
+            Y_val = np.ascontiguousarray(Y_val, dtype=net.dtype)
+            if self.validation_scores_ is None:
+                self.validation_scores_ = []
+            if getattr(self, "validation_loss_curve_", None) is None:
+                self.validation_loss_curve_ = []
+        elif early_stopping:
             # split row indices with the same call scikit-learn makes on
             # (X, y[, sample_weight]): the draws depend on n and stratify only
             should_stratify = is_classifier(self) and self.n_outputs_ == 1
@@ -893,14 +936,17 @@ class _BaseMLP(BaseEstimator):
             else:
                 X_train, X_val = X[train], X[val]
             Y_train, y_val = Y[train], y[val]
+            Y_val = Y[val]
             sw_train = sw_val = None
             if sw is not None:
                 sw_train, sw_val = sw[train], sw_orig[val]
             if is_classifier(self):
                 y_val = self._label_binarizer.inverse_transform(y_val)
+            if getattr(self, "validation_loss_curve_", None) is None:
+                self.validation_loss_curve_ = []    # a warm start from before it
         else:
             X_train, Y_train, sw_train = X, Y, sw
-            X_val = y_val = sw_val = None
+            X_val = Y_val = y_val = sw_val = None
 
         n_samples = X_train.shape[0]
         sample_idx = np.arange(n_samples, dtype=int)
@@ -926,7 +972,9 @@ class _BaseMLP(BaseEstimator):
                 self.loss_curve_.append(self.loss_)
                 if self.verbose:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
+                if X_val is not None:
+                    self._validate_epoch(net, X_val, Y_val, y_val, sw_val)
+                self._update_no_improvement_count(early_stopping)
                 self._optimizer.iteration_ends(self.t_)
                 if self._no_improvement_count > self.n_iter_no_change:
                     if early_stopping:
@@ -956,12 +1004,35 @@ class _BaseMLP(BaseEstimator):
             for dst, src in zip(self.intercepts_, self._best_intercepts):
                 dst[...] = src
 
-    def _update_no_improvement_count(self, early_stopping, X, y, sample_weight):
+    def _validate_epoch(self, net, X_val, Y_val, y_val, sw_val):
+        """After an epoch: the validation score (scikit-learn's: accuracy /
+        R^2) and loss (_validation_loss) appended to validation_scores_ and
+        validation_loss_curve_."""
+        self.validation_scores_.append(self._score(X_val, y_val, sample_weight=sw_val))
+        self.validation_loss_curve_.append(self._validation_loss(net, X_val, Y_val,
+                                                                 sw_val))
+        if self.verbose:
+            print("Validation score: %f, validation loss: %.8f"
+                  % (self.validation_scores_[-1], self.validation_loss_curve_[-1]))
+
+    def _validation_loss(self, net, X, Y, sw):
+        """The loss of the current network on (X, Y) as loss_curve_ reports
+        the training data's, without the L2 term: the mean over samples
+        (weighted by sw) of the loss, over outputs as scikit-learn does it
+        (summed for log loss and poisson, averaged for the regression
+        losses)."""
+        sparse = isinstance(X, CSRInput)
+        if self.out_activation_ == "exp":
+            z = (net._core.forward_csr(X, False) if sparse
+                 else net._core.forward(X, False))
+            return float(_poisson_loss(Y, np.exp(z), sw))
+        swc = None if sw is None else np.ascontiguousarray(sw, dtype=net.dtype)
+        total = X.shape[0] if sw is None else float(np.sum(sw))
+        loss = net._core.loss_csr if sparse else net._core.loss
+        return float(loss(X, Y, swc, 1.0 / total)) * self._n_out_scale()
+
+    def _update_no_improvement_count(self, early_stopping):
         if early_stopping:
-            val_score = self._score(X, y, sample_weight=sample_weight)
-            self.validation_scores_.append(val_score)
-            if self.verbose:
-                print("Validation score: %f" % self.validation_scores_[-1])
             last_valid_score = self.validation_scores_[-1]
             if last_valid_score < (self.best_validation_score_ + self.tol):
                 self._no_improvement_count += 1
@@ -980,7 +1051,8 @@ class _BaseMLP(BaseEstimator):
                 self.best_loss_ = self.loss_curve_[-1]
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+            sample_weight_val=None):
         """Fit the model to data matrix X and target(s) y.
 
         Parameters
@@ -992,13 +1064,25 @@ class _BaseMLP(BaseEstimator):
             in regression).
         sample_weight : array-like of shape (n_samples,), default=None
             Sample weights.
+        X_val, y_val : validation data, default=None
+            fastnn's addition (scikit-learn's names for it, as in
+            HistGradientBoostingClassifier.fit), for solver 'sgd' / 'adam':
+            after every epoch the validation score (accuracy / R^2) and loss
+            are appended to validation_scores_ and validation_loss_curve_.
+            With early_stopping=True, early stopping uses this data instead
+            of splitting off validation_fraction of X (all of X trains).
+            See docs/validation.md.
+        sample_weight_val : array-like of shape (n_val,), default=None
+            Weights of the validation samples (class_weight does not apply
+            to them).
 
         Returns
         -------
         self : object
             Returns a trained MLP model.
         """
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False,
+                         X_val=X_val, y_val=y_val, sample_weight_val=sample_weight_val)
 
     def _check_solver(self):
         if self.solver not in _STOCHASTIC_SOLVERS:
@@ -1261,6 +1345,25 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             kind, classes = "multiclass", self.classes_
         return class_sample_weight(self.class_weight, Y, kind, classes, sample_weight)
 
+    def _validation_targets(self, y_val, n, n_out):
+        """(y_val as given, for scoring; its binarized targets): labels must
+        be among classes_, one per validation sample."""
+        y_val = check_array(y_val, ensure_2d=False, dtype=None, input_name="y_val")
+        if y_val.ndim == 2 and y_val.shape[1] == 1:
+            y_val = column_or_1d(y_val, warn=True)
+        if y_val.shape[0] != n:
+            raise ValueError(f"y_val has {y_val.shape[0]} samples, X_val has {n}")
+        unseen = np.setdiff1d(unique_labels(y_val), self.classes_)
+        if len(unseen):
+            raise ValueError(f"y_val has labels that are not among the classes "
+                             f"seen in y: {unseen.tolist()} (classes_: "
+                             f"{self.classes_.tolist()})")
+        Y = self._label_binarizer.transform(y_val)
+        Y = Y.reshape(n, -1)
+        if Y.shape[1] != n_out:
+            raise ValueError(f"y_val has {Y.shape[1]} outputs, y has {n_out}")
+        return y_val, Y
+
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"],
                              multi_output=True, dtype=(np.float64, np.float32),
@@ -1444,6 +1547,19 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _score(self, X, y, sample_weight=None):
         return self._score_with_function(X, y, sample_weight=sample_weight,
                                          score_function=r2_score)
+
+    def _validation_targets(self, y_val, n, n_out):
+        """(y_val as given, for scoring; as an (n, n_outputs) array)."""
+        y_val = check_array(y_val, ensure_2d=False, dtype="numeric",
+                            input_name="y_val")
+        if y_val.ndim == 2 and y_val.shape[1] == 1:
+            y_val = column_or_1d(y_val, warn=True)
+        if y_val.ndim > 2 or y_val.shape[0] != n:
+            raise ValueError(f"y_val has shape {y_val.shape}, X_val has {n} samples")
+        Y = y_val.reshape(n, -1)
+        if Y.shape[1] != n_out:
+            raise ValueError(f"y_val has {Y.shape[1]} outputs, y has {n_out}")
+        return y_val, Y
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"],
