@@ -124,6 +124,37 @@ void fnn_bias_act_backward_f64(int64_t m, int64_t n, int act, double alpha,
                                int64_t lddy, double *dz, int64_t lddz,
                                double *db);
 
+/* Inverted dropout fused with the activation.  Unit j of row i is kept
+ * unless its random bits (dropout.h: a pure function of key, row0 + i and
+ * j) fall below rate * 2^32, so with probability 1 - rate; rate in [0, 1).
+ * forward: z := act(z + b) * mask, mask 1/(1 - rate) for kept units and 0
+ * for dropped ones (so E[z] = act(z + b)); shapes as fnn_bias_act_forward.
+ * backward: dz := dy * mask * act'(.), the derivative taken from the
+ * activation's output before the mask, y * (1 - rate) (y: that forward's
+ * output); db := column sums of dz (NULL to skip).  The mask is drawn
+ * again, not stored; dz may be dy.  key: fnn_drop_key(seed, epoch,
+ * layer); row0: the position of row 0 among the rows the key covers. */
+void fnn_bias_act_dropout_forward_f32(int64_t m, int64_t n, int act,
+                                      float alpha, const float *b, float *z,
+                                      int64_t ldz, double rate, uint64_t key,
+                                      int64_t row0);
+void fnn_bias_act_dropout_forward_f64(int64_t m, int64_t n, int act,
+                                      double alpha, const double *b, double *z,
+                                      int64_t ldz, double rate, uint64_t key,
+                                      int64_t row0);
+void fnn_bias_act_dropout_backward_f32(int64_t m, int64_t n, int act,
+                                       float alpha, const float *y,
+                                       int64_t ldy, const float *dy,
+                                       int64_t lddy, float *dz, int64_t lddz,
+                                       float *db, double rate, uint64_t key,
+                                       int64_t row0);
+void fnn_bias_act_dropout_backward_f64(int64_t m, int64_t n, int act,
+                                       double alpha, const double *y,
+                                       int64_t ldy, const double *dy,
+                                       int64_t lddy, double *dz, int64_t lddz,
+                                       double *db, double rate, uint64_t key,
+                                       int64_t row0);
+
 /* y[i,j] := max_p (z[i, j*k+p] + b[j*k+p]), argmax[i,j] := that p (the first
  * maximum; the first NaN wins, as numpy.argmax).  z: (m, n*k) stride ldz;
  * b: (n*k) or NULL; y: (m, n) stride ldy; argmax: (m, n) contiguous.

@@ -1,6 +1,6 @@
 # _kernels.pxd -- csrc/fastnn.h for Cython, line for line, in the same order.
 # Every declaration is nogil: the C kernels never touch Python.
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 
 cdef extern from "fastnn.h" nogil:
     enum:
@@ -63,6 +63,27 @@ cdef extern from "fastnn.h" nogil:
                                    const double *y, int64_t ldy, const double *dy,
                                    int64_t lddy, double *dz, int64_t lddz,
                                    double *db)
+    void fnn_bias_act_dropout_forward_f32(int64_t m, int64_t n, int act,
+                                          float alpha, const float *b, float *z,
+                                          int64_t ldz, double rate, uint64_t key,
+                                          int64_t row0)
+    void fnn_bias_act_dropout_forward_f64(int64_t m, int64_t n, int act,
+                                          double alpha, const double *b,
+                                          double *z, int64_t ldz, double rate,
+                                          uint64_t key, int64_t row0)
+    void fnn_bias_act_dropout_backward_f32(int64_t m, int64_t n, int act,
+                                           float alpha, const float *y,
+                                           int64_t ldy, const float *dy,
+                                           int64_t lddy, float *dz, int64_t lddz,
+                                           float *db, double rate, uint64_t key,
+                                           int64_t row0)
+    void fnn_bias_act_dropout_backward_f64(int64_t m, int64_t n, int act,
+                                           double alpha, const double *y,
+                                           int64_t ldy, const double *dy,
+                                           int64_t lddy, double *dz,
+                                           int64_t lddz, double *db, double rate,
+                                           uint64_t key, int64_t row0)
+
     void fnn_maxout_forward_f32(int64_t m, int64_t n, int64_t k, const float *b,
                                 const float *z, int64_t ldz, float *y, int64_t ldy,
                                 int32_t *argmax)

@@ -4,7 +4,7 @@
 # Outputs are written in place, as in C; the tests call these.
 import numbers
 
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 
 from fastnn._kernels cimport *
 
@@ -131,6 +131,76 @@ def bias_act_backward(const floating[:, :] y, const floating[:, :] dy,
         else:
             fnn_bias_act_backward_f64(m, n, code, alpha, &y[0, 0], ldy,
                                       &dy[0, 0], lddy, &dz[0, 0], lddz, dbp)
+
+
+cdef extern from "dropout.h" nogil:
+    uint64_t fnn_drop_key(uint64_t seed, int64_t epoch, int64_t layer)
+
+
+def drop_key(uint64_t seed, int64_t epoch, int64_t layer):
+    """The dropout key of (seed, epoch, layer) (csrc/dropout.h)."""
+    return fnn_drop_key(seed, epoch, layer)
+
+
+cdef double _drop_rate(double rate) except -1:
+    if not (0 <= rate < 1):
+        raise ValueError(f"dropout rate must lie in [0, 1), got {rate}")
+    return rate
+
+
+def bias_act_dropout_forward(floating[:, :] z, const floating[::1] b=None,
+                             str act="identity", double alpha=0.0,
+                             double rate=0.0, uint64_t key=0, int64_t row0=0):
+    """z := act(z + b) * mask in place: inverted dropout of rate `rate`,
+    the mask of row i drawn from (key, row0 + i) (csrc/dropout.h)."""
+    cdef int code = _act_code(act, ELEMENTWISE)
+    _drop_rate(rate)
+    cdef int64_t m = z.shape[0], n = z.shape[1], ldz = _ld(z)
+    if b is not None and b.shape[0] != n:
+        raise ValueError(f"b has {b.shape[0]} elements, expected {n}")
+    if m == 0 or n == 0:
+        return
+    cdef const floating *bp = &b[0] if b is not None else NULL
+    with nogil:
+        if floating is float:
+            fnn_bias_act_dropout_forward_f32(m, n, code, <float>alpha, bp, &z[0, 0],
+                                             ldz, rate, key, row0)
+        else:
+            fnn_bias_act_dropout_forward_f64(m, n, code, alpha, bp, &z[0, 0],
+                                             ldz, rate, key, row0)
+
+
+def bias_act_dropout_backward(const floating[:, :] y, const floating[:, :] dy,
+                              floating[:, :] dz, floating[::1] db=None,
+                              str act="identity", double alpha=0.0,
+                              double rate=0.0, uint64_t key=0, int64_t row0=0):
+    """dz := dy * mask * act'(.) with the mask bias_act_dropout_forward drew
+    for (key, row0) and y its output; db := column sums of dz if given.
+    dz may be dy."""
+    cdef int code = _act_code(act, ELEMENTWISE)
+    _drop_rate(rate)
+    cdef int64_t m = y.shape[0], n = y.shape[1]
+    _same_shape("dy", dy, m, n)
+    _same_shape("dz", dz, m, n)
+    if db is not None and db.shape[0] != n:
+        raise ValueError(f"db has {db.shape[0]} elements, expected {n}")
+    if n == 0:
+        return
+    cdef floating *dbp = &db[0] if db is not None else NULL
+    if m == 0:
+        if db is not None:
+            db[:] = 0
+        return
+    cdef int64_t ldy = _ld(y), lddy = _ld(dy), lddz = _ld(dz)
+    with nogil:
+        if floating is float:
+            fnn_bias_act_dropout_backward_f32(m, n, code, <float>alpha, &y[0, 0], ldy,
+                                              &dy[0, 0], lddy, &dz[0, 0], lddz, dbp,
+                                              rate, key, row0)
+        else:
+            fnn_bias_act_dropout_backward_f64(m, n, code, alpha, &y[0, 0], ldy,
+                                              &dy[0, 0], lddy, &dz[0, 0], lddz, dbp,
+                                              rate, key, row0)
 
 
 def maxout_forward(const floating[:, :] z, floating[:, :] y,

@@ -88,6 +88,70 @@ def bias_act_backward(y, dy, act="identity", alpha=0.0):
     return dz, dz.sum(axis=0)
 
 
+# ---- dropout masks (csrc/dropout.h, in NumPy's wrapping unsigned integers) --
+
+_M64 = (1 << 64) - 1
+_G64 = 0x9e3779b97f4a7c15
+
+
+def _mix64(x):
+    """splitmix64's finalizer of a Python int (mod 2^64)."""
+    x &= _M64
+    x ^= x >> 30
+    x = (x * 0xbf58476d1ce4e5b9) & _M64
+    x ^= x >> 27
+    x = (x * 0x94d049bb133111eb) & _M64
+    return x ^ (x >> 31)
+
+
+def _mix32(x):
+    """lowbias32 of a uint32 array."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7feb352d)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846ca68b)
+    return x ^ (x >> np.uint32(16))
+
+
+def drop_key(seed, epoch, layer):
+    """The dropout key of (seed, epoch, layer)."""
+    k = _mix64(seed + (epoch + 1) * _G64)
+    return _mix64(k + (layer + 1) * _G64)
+
+
+def dropout_keep(m, n, rate, key, row0=0):
+    """(m, n) bool: which units of rows row0 .. row0 + m - 1 dropout keeps:
+    those whose 32 bits, from the row's splitmix64 state and the unit's
+    index, are not below rate * 2^32."""
+    thr = np.uint32(int(rate * 4294967296.0))
+    keep = np.empty((m, n), dtype=bool)
+    j = np.arange(n, dtype=np.uint32) * np.uint32(0x9e3779b9)
+    with np.errstate(over="ignore"):
+        for i in range(m):
+            r = _mix64(key + (row0 + i + 1) * _G64)
+            lo, hi = np.uint32(r & 0xFFFFFFFF), np.uint32(r >> 32)
+            keep[i] = _mix32(_mix32(lo ^ j) ^ hi) >= thr
+    return keep
+
+
+def bias_act_dropout_forward(z, b=None, act="identity", alpha=0.0, rate=0.0,
+                             key=0, row0=0):
+    """act(z + b) * mask: 1 / (1 - rate) where dropout_keep, else 0."""
+    y = bias_act_forward(z, b, act, alpha)
+    keep = dropout_keep(y.shape[0], y.shape[1], rate, key, row0)
+    return y * np.where(keep, 1.0 / (1.0 - rate), 0.0)
+
+
+def bias_act_dropout_backward(a, dy, act="identity", alpha=0.0, rate=0.0, key=0,
+                              row0=0):
+    """(dz, db) with dz = dy * mask * f'(a), a the activation's output before
+    the mask."""
+    dy = _f64(dy)
+    keep = dropout_keep(dy.shape[0], dy.shape[1], rate, key, row0)
+    dz = dy * np.where(keep, 1.0 / (1.0 - rate), 0.0) * act_derivative(a, act, alpha)
+    return dz, dz.sum(axis=0)
+
+
 def maxout_forward(z, b=None, pieces=2):
     """(y, argmax): y[i,j] = max_p (z + b)[i, j*pieces + p]."""
     z = _f64(z) if b is None else _f64(z) + _f64(b)
