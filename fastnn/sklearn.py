@@ -23,7 +23,11 @@ columns, column 2j + p holding piece p of unit j), or a list with one
 activation per hidden layer; dtype=None (follow X: float32 stays float32,
 anything else becomes float64), np.float32 or np.float64; MLPRegressor's
 robust losses loss='absolute_error', 'huber' (with huber_delta) and
-'quantile' (with quantile), see MLPRegressor and docs/losses.md.
+'quantile' (with quantile), see MLPRegressor and docs/losses.md;
+MLPClassifier's class_weight (docs/class-weight.md); validation data in
+fit (X_val, y_val, sample_weight_val) with validation_loss_curve_ and
+validation_scores_ recorded every epoch (docs/validation.md).  Every
+addition's default is scikit-learn's behaviour.
 
 How it runs: the per-epoch logic (shuffling, stopping, schedules, early
 stopping) is this file's Python, the minibatches run in fastnn's native loop
