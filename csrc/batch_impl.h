@@ -21,13 +21,15 @@ typedef struct {
 /* One minibatch: rows [i0, i0 + mb) of the epoch's order (NULL: in order);
  * next: rows of the following minibatch (0: none), prefetched during this
  * step; the step's loss scale, learning rate and weight decay; snap: where
- * to copy params before the update (NULL: no snapshot). */
+ * to copy params before the update (NULL: no snapshot); drop: the step's
+ * dropout (row0 = i0; NULL: none). */
 typedef struct {
     const int64_t *order;
     int64_t i0, mb, next;
     double scale;
     REAL lr, wd;
     REAL *snap;
+    const fnn_drop *drop;
 } SUF(step);
 
 static void SUF(gather)(int64_t rows, int64_t cols, const int64_t *idx,

@@ -251,16 +251,30 @@ int fnn_all_finite_f64(int64_t m, int64_t n, const double *x, int64_t ldx);
  * layer's scratch in the workspace (set by fnn_net_init).  fwd_t (not for
  * maxout) makes the forward GEMM compute Z^T = W^T X^T and transpose it:
  * the same numbers, in whichever orientation the BLAS runs faster for the
- * shape (chosen by timing both, see fastnn/_train.pyx). */
+ * shape (chosen by timing both, see fastnn/_train.pyx).  dropout: the rate
+ * of inverted dropout on the layer's output in training steps given an
+ * fnn_drop (fnn_bias_act_dropout_forward), in [0, 1); 0 for none, and for
+ * maxout and output layers. */
 typedef struct {
     int64_t n_in, n_out;
     int32_t act;         /* fnn_act */
     int32_t pieces;      /* maxout pieces (1 for other layers) */
     int32_t fwd_t;       /* forward GEMM transposed (0/1) */
     double alpha;        /* lrelu slope / elu scale */
+    double dropout;      /* dropout rate of the output in training */
     int64_t w_off, b_off;
     int64_t ws_col, iws_col;
 } fnn_layer;
+
+/* The dropout of one training step: layer l's mask keyed by
+ * fnn_drop_key(seed, epoch, l) (dropout.h), row i of the step at position
+ * row0 + i of the epoch's order, so a sample's mask does not depend on how
+ * its minibatch is cut. */
+typedef struct {
+    uint64_t seed;
+    int64_t epoch;
+    int64_t row0;
+} fnn_drop;
 
 /* A network: layers[0..n_layers), loss, and the derived workspace shape.
  * For bce the last layer's act must be sigmoid, for softmax_ce softmax;
@@ -278,10 +292,11 @@ typedef struct {
     int64_t iws_cols;    /*            m * iws_cols int32 (maxout argmax) */
     int64_t max_width;
     int32_t lanes;       /* set by fnn_net_init: steps without sample
-                            weights run the small-network step (batch rows
-                            across vector lanes, lanes_impl.h) when
-                            lanes_ws is set; callers may clear it to force
-                            the GEMM path */
+                            weights or dropout run the small-network step
+                            (batch rows across vector lanes, lanes_impl.h)
+                            when lanes_ws is set; callers may clear it to
+                            force the GEMM path */
+    int32_t dropout;     /* set by fnn_net_init: a layer's dropout > 0 */
     void *lanes_ws;      /* that step's scratch, owned by the caller:
                             FNN_LANES_BYTES bytes, 64-byte aligned, used by
                             one thread at a time (NULL: the GEMM path) */
@@ -295,9 +310,10 @@ typedef struct {
  * net->lanes (1 for a small dense network: every layer's act elementwise,
  * loss not softmax_ce, and a few thousand parameters at most).  Returns
  * 0, or -1 if the layers do not chain (n_in of layer l != n_out of layer
- * l-1), a weight or bias lies outside params, or net->loss is not a
+ * l-1), a weight or bias lies outside params, net->loss is not a
  * fnn_loss or net->loss_param is out of its range (huber: finite > 0,
- * quantile: in (0, 1)). */
+ * quantile: in (0, 1)), or a dropout rate is outside [0, 1) or set on a
+ * maxout or the output layer. */
 int fnn_net_init(fnn_net *net, fnn_layer *layers);
 
 /* Forward pass of m rows of x (m, n_in) stride ldx.  Activations go to ws;
@@ -322,18 +338,20 @@ double *fnn_net_forward_f64(const fnn_net *net, int64_t m, const double *x,
  * update: a state whose loss is known to be finite.  check_x != 0 also
  * returns NaN, touching nothing, if x holds NaN or inf (seen through the
  * first layer's product x W, all non-finite then; cheaper than reading x
- * again when n_in is large). */
+ * again when n_in is large).  drop (NULL: none) applies the layers'
+ * dropout with its masks in the forward and backward passes. */
 double fnn_net_loss_grad_f32(const fnn_net *net, int64_t m, const float *x,
                              int64_t ldx, const float *y, int64_t ldy,
                              const float *sw, double scale, float lr, float wd,
                              float *params, float *grads, float *snapshot,
-                             float *ws, int32_t *iws, int check_x);
+                             float *ws, int32_t *iws, int check_x,
+                             const fnn_drop *drop);
 double fnn_net_loss_grad_f64(const fnn_net *net, int64_t m, const double *x,
                              int64_t ldx, const double *y, int64_t ldy,
                              const double *sw, double scale, double lr,
                              double wd, double *params, double *grads,
                              double *snapshot, double *ws, int32_t *iws,
-                             int check_x);
+                             int check_x, const fnn_drop *drop);
 /* fnn_net_loss_grad with lr 0 that stops short of layer 0's weight
  * gradient: *dz0 is set to layer 0's dZ, (m, n_out * pieces) contiguous in
  * ws (NULL if the loss is not finite; ws and grads then hold partial
@@ -343,12 +361,12 @@ double fnn_net_loss_dz0_f32(const fnn_net *net, int64_t m, const float *x,
                             int64_t ldx, const float *y, int64_t ldy,
                             const float *sw, double scale, float *params,
                             float *grads, float *ws, int32_t *iws,
-                            float **dz0);
+                            float **dz0, const fnn_drop *drop);
 double fnn_net_loss_dz0_f64(const fnn_net *net, int64_t m, const double *x,
                             int64_t ldx, const double *y, int64_t ldy,
                             const double *sw, double scale, double *params,
                             double *grads, double *ws, int32_t *iws,
-                            double **dz0);
+                            double **dz0, const fnn_drop *drop);
 
 /* ---- the training loop (train.c) -------------------------------------- */
 
@@ -434,9 +452,15 @@ typedef struct {
  * 1 / n_out).  loss_l2 adds 1/2 wd |W|^2 (W before the step) to each
  * step's loss, as scikit-learn reports it.
  *
+ * Dropout: with dropout set, each step applies the layers' dropout
+ * (fnn_layer.dropout) with the masks of fnn_drop {drop_seed, epoch0 + e,
+ * the step's first position in epoch e's order}; 0: no dropout.
+ *
  * Snapshots: see fnn_fit.  The fit's progress is in `out`. */
 typedef struct {
     int64_t n, n_epochs, batch, epoch0;
+    uint64_t drop_seed;
+    int32_t dropout;
     const void *x; int64_t ldx;
     const void *y; int64_t ldy;
     const void *sw;             /* (n) or NULL */
@@ -693,17 +717,19 @@ double *fnn_net_forward_csr_f64(const fnn_net *net, int64_t m,
  * grads is not written), and *dz0 pointed at layer 0's dZ (m, n_out *
  * pieces), contiguous in ws (NULL if the loss is not finite).  Layer 0's
  * weight gradient is then X_b^T dZ0: fnn_csr_batch and fnn_csr_grad, or
- * the step fused with it, fnn_csr_update. */
+ * the step fused with it, fnn_csr_update.  drop: as for fnn_net_loss_dz0. */
 double fnn_net_loss_dz0_csr_f32(const fnn_net *net, int64_t m,
                                 const fnn_csr_rows *xs, const float *y,
                                 int64_t ldy, const float *sw, double scale,
                                 float *params, float *grads, float *ws,
-                                int32_t *iws, float **dz0);
+                                int32_t *iws, float **dz0,
+                                const fnn_drop *drop);
 double fnn_net_loss_dz0_csr_f64(const fnn_net *net, int64_t m,
                                 const fnn_csr_rows *xs, const double *y,
                                 int64_t ldy, const double *sw, double scale,
                                 double *params, double *grads, double *ws,
-                                int32_t *iws, double **dz0);
+                                int32_t *iws, double **dz0,
+                                const fnn_drop *drop);
 
 #ifdef __cplusplus
 }

@@ -24,7 +24,7 @@
  * gives them zero loss and gradient.  Used when fnn_net_init sets
  * net->lanes (dense layers, no maxout or softmax, an elementwise loss, the
  * scratch within FNN_LANES_BYTES), lanes_ws is set, and there are no
- * sample weights. */
+ * sample weights and no dropout in the step. */
 
 #define LANES ((int64_t)LANE_N)
 _Static_assert(LANE_N * sizeof(REAL) == FNN_LANE_BYTES

@@ -66,9 +66,16 @@ int fnn_net_init(fnn_net *net, fnn_layer *layers)
     if (net->n_layers < 1 || !loss_ok(net)) {
         return -1;
     }
+    net->dropout = 0;
     for (int64_t l = 0; l < net->n_layers; l++) {
         fnn_layer *L = &layers[l];
         int64_t cols = L->n_out * L->pieces;
+        if (!(L->dropout >= 0 && L->dropout < 1)
+            || (L->dropout > 0 && (L->act == FNN_MAXOUT
+                                   || l == net->n_layers - 1))) {
+            return -1;
+        }
+        net->dropout |= L->dropout > 0;
         if (L->n_in < 1 || L->n_out < 1 || L->pieces < 1
             || (l > 0 && L->n_in != layers[l - 1].n_out)
             || L->w_off < 0 || L->w_off + L->n_in * cols > net->n_params

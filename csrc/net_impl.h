@@ -58,15 +58,29 @@ FNN_INLINE void KSUF(first_product)(const fnn_net *net, int64_t m,
     }
 }
 
+/* Layer l's dropout in a step with drop (NULL: none): its rate, 0 if it
+ * has none; *key its mask's key. */
+FNN_INLINE double SUF(drop_rate)(const fnn_net *net, int64_t l,
+                                 const fnn_drop *drop, uint64_t *key)
+{
+    const double rate = drop ? net->layers[l].dropout : 0.0;
+    if (rate > 0) {
+        *key = fnn_drop_key(drop->seed, drop->epoch, l);
+    }
+    return rate;
+}
+
 /* The forward pass; with check, NULL if the first layer's product x W is
  * not finite, which NaN or inf anywhere in x makes it (inf * w and NaN
  * propagate through every sum they enter; W is finite).  Checking that
  * (m, n_1) product instead of x (m, n_in) is cheaper for wide inputs.
- * xs (not NULL): the input is those rows of a CSR matrix, x is unused. */
+ * xs (not NULL): the input is those rows of a CSR matrix, x is unused.
+ * drop: the layers' dropout applied (training steps; NULL: none). */
 FNN_INLINE REAL *KSUF(forward)(const fnn_net *net, int64_t m, const REAL *x,
                            int64_t ldx, const fnn_csr_rows *xs,
                            const REAL *params, int predict,
-                           REAL *ws, int32_t *iws, int check)
+                           REAL *ws, int32_t *iws, int check,
+                           const fnn_drop *drop)
 {
     const REAL *in = x;
     int64_t ldin = ldx;
@@ -108,8 +122,15 @@ FNN_INLINE REAL *KSUF(forward)(const fnn_net *net, int64_t m, const REAL *x,
             if (check && l == 0 && !KSUF(fnn_all_finite)(m, cols, out, cols)) {
                 return NULL;
             }
+            uint64_t key = 0;
+            const double rate = SUF(drop_rate)(net, l, drop, &key);
             if (act == FNN_SOFTMAX) {
                 KSUF(fnn_softmax_forward)(m, cols, b, out, cols);
+            } else if (rate > 0) {
+                KSUF(fnn_bias_act_dropout_forward)(m, cols, act,
+                                                   (REAL)L->alpha, b, out,
+                                                   cols, rate, key,
+                                                   drop->row0);
             } else {
                 KSUF(fnn_bias_act_forward)(m, cols, act, (REAL)L->alpha, b,
                                           out, cols);
@@ -126,7 +147,8 @@ REAL *SUF(fnn_net_forward)(const fnn_net *net, int64_t m, const REAL *x,
                            int64_t ldx, const REAL *params, int predict,
                            REAL *ws, int32_t *iws)
 {
-    return KSUF(forward)(net, m, x, ldx, NULL, params, predict, ws, iws, 0);
+    return KSUF(forward)(net, m, x, ldx, NULL, params, predict, ws, iws, 0,
+                         NULL);
 }
 
 FNN_CLONES
@@ -134,28 +156,33 @@ REAL *SUF(fnn_net_forward_csr)(const fnn_net *net, int64_t m,
                                const fnn_csr_rows *xs, const REAL *params,
                                int predict, REAL *ws, int32_t *iws)
 {
-    return KSUF(forward)(net, m, NULL, 0, xs, params, predict, ws, iws, 0);
+    return KSUF(forward)(net, m, NULL, 0, xs, params, predict, ws, iws, 0,
+                         NULL);
 }
 
 /* The loss and backward pass; with dz0 set, layer 0's weight gradient is
  * left undone and *dz0 pointed at its dZ in ws.  xs: a CSR input (then dz0
- * must be set: x is never read). */
+ * must be set: x is never read).  drop: see forward. */
 FNN_INLINE double KSUF(loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
                                   int64_t ldx, const fnn_csr_rows *xs,
                                   const REAL *y, int64_t ldy,
                                   const REAL *sw, double scale, REAL lr,
                                   REAL wd, REAL *params, REAL *grads,
                                   REAL *snapshot, REAL *ws, int32_t *iws,
-                                  int check_x, REAL **dz0)
+                                  int check_x, REAL **dz0,
+                                  const fnn_drop *drop)
 {
-    if (net->lanes && net->lanes_ws && !sw && !dz0 && m > 0) {
+    if (drop && !net->dropout) {
+        drop = NULL;                    /* no layer drops anything */
+    }
+    if (net->lanes && net->lanes_ws && !sw && !dz0 && !drop && m > 0) {
         return SUF(lanes_step)(net, m, x, ldx, y, ldy, scale, lr, wd, params,
                                grads, snapshot, check_x);
     }
     int64_t nl = net->n_layers;
     const fnn_layer *last = &net->layers[nl - 1];
     REAL *out = KSUF(forward)(net, m, x, ldx, xs, params, 0, ws, iws,
-                              check_x);
+                              check_x, drop);
     if (!out) {
         return NAN;                     /* x not finite: touch nothing */
     }
@@ -231,9 +258,19 @@ FNN_INLINE double KSUF(loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
                                      iws + m * P->iws_col, E, P->n_out, D,
                                      P->n_out * P->pieces, db);
         } else {
-            KSUF(fnn_bias_act_backward)(m, P->n_out, P->act, (REAL)P->alpha,
-                                       in, P->n_out, E, P->n_out, E, P->n_out,
-                                       db);
+            uint64_t key = 0;
+            const double rate = SUF(drop_rate)(net, l - 1, drop, &key);
+            if (rate > 0) {
+                KSUF(fnn_bias_act_dropout_backward)(m, P->n_out, P->act,
+                                                    (REAL)P->alpha, in,
+                                                    P->n_out, E, P->n_out, E,
+                                                    P->n_out, db, rate, key,
+                                                    drop->row0);
+            } else {
+                KSUF(fnn_bias_act_backward)(m, P->n_out, P->act,
+                                           (REAL)P->alpha, in, P->n_out, E,
+                                           P->n_out, E, P->n_out, db);
+            }
             REAL *t = D; D = E; E = t;
         }
     }
@@ -250,39 +287,45 @@ static double SUF(loss_grad_any)(const fnn_net *net, int64_t m, const REAL *x,
                                  const REAL *sw, double scale, REAL lr,
                                  REAL wd, REAL *params, REAL *grads,
                                  REAL *snapshot, REAL *ws, int32_t *iws,
-                                 int check_x, REAL **dz0)
+                                 int check_x, REAL **dz0,
+                                 const fnn_drop *drop)
 {
     return KSUF(loss_grad)(net, m, x, ldx, xs, y, ldy, sw, scale, lr, wd,
-                           params, grads, snapshot, ws, iws, check_x, dz0);
+                           params, grads, snapshot, ws, iws, check_x, dz0,
+                           drop);
 }
 
 double SUF(fnn_net_loss_grad)(const fnn_net *net, int64_t m, const REAL *x,
                               int64_t ldx, const REAL *y, int64_t ldy,
                               const REAL *sw, double scale, REAL lr, REAL wd,
                               REAL *params, REAL *grads, REAL *snapshot,
-                              REAL *ws, int32_t *iws, int check_x)
+                              REAL *ws, int32_t *iws, int check_x,
+                              const fnn_drop *drop)
 {
     return SUF(loss_grad_any)(net, m, x, ldx, NULL, y, ldy, sw, scale, lr, wd,
-                              params, grads, snapshot, ws, iws, check_x, NULL);
+                              params, grads, snapshot, ws, iws, check_x, NULL,
+                              drop);
 }
 
 double SUF(fnn_net_loss_dz0)(const fnn_net *net, int64_t m, const REAL *x,
                              int64_t ldx, const REAL *y, int64_t ldy,
                              const REAL *sw, double scale, REAL *params,
-                             REAL *grads, REAL *ws, int32_t *iws, REAL **dz0)
+                             REAL *grads, REAL *ws, int32_t *iws, REAL **dz0,
+                             const fnn_drop *drop)
 {
     *dz0 = NULL;
     return SUF(loss_grad_any)(net, m, x, ldx, NULL, y, ldy, sw, scale, 0, 0,
-                              params, grads, NULL, ws, iws, 0, dz0);
+                              params, grads, NULL, ws, iws, 0, dz0, drop);
 }
 
 double SUF(fnn_net_loss_dz0_csr)(const fnn_net *net, int64_t m,
                                  const fnn_csr_rows *xs, const REAL *y,
                                  int64_t ldy, const REAL *sw, double scale,
                                  REAL *params, REAL *grads, REAL *ws,
-                                 int32_t *iws, REAL **dz0)
+                                 int32_t *iws, REAL **dz0,
+                                 const fnn_drop *drop)
 {
     *dz0 = NULL;
     return SUF(loss_grad_any)(net, m, NULL, 0, xs, y, ldy, sw, scale, 0, 0,
-                              params, grads, NULL, ws, iws, 0, dz0);
+                              params, grads, NULL, ws, iws, 0, dz0, drop);
 }

@@ -24,6 +24,7 @@ typedef struct {
     const int64_t *order;
     int64_t i0, h, mb, pf0, pf1;        /* prefetch order[pf0, pf1) */
     double scale;
+    const fnn_drop *drop;               /* its rows' dropout, or NULL */
     const REAL *params;
     REAL *grads, *ws;
     int32_t *iws;
@@ -48,7 +49,7 @@ static void SUF(half_run)(void *arg)
     /* params are only read here, so both halves may share them */
     j->loss = SUF(fnn_net_loss_dz0)(net, j->mb - j->h, r.x, r.ldx, r.y,
                                     r.ldy, r.sw, j->scale, (REAL *)j->params,
-                                    j->grads, j->ws, j->iws, &j->dz0);
+                                    j->grads, j->ws, j->iws, &j->dz0, j->drop);
     j->x = r.x;
     j->ldx = r.ldx;
 }
@@ -127,9 +128,16 @@ static double SUF(split_step)(const SUF(fit_ctx) *c, const SUF(step) *st,
     const int64_t i0 = st->i0, mb = st->mb;
     const int64_t h = (mb + 1) / 2, hn = (st->next + 1) / 2;
     REAL *g2 = (REAL *)a->split.grads2;
+    /* the helper's rows start h positions further into the epoch */
+    fnn_drop drop2 = {0, 0, 0};
+    if (st->drop) {
+        drop2 = *st->drop;
+        drop2.row0 += h;
+    }
     /* each thread prefetches its half of the next minibatch */
     SUF(half_job) job = {net, a, st->order, i0, h, mb, i0 + mb + hn,
-                         i0 + mb + st->next, st->scale, c->params, g2,
+                         i0 + mb + st->next, st->scale,
+                         st->drop ? &drop2 : NULL, c->params, g2,
                          (REAL *)a->split.ws2, a->split.iws2, 0.0, NULL, 0,
                          NULL};
     const double t0 = fnn_now_ms();
@@ -144,7 +152,7 @@ static double SUF(split_step)(const SUF(fit_ctx) *c, const SUF(step) *st,
     REAL *dz0 = NULL;
     double loss = SUF(fnn_net_loss_dz0)(net, h, r.x, r.ldx, r.y, r.ldy, r.sw,
                                         st->scale, c->params, c->grads, c->ws,
-                                        c->iws, &dz0);
+                                        c->iws, &dz0, st->drop);
     const double t1 = fnn_now_ms();
     fnn_pool_wait();
     *starved = fnn_split_starved(t0, t1, fnn_now_ms());

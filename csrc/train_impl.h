@@ -23,7 +23,8 @@ static double SUF(plain_step)(const SUF(fit_ctx) *c, const fnn_net *net,
     double loss = SUF(fnn_net_loss_grad)(net, st->mb, r.x, r.ldx, r.y, r.ldy,
                                          r.sw, st->scale, fused ? st->lr : 0,
                                          fused ? st->wd : 0, c->params,
-                                         c->grads, st->snap, c->ws, c->iws, 0);
+                                         c->grads, st->snap, c->ws, c->iws, 0,
+                                         st->drop);
     if (loss - loss == 0) {
         SUF(apply_optim)(c->net, c->opt, st->lr, st->wd, c->params, c->grads);
     }
@@ -58,7 +59,7 @@ static double SUF(sparse_step)(const SUF(fit_ctx) *c, const SUF(step) *st,
     *l2term = 0.0;
     double loss = SUF(fnn_net_loss_dz0_csr)(net, st->mb, &xs, r.y, r.ldy,
                                             r.sw, st->scale, params, c->grads,
-                                            c->ws, c->iws, &dz0);
+                                            c->ws, c->iws, &dz0, st->drop);
     if (!(loss - loss == 0)) {
         return loss;                    /* NaN or inf: touch nothing */
     }
@@ -131,12 +132,17 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
     const SUF(fit_ctx) c = {net, &pieces, opt, a, params, grads, ws, iws};
     fnn_poller poller;
     fnn_poller_init(&poller, a->poll_ms);
+    fnn_drop drop = {a->drop_seed, 0, 0};
+    const int dropout = a->dropout && net->dropout;
     for (int64_t e = 0; e < n_epochs; e++) {
         SUF(step) st;
         st.order = a->order ? a->order + e * n : NULL;
         st.lr = (REAL)a->lr[e];
+        st.drop = dropout ? &drop : NULL;
+        drop.epoch = a->epoch0 + e;
         for (int64_t s = 0; s < ep.steps; s++) {
             SUF(step_rows)(&st, s, ep.batch, n);
+            drop.row0 = st.i0;
             const int held = par && fnn_split_held(&split);
             const double wtot = SUF(batch_weight)(a, &st);
             st.scale = ep.sse ? 1.0 : 1.0 / wtot;
@@ -270,6 +276,7 @@ int SUF(fnn_fit)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
     const int64_t B = a->batch < 1 ? 1 : (a->batch > a->n ? a->n : a->batch);
     const int64_t min_rows = a->split.min_rows;
     if (net->lanes && net->lanes_ws && !a->sw && !a->xs
+        && !(a->dropout && net->dropout)
         && (min_rows < 2 || B < min_rows)) {
         return SUF(fit_loop_lanes)(net, opt, a, params, grads);
     }

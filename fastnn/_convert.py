@@ -22,7 +22,7 @@ random_state is copied too, in its current state).  fastnn-only options
 (activation 'leaky_relu', 'elu', 'maxout', per-layer activation lists that
 are not one scikit-learn activation repeated, dtype other than None,
 MLPRegressor's loss 'absolute_error', 'huber' or 'quantile',
-MLPClassifier's class_weight other than None) have no
+MLPClassifier's class_weight other than None, dropout other than 0) have no
 scikit-learn equivalent: to_sklearn raises ValueError naming them.  The
 parameters of those losses (huber_delta, quantile) are dropped when the
 loss is scikit-learn's: they have no effect then.  An
@@ -278,6 +278,11 @@ def to_sklearn(est):
             raise ValueError(f"{k}={getattr(est, k)!r} is a fastnn-only option: "
                              f"scikit-learn's {sk_cls.__name__} has no {k}; set it "
                              f"to None first (est.set_params({k}=None)) to convert")
+    d = params.pop("dropout", 0.0)
+    if any(np.atleast_1d(np.asarray(d, dtype=object)) != 0):
+        raise ValueError(f"dropout={d!r} is a fastnn-only option: scikit-learn's "
+                         f"{sk_cls.__name__} has no dropout; set it to 0 first "
+                         "(est.set_params(dropout=0.0)) to convert")
     params["activation"] = act
     known = set(sk_cls().get_params(deep=False))
     unknown = sorted(set(params) - known)

@@ -139,8 +139,14 @@ cdef extern from "fastnn.h" nogil:
         int32_t pieces
         int32_t fwd_t
         double alpha
+        double dropout
         int64_t w_off, b_off
         int64_t ws_col, iws_col
+
+    ctypedef struct fnn_drop:
+        uint64_t seed
+        int64_t epoch
+        int64_t row0
 
     ctypedef struct fnn_net:
         const fnn_blas *blas
@@ -154,6 +160,7 @@ cdef extern from "fastnn.h" nogil:
         int64_t iws_cols
         int64_t max_width
         int32_t lanes
+        int32_t dropout
         void *lanes_ws
 
     int fnn_net_init(fnn_net *net, fnn_layer *layers)
@@ -168,13 +175,14 @@ cdef extern from "fastnn.h" nogil:
                                  int64_t ldx, const float *y, int64_t ldy,
                                  const float *sw, double scale, float lr, float wd,
                                  float *params, float *grads, float *snapshot,
-                                 float *ws, int32_t *iws, int check_x)
+                                 float *ws, int32_t *iws, int check_x,
+                                 const fnn_drop *drop)
     double fnn_net_loss_grad_f64(const fnn_net *net, int64_t m, const double *x,
                                  int64_t ldx, const double *y, int64_t ldy,
                                  const double *sw, double scale, double lr,
                                  double wd, double *params, double *grads,
                                  double *snapshot, double *ws, int32_t *iws,
-                                 int check_x)
+                                 int check_x, const fnn_drop *drop)
 
     enum:
         FNN_OPT_SGD
@@ -208,6 +216,8 @@ cdef extern from "fastnn.h" nogil:
 
     ctypedef struct fnn_fit_args:
         int64_t n, n_epochs, batch, epoch0
+        uint64_t drop_seed
+        int32_t dropout
         const void *x
         int64_t ldx
         const void *y

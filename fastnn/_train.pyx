@@ -235,6 +235,9 @@ cdef class FitConfig:
     even with sample weights; loss_scale: multiplies each step's reported
     data loss (not the gradient, not the L2 term).  poll_ms: how often the
     progress callback runs and Ctrl-C is noticed, in milliseconds.
+    dropout_seed: an integer in [0, 2^64) to apply the layers' dropout, the
+    masks drawn from (dropout_seed, global epoch, layer, the sample's
+    position in the epoch's order) (csrc/dropout.h); None: no dropout.
     """
     cdef readonly str optimizer
     cdef readonly int kind
@@ -246,13 +249,14 @@ cdef class FitConfig:
     cdef readonly int64_t snapshot_every
     cdef readonly bint loss_l2, mean_by_rows
     cdef readonly double loss_scale, poll_ms
+    cdef readonly object dropout_seed
 
     def __init__(self, str optimizer, batch, *, double momentum=0.9,
                  double beta1=0.9, double beta2=0.999, double eps=1e-8,
                  double l2=0.0, bint l2_per_row=False, vel=None, sq=None, t=0,
                  snapshot=None, snapshot_every=1, bint loss_l2=False,
                  bint mean_by_rows=False, double loss_scale=1.0,
-                 double poll_ms=50.0):
+                 double poll_ms=50.0, dropout_seed=None):
         if optimizer not in OPT_KINDS:
             raise ValueError(f"unknown optimizer {optimizer!r}; expected one "
                              f"of {sorted(OPT_KINDS)}")
@@ -273,6 +277,15 @@ cdef class FitConfig:
             raise ValueError(f"FitConfig: loss_scale must be finite, got {loss_scale}")
         if not (poll_ms > 0 and isfinite(poll_ms)):
             raise ValueError(f"FitConfig: poll_ms must be finite and > 0, got {poll_ms}")
+        if dropout_seed is not None:
+            if (isinstance(dropout_seed, (bool, np.bool_))
+                    or not isinstance(dropout_seed, (int, np.integer))):
+                raise TypeError(f"FitConfig: dropout_seed must be an int or None, "
+                                f"got {dropout_seed!r}")
+            if not 0 <= dropout_seed < 1 << 64:
+                raise ValueError(f"FitConfig: dropout_seed must be in [0, 2**64), "
+                                 f"got {dropout_seed}")
+            dropout_seed = int(dropout_seed)
         self.optimizer = optimizer
         self.kind = OPT_KINDS[optimizer]
         if self.kind != FNN_OPT_SGD and vel is None:
@@ -290,6 +303,7 @@ cdef class FitConfig:
         self.snapshot, self.snapshot_every = snapshot, snapshot_every
         self.loss_l2, self.mean_by_rows = loss_l2, mean_by_rows
         self.loss_scale, self.poll_ms = loss_scale, poll_ms
+        self.dropout_seed = dropout_seed
 
     cdef _check_against(self, NetCore core):
         """The buffers fit the network: a wrong one would be read out of
@@ -434,11 +448,11 @@ cdef double _net_loss_grad(const fnn_net *net, int64_t m, const floating *x,
     if floating is float:
         return fnn_net_loss_grad_f32(net, m, x, ldx, y, ldy, sw, scale,
                                      <float>lr, <float>wd, params, grads,
-                                     NULL, ws, iws, check_x)
+                                     NULL, ws, iws, check_x, NULL)
     else:
         return fnn_net_loss_grad_f64(net, m, x, ldx, y, ldy, sw, scale, lr,
                                      wd, params, grads, NULL, ws, iws,
-                                     check_x)
+                                     check_x, NULL)
 
 
 cdef floating *_net_forward(const fnn_net *net, int64_t m, const floating *x,
@@ -512,7 +526,9 @@ cdef class NetCore:
     """A compiled network over caller-owned flat buffers.
 
     specs: one tuple per layer (n_in, n_out, act_code, pieces, alpha, w_off,
-    b_off); params, grads: 1-D C-contiguous float32/float64 arrays of equal
+    b_off[, dropout]) (dropout: the rate of the layer's output in fits
+    with a FitConfig.dropout_seed; default 0); params, grads: 1-D
+    C-contiguous float32/float64 arrays of equal
     size; n_weights: params[:n_weights] are the weights (L2 applies there);
     loss_param: the loss's parameter (fnn_net.loss_param: huber's delta,
     quantile's quantile).
@@ -559,6 +575,7 @@ cdef class NetCore:
             self.layers[i].alpha = s[4]
             self.layers[i].w_off = s[5]
             self.layers[i].b_off = s[6]
+            self.layers[i].dropout = s[7] if len(s) > 7 else 0.0
             self.layers[i].fwd_t = 0
         self.net.blas = blas_handle()
         self.net.n_layers = n
@@ -568,7 +585,8 @@ cdef class NetCore:
         self.net.n_weights = n_weights
         if fnn_net_init(&self.net, self.layers) != 0:
             raise ValueError("layer layout does not chain or lies outside params, "
-                             "or the loss or its parameter is invalid")
+                             "the loss or its parameter is invalid, or a dropout "
+                             "rate is outside [0, 1) or on a maxout or output layer")
         if self.net.lanes:
             # the small-network step's scratch (on the heap: a thread's stack
             # may be smaller than FNN_LANES_BYTES)
@@ -936,6 +954,8 @@ cdef class NetCore:
         gather = self._fill_rows(&a, X, Y, sw, order, batch, xin)
         a.n_epochs = n_epochs
         a.epoch0 = epoch0
+        a.dropout = cfg.dropout_seed is not None
+        a.drop_seed = cfg.dropout_seed if cfg.dropout_seed is not None else 0
         a.lr = <const double *>cnp.PyArray_DATA(lrs)
         a.epoch_loss = <double *>cnp.PyArray_DATA(<cnp.ndarray>epoch_loss)
         a.loss_l2 = cfg.loss_l2

@@ -725,7 +725,7 @@ class _Loop:
         if net._core is not None:
             return net._core.loss_grad(xb, yb, swb, scale, 0.0, 0.0)
         L, g = ref.net_loss_grad(net.specs(), net.loss_name, net.params, xb, yb,
-                                 scale, swb)
+                                 scale, swb, net.loss_param)
         net.grads[...] = g
         return L
 

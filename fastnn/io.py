@@ -19,9 +19,10 @@ header.json holds:
     n_in                  input width
     layers                one object per layer, input to output:
                           {"type": "dense", "units", "activation", "alpha",
-                          "bias"} or {"type": "maxout", "units", "pieces",
-                          "bias"}; activation one of identity, sigmoid, tanh,
-                          relu, leaky_relu, elu, softmax (output layer only)
+                          "bias"[, "dropout" (version 2, only if > 0)]} or
+                          {"type": "maxout", "units", "pieces", "bias"};
+                          activation one of identity, sigmoid, tanh, relu,
+                          leaky_relu, elu, softmax (output layer only)
     loss                  "mse", "sse", "bce", "softmax_ce", or (version 2)
                           "mae", "huber", "quantile"
     loss_param            (version 2) huber's delta or quantile's quantile;
@@ -35,7 +36,8 @@ header.json holds:
                           and quantile, MLPClassifier's class_weight since
                           version 2: null, "balanced", {"dict": [[label,
                           weight], ...]} or {"per_output": [[[label, weight],
-                          ...], ...]}), "fitted": n_iter_, t_,
+                          ...], ...]}; both estimators' dropout since version
+                          2: a number or a list), "fitted": n_iter_, t_,
                           loss_, n_layers_, n_outputs_, out_activation_,
                           n_features_in_, hidden_activations, stochastic, and
                           for sgd/adam best_loss_, best_validation_score_,
@@ -100,7 +102,7 @@ _FLOAT_DTYPES = {"float32": "<f4", "float64": "<f8"}
 _LOSSES = ("mse", "sse", "bce", "softmax_ce", "mae", "huber", "quantile")
 _PARAM_LOSSES = ("huber", "quantile")        # the losses with a loss_param
 # constructor parameters added in version 2: absent from version 1 files
-_V2_PARAMS = ("huber_delta", "quantile", "class_weight")
+_V2_PARAMS = ("huber_delta", "quantile", "class_weight", "dropout")
 _KINDS = ("Network", "MLPClassifier", "MLPRegressor")
 # an estimator's optimizer entry: these floats, and kind, t, solver,
 # lr_schedule, nesterov
@@ -241,6 +243,8 @@ def _encode_param(k, v):
     """A constructor parameter as a JSON value."""
     if k == "class_weight":
         return _encode_class_weight(v)
+    if k == "dropout" and isinstance(v, (list, tuple)):
+        return [_enc_float(r) for r in v]
     if k == "hidden_layer_sizes":
         return [int(h) for h in (v if hasattr(v, "__iter__") else [v])]
     if k == "activation":
@@ -484,9 +488,15 @@ def _check_layers(header):
             _fail(f"{what} must be a JSON object")
         kind = _choice(l.get("type"), f"{what}.type", ("dense", "maxout"))
         if kind == "dense":
-            _obj(l, what, ("type", "units", "activation", "alpha", "bias"))
+            _obj(l, what, ("type", "units", "activation", "alpha", "bias"),
+                 ("dropout",))
             _choice(l["activation"], f"{what}.activation", DENSE_ACTIVATIONS)
             _dec_float(l["alpha"], f"{what}.alpha", allow_nonfinite=False)
+            if "dropout" in l:
+                rate = _dec_float(l["dropout"], f"{what}.dropout",
+                                  allow_nonfinite=False)
+                if not 0 < rate < 1:
+                    _fail(f"{what}.dropout must be in (0, 1), got {rate}")
             pieces = 1
         else:
             _obj(l, what, ("type", "units", "pieces", "bias"))
@@ -681,6 +691,14 @@ def _decode_params(cls, p):
             p[k] = _dec_float(p[k], f"estimator.params.{k}", allow_nonfinite=False)
     if "class_weight" in p:
         p["class_weight"] = _decode_class_weight(p["class_weight"])
+    if "dropout" in p:
+        d = p["dropout"]
+        if isinstance(d, list) and len(d) <= MAX_LAYERS:
+            p["dropout"] = [_dec_float(r, "estimator.params.dropout",
+                                       allow_nonfinite=False) for r in d]
+        else:
+            p["dropout"] = _dec_float(d, "estimator.params.dropout",
+                                      allow_nonfinite=False)
     if isinstance(p["n_iter_no_change"], str):
         p["n_iter_no_change"] = _dec_float(p["n_iter_no_change"], "n_iter_no_change")
     return p

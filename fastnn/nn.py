@@ -92,32 +92,46 @@ class Dense:
     units: output width.  activation: identity, sigmoid, tanh, relu,
     leaky_relu (slope ``alpha``, default 0.1 as in the seed), elu (scale
     ``alpha``, default 1.0) or, on the output layer only, softmax.
-    bias: whether the layer has a bias vector.
+    bias: whether the layer has a bias vector.  dropout: the rate of
+    inverted dropout on the layer's output during fit (each unit zeroed
+    with that probability, the others scaled by 1 / (1 - rate)); in [0, 1),
+    0 (the default) for none; hidden layers only; inactive in predict,
+    forward, loss and loss_and_grad.  See docs/dropout.md.
     After the network is built, ``W`` (n_in, units) and ``b`` (units,) or
     None are views into the network's flat ``params``.
     """
 
     kind = "dense"
 
-    def __init__(self, units, activation="identity", bias=True, alpha=None):
+    def __init__(self, units, activation="identity", bias=True, alpha=None,
+                 dropout=0.0):
         self.units = check_positive_int(units, "units")
         self.activation = _act_name(activation)
         self.bias = bool(bias)
         if alpha is None:
             alpha = _DEFAULT_ALPHA.get(self.activation, 0.0)
         self.alpha = check_real(alpha, "alpha")
+        self.dropout = check_real(dropout, "dropout", 0.0)
+        if self.dropout >= 1:
+            raise ValueError(f"dropout must be < 1 (the rate of units dropped), "
+                             f"got {self.dropout}")
         self.pieces = 1
         self.W = self.b = None
 
     def __repr__(self):
         extra = f", alpha={self.alpha}" if self.activation in _DEFAULT_ALPHA else ""
+        if self.dropout:
+            extra += f", dropout={self.dropout}"
         return (f"Dense({self.units}, activation={self.activation!r}"
                 f"{extra}, bias={self.bias})")
 
     def _to_state(self):
-        return {"type": "dense", "units": int(self.units),
-                "activation": self.activation, "alpha": float(self.alpha),
-                "bias": bool(self.bias)}
+        d = {"type": "dense", "units": int(self.units),
+             "activation": self.activation, "alpha": float(self.alpha),
+             "bias": bool(self.bias)}
+        if self.dropout:
+            d["dropout"] = float(self.dropout)
+        return d
 
 
 class Maxout:
@@ -129,6 +143,7 @@ class Maxout:
     kind = "maxout"
     activation = "maxout"
     alpha = 0.0
+    dropout = 0.0                # maxout layers have no dropout
 
     def __init__(self, units, pieces=2, bias=True):
         self.units = check_positive_int(units, "units")
@@ -151,7 +166,8 @@ def _layer_from_state(d):
                          f"'maxout', got {d!r}")
     if d["type"] == "maxout":
         return Maxout(d["units"], d["pieces"], bias=d["bias"])
-    return Dense(d["units"], d["activation"], bias=d["bias"], alpha=d["alpha"])
+    return Dense(d["units"], d["activation"], bias=d["bias"], alpha=d["alpha"],
+                 dropout=d.get("dropout", 0.0))
 
 
 class Network:
@@ -209,6 +225,9 @@ class Network:
             if l.activation == "softmax":
                 raise ValueError("softmax is an output activation: only the last "
                                  "layer may use it")
+        if layers[-1].dropout:
+            raise ValueError(f"dropout applies to hidden layers; the output layer "
+                             f"{layers[-1]!r} has dropout={layers[-1].dropout}")
         self.loss_name = _loss_name(loss)
         self.loss_param = _loss_param(self.loss_name, huber_delta, quantile)
         out = layers[-1].activation
@@ -242,6 +261,11 @@ class Network:
             self.build(check_positive_int(n_in, "n_in"))
 
     # ---- construction -----------------------------------------------------
+
+    @property
+    def dropout_rates(self):
+        """The layers' dropout rates (0 for none), input to output."""
+        return [float(l.dropout) for l in self.layers]
 
     @property
     def huber_delta(self):
@@ -298,7 +322,8 @@ class Network:
             self._layout.append((fi, l.units, wo, bo))
         if self.backend == "native":
             from fastnn._train import NetCore
-            specs = [(fi, l.units, ACTIVATIONS[l.activation], l.pieces, l.alpha, wo, bo)
+            specs = [(fi, l.units, ACTIVATIONS[l.activation], l.pieces, l.alpha, wo, bo,
+                      l.dropout)
                      for l, (fi, _, wo, bo) in zip(self.layers, self._layout)]
             self._core = NetCore(specs, LOSSES[self.loss_name], self.params,
                                  self.grads, n_weights,

@@ -291,9 +291,20 @@ def _out_act(specs, loss, predict):
     return act
 
 
-def net_forward(specs, loss, params, x, predict=True):
+def _drop_of(drop, l):
+    """(rate, key) of layer l's dropout in a step with drop (a dict: rates
+    (one per layer), seed, epoch, row0; None: no dropout); rate 0 for none."""
+    if drop is None or not drop["rates"][l]:
+        return 0.0, 0
+    return drop["rates"][l], drop_key(drop["seed"], drop["epoch"], l)
+
+
+def net_forward(specs, loss, params, x, predict=True, drop=None):
     """(output, cache): the network's output for rows x, and the per-layer
-    (input, output, argmax) the backward pass needs."""
+    (input, output, argmax, output before dropout) the backward pass needs.
+    drop: a training step's dropout, {"rates": one per layer, "seed",
+    "epoch", "row0": the position of x's first row in the epoch's order},
+    or None."""
     a = _f64(x)
     cache = []
     for l, spec in enumerate(specs):
@@ -301,21 +312,28 @@ def net_forward(specs, loss, params, x, predict=True):
         W, b = _layer_params(spec, params)
         z = a @ W
         last = l == len(specs) - 1
+        pre = None
         if act == "maxout":
             out, arg = maxout_forward(z, b, pieces)
         else:
             arg = None
             f = _out_act(specs, loss, predict) if last else act
             out = softmax_forward(z, b) if f == "softmax" else bias_act_forward(z, b, f, alpha)
-        cache.append((a, out, arg))
+            rate, key = _drop_of(drop, l)
+            if rate:
+                keep = dropout_keep(len(out), out.shape[1], rate, key, drop["row0"])
+                pre, out = out, out * np.where(keep, 1.0 / (1.0 - rate), 0.0)
+        cache.append((a, out, arg, pre))
         a = out
     return a, cache
 
 
-def net_loss_grad(specs, loss, params, x, y, scale, sw=None, loss_param=None):
+def net_loss_grad(specs, loss, params, x, y, scale, sw=None, loss_param=None,
+                  drop=None):
     """(L, grads): loss and its gradient w.r.t. the flat params
-    (loss_param: the loss's parameter, see loss_grad)."""
-    out, cache = net_forward(specs, loss, params, x, predict=False)
+    (loss_param: the loss's parameter, see loss_grad; drop: dropout, see
+    net_forward)."""
+    out, cache = net_forward(specs, loss, params, x, predict=False, drop=drop)
     L, d, _ = loss_grad(out, y, loss, scale, sw, loss_param)
     grads = np.zeros(len(params))
     last = specs[-1]
@@ -334,8 +352,12 @@ def net_loss_grad(specs, loss, params, x, y, scale, sw=None, loss_param=None):
         if l > 0:
             da = d @ W.T
             p = specs[l - 1]
+            rate, key = _drop_of(drop, l - 1)
             if p[2] == "maxout":
                 d, _ = maxout_backward(cache[l - 1][2], da, p[3])
+            elif rate:
+                d, _ = bias_act_dropout_backward(cache[l - 1][3], da, p[2], p[4], rate,
+                                                 key, drop["row0"])
             else:
                 d, _ = bias_act_backward(cache[l - 1][1], da, p[2], p[4])
     return L, grads
@@ -352,7 +374,8 @@ def net_train_step(specs, loss, params, x, y, lr, scale=None, loss_param=None):
 def fit(specs, loss, params, n_weights, x, y, lrs, batch, order=None,
         optimizer="sgd", momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8,
         l2=0.0, l2_per_row=False, sw=None, state=None, loss_l2=False,
-        mean_by_rows=False, loss_scale=1.0, loss_param=None):
+        mean_by_rows=False, loss_scale=1.0, loss_param=None, dropout=None,
+        drop_seed=None, epoch0=0):
     """Replay of csrc/train.c: epochs of minibatches in the given row order.
 
     lrs: learning rate per epoch; order: (n_epochs, n) row indices or None.
@@ -361,7 +384,9 @@ def fit(specs, loss, params, n_weights, x, y, lrs, batch, order=None,
     plus 1/2 wd |W|^2 if loss_l2; the epoch loss is the mean of the step
     losses weighted by each batch's sample-weight sum (rows if
     mean_by_rows), a plain sum for sse; loss_param: the loss's parameter
-    (huber's delta, quantile's quantile).  Returns
+    (huber's delta, quantile's quantile); dropout: one rate per layer, used
+    with drop_seed (None: no dropout), the masks of epoch e keyed by epoch
+    number epoch0 + e (csrc/train_impl.h's numbering).  Returns
     (params, epoch_losses, state) where state holds the optimizer buffers
     and Adam's step count (pass it back to continue).
     """
@@ -383,8 +408,12 @@ def fit(specs, loss, params, n_weights, x, y, lrs, batch, order=None,
             wtot = len(rows) if swb is None else float(swb.sum())
             scale = 1.0 if loss == "sse" else 1.0 / wtot
             wd = l2 / wtot if l2_per_row else l2
+            drop = None
+            if drop_seed is not None and dropout is not None and any(dropout):
+                drop = {"rates": dropout, "seed": drop_seed, "epoch": epoch0 + e,
+                        "row0": i0}
             L, g = net_loss_grad(specs, loss, params, x[rows], y[rows], scale, swb,
-                                 loss_param)
+                                 loss_param, drop)
             if not np.isfinite(L):
                 raise FloatingPointError(f"non-finite loss at epoch {e}")
             L *= loss_scale

@@ -24,7 +24,8 @@ activation per hidden layer; dtype=None (follow X: float32 stays float32,
 anything else becomes float64), np.float32 or np.float64; MLPRegressor's
 robust losses loss='absolute_error', 'huber' (with huber_delta) and
 'quantile' (with quantile), see MLPRegressor and docs/losses.md;
-MLPClassifier's class_weight (docs/class-weight.md); validation data in
+MLPClassifier's class_weight (docs/class-weight.md); dropout on the
+hidden layers (docs/dropout.md); validation data in
 fit (X_val, y_val, sample_weight_val) with validation_loss_curve_ and
 validation_scores_ recorded every epoch (docs/validation.md).  Every
 addition's default is scikit-learn's behaviour.
@@ -121,12 +122,14 @@ _NONFINITE_MSG = ("Solver produced non-finite parameter weights. The input data 
                   "may contain large values and need to be preprocessed.")
 
 
-def _hidden_layer(units, activation):
+def _hidden_layer(units, activation, dropout=0.0):
     """The fastnn layer of a hidden layer with scikit-learn's activation
-    name (or fastnn's additions)."""
+    name (or fastnn's additions) and dropout rate."""
     from fastnn.nn import Dense, Maxout
     f = HIDDEN_ACTIVATIONS[activation]
-    return Maxout(units, MAXOUT_PIECES) if f == "maxout" else Dense(units, f)
+    if f == "maxout":
+        return Maxout(units, MAXOUT_PIECES)
+    return Dense(units, f, dropout=dropout)
 
 
 def _poisson_loss(y_true, y_pred, sample_weight=None):
@@ -332,6 +335,7 @@ class _BaseMLP(BaseEstimator):
                              Options(numbers.Real, {np.inf})],
         "max_fun": [Interval(numbers.Integral, 1, None, closed="left")],
         "dtype": [None, type, str, np.dtype],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left"), list, tuple],
     }
 
     def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size,
@@ -490,12 +494,15 @@ class _BaseMLP(BaseEstimator):
         if not isinstance(acts, list) or len(acts) != len(layers) - 1:
             raise ValueError("hidden_activations must list one activation per "
                              "hidden layer")
-        for i, (a, layer) in enumerate(zip(acts, layers)):
+        for i, a in enumerate(acts):
             if a not in HIDDEN_ACTIVATIONS:
                 raise ValueError(f"hidden_activations[{i}] must be one of "
                                  f"{sorted(HIDDEN_ACTIVATIONS)}, got {a!r}")
-            if layer != _hidden_layer(layer.get("units"), a)._to_state():
-                raise ValueError(f"layers[{i}] does not match hidden activation {a!r}")
+        rates = self._dropout_rates(len(acts), acts)
+        for i, (a, layer) in enumerate(zip(acts, layers)):
+            if layer != _hidden_layer(layer.get("units"), a, rates[i])._to_state():
+                raise ValueError(f"layers[{i}] does not match hidden activation {a!r} "
+                                 f"with dropout {rates[i]}")
         out_act = f["out_activation_"]
         if out_act not in _OUTPUTS:
             raise ValueError(f"out_activation_ must be one of {sorted(_OUTPUTS)}, "
@@ -597,6 +604,35 @@ class _BaseMLP(BaseEstimator):
                                  f"{sorted(HIDDEN_ACTIVATIONS)}")
         return acts
 
+    def _dropout_rates(self, n_hidden, acts=None):
+        """One dropout rate per hidden layer from the dropout parameter (a
+        rate for all, or a list), checked: each in [0, 1); none on maxout
+        layers; only with solver 'sgd' / 'adam' and not with loss
+        'poisson'."""
+        d = self.dropout
+        rates = [d] * n_hidden if isinstance(d, numbers.Real) else list(d)
+        if len(rates) != n_hidden:
+            raise ValueError(f"dropout lists one rate per hidden layer: got "
+                             f"{len(rates)} for {n_hidden} hidden layers")
+        for i, r in enumerate(rates):
+            if (isinstance(r, (bool, np.bool_)) or not isinstance(r, numbers.Real)
+                    or not 0 <= r < 1):
+                raise ValueError(f"dropout rates must be real numbers in [0, 1), "
+                                 f"got {r!r} for hidden layer {i}")
+        rates = [float(r) for r in rates]
+        if any(rates):
+            if self.solver not in _STOCHASTIC_SOLVERS:
+                raise ValueError(f"dropout needs solver 'sgd' or 'adam' (its masks "
+                                 f"make the loss random, which L-BFGS cannot "
+                                 f"follow); solver is {self.solver!r}")
+            if getattr(self, "loss", None) == "poisson":
+                raise ValueError("dropout is not available with loss='poisson'")
+            for i, (a, r) in enumerate(zip(acts or [], rates)):
+                if r and HIDDEN_ACTIVATIONS[a] == "maxout":
+                    raise ValueError(f"dropout is not available for maxout layers "
+                                     f"(hidden layer {i})")
+        return rates
+
     def _resolve_dtype(self, x_dtype):
         if self.dtype is None:
             return np.dtype(np.float32 if x_dtype == np.float32 else np.float64)
@@ -618,7 +654,8 @@ class _BaseMLP(BaseEstimator):
         """A fastnn Network for these layers; returns it with coefs_ /
         intercepts_ pointed at its parameter views (values not set)."""
         from fastnn.nn import Dense, Network
-        layers = [_hidden_layer(u, a) for u, a in zip(units, acts)]
+        rates = self._dropout_rates(len(units), acts)
+        layers = [_hidden_layer(u, a, r) for u, a, r in zip(units, acts, rates)]
         f_out = _OUTPUTS[out_act][0]
         loss, loss_kw = self._net_loss(out_act)
         layers.append(Dense(n_out, f_out))
@@ -643,6 +680,9 @@ class _BaseMLP(BaseEstimator):
         if net is not None and hasattr(self, "out_activation_"):
             loss, kw = self._net_loss(self.out_activation_)
             if (net.loss_name, net.loss_param) != (loss, next(iter(kw.values()), None)):
+                net = None
+            elif (net.dropout_rates[:-1]
+                  != self._dropout_rates(len(net.layers) - 1, self._hidden_acts)):
                 net = None
         if (net is not None and views is not None
                 and len(self.coefs_) == len(views[0])
@@ -758,6 +798,7 @@ class _BaseMLP(BaseEstimator):
                              % hidden_layer_sizes)
         hidden_layer_sizes = [int(h) for h in hidden_layer_sizes]
         acts = self._hidden_activations(len(hidden_layer_sizes))
+        rates = self._dropout_rates(len(hidden_layer_sizes), acts)
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental)
 
@@ -794,7 +835,13 @@ class _BaseMLP(BaseEstimator):
                                                                      dtype=dtype)
 
         if self.solver in _STOCHASTIC_SOLVERS:
-            self._fit_stochastic(net, X, Y, sw, incremental, y, sample_weight, val)
+            # dropout's masks: keyed by one draw from random_state per fit
+            # call (only with dropout, so fits without it draw as
+            # scikit-learn's do)
+            drop_seed = (int(self._random_state.randint(0, 1 << 62, dtype=np.int64))
+                         if any(rates) else None)
+            self._fit_stochastic(net, X, Y, sw, incremental, y, sample_weight, val,
+                                 drop_seed)
         elif self.solver == "lbfgs":
             self._fit_lbfgs(net, X, Y, sw)
 
@@ -905,7 +952,8 @@ class _BaseMLP(BaseEstimator):
         self.loss_ = opt_res.fun
         params[...] = opt_res.x
 
-    def _fit_stochastic(self, net, X, Y, sw, incremental, y, sw_orig, val=None):
+    def _fit_stochastic(self, net, X, Y, sw, incremental, y, sw_orig, val=None,
+                        drop_seed=None):
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = _Optimizer(
                 self.solver, net.n_params, net.dtype, self.learning_rate_init,
@@ -962,7 +1010,8 @@ class _BaseMLP(BaseEstimator):
                               "sample size. It is going to be clipped")
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
 
-        runner = _EpochRunner(self, net, X_train, Y_train, sw_train, batch_size)
+        runner = _EpochRunner(self, net, X_train, Y_train, sw_train, batch_size,
+                              drop_seed)
         permute = _epoch_shuffle()
         try:
             self.n_iter_ = 0
@@ -970,7 +1019,7 @@ class _BaseMLP(BaseEstimator):
                 if self.shuffle:
                     sample_idx = permute(sample_idx, self._random_state)
                 self.loss_ = runner.epoch(sample_idx if self.shuffle else None,
-                                          self._optimizer.epoch_lr)
+                                          self._optimizer.epoch_lr, it)
                 self.n_iter_ += 1
                 self.t_ += n_samples
                 self.loss_curve_.append(self.loss_)
@@ -1157,7 +1206,7 @@ class _EpochRunner:
     gradient.
     """
 
-    def __init__(self, est, net, X, Y, sw, batch_size):
+    def __init__(self, est, net, X, Y, sw, batch_size, drop_seed=None):
         from fastnn._train import FitConfig
         self.est, self.net, self.core = est, net, net._core
         self.X, self.Y, self.sw = X, Y, sw
@@ -1177,7 +1226,7 @@ class _EpochRunner:
             opt.kind, batch_size, momentum=opt.momentum, beta1=opt.beta_1,
             beta2=opt.beta_2, eps=opt.epsilon, l2=self.alpha, l2_per_row=True,
             vel=opt.vel, sq=opt.sq, t=opt.t, loss_l2=report, mean_by_rows=True,
-            loss_scale=self.out_scale if report else 1.0)
+            loss_scale=self.out_scale if report else 1.0, dropout_seed=drop_seed)
         if self.per_batch:
             n_in, n_out = X.shape[1], Y.shape[1]
             # a sparse X's batches are taken as CSR rows, not into xb
@@ -1186,12 +1235,13 @@ class _EpochRunner:
             self.yb = np.empty((batch_size, n_out), net.dtype)
             self.swb = None if sw is None else np.empty(batch_size, net.dtype)
 
-    def _call(self, X, Y, sw, order):
+    def _call(self, X, Y, sw, order, epoch=0):
         """NetCore.fit over the rows of X (in `order`, if given) in batches
-        of at most self.batch rows; returns the epoch loss the core reports
-        (scikit-learn's, unless per batch)."""
+        of at most self.batch rows, as epoch `epoch` of the fit (dropout's
+        masks); returns the epoch loss the core reports (scikit-learn's,
+        unless per batch)."""
         r = self.core.fit(X, Y, self.cfg, self.lr_buf, sw=sw, order=order,
-                          epoch_loss=self.loss_buf)
+                          epoch0=epoch, epoch_loss=self.loss_buf)
         self.est._optimizer.t = r.t
         if r.exc is not None:
             raise r.exc
@@ -1200,13 +1250,13 @@ class _EpochRunner:
                              "last finite parameters are kept)")
         return float(self.loss_buf[0])
 
-    def epoch(self, idx, lr):
-        """One epoch over the rows in order idx (None: in order) at
-        learning rate lr; returns scikit-learn's epoch loss."""
+    def epoch(self, idx, lr, number=0):
+        """Epoch `number` of the fit over the rows in order idx (None: in
+        order) at learning rate lr; returns scikit-learn's epoch loss."""
         self.lr_buf[0] = lr
         if not self.per_batch:
             order = None if idx is None else np.ascontiguousarray(idx, np.int64)[None]
-            return self._call(self.X, self.Y, self.sw, order)
+            return self._call(self.X, self.Y, self.sw, order, number)
         return self._epoch_per_batch(idx)
 
     def _epoch_per_batch(self, idx):
@@ -1298,6 +1348,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         the labels.  early_stopping's validation score is weighted the
         same way.  partial_fit refuses 'balanced'.  See
         docs/class-weight.md.
+    dropout : float or list of floats (one per hidden layer), default=0.0
+        Rate of inverted dropout on the hidden layers' outputs while
+        training (solver 'sgd' / 'adam'); in [0, 1), 0 for none; not on
+        maxout layers.  Inactive in predict, predict_proba and score; the
+        masks follow random_state.  See docs/dropout.md.
 
     Attributes
     ----------
@@ -1319,8 +1374,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, max_fun=15000, dtype=None, class_weight=None):
+                 n_iter_no_change=10, max_fun=15000, dtype=None, class_weight=None,
+                 dropout=0.0):
         self.class_weight = class_weight
+        self.dropout = dropout
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -1492,6 +1549,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         losses).
     quantile : float in (0, 1), default=0.5
         The quantile 'quantile' predicts (ignored by the other losses).
+    dropout : float or list of floats (one per hidden layer), default=0.0
+        Dropout on the hidden layers while training, as in MLPClassifier
+        (not with loss='poisson'); docs/dropout.md.
 
     loss_ and loss_curve_ report them as scikit-learn reports squared
     error: the mean over samples and outputs, plus 0.5 alpha ||W||^2 /
@@ -1515,9 +1575,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                  n_iter_no_change=10, max_fun=15000, dtype=None, huber_delta=1.0,
-                 quantile=0.5):
+                 quantile=0.5, dropout=0.0):
         self.huber_delta = huber_delta
         self.quantile = quantile
+        self.dropout = dropout
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,

@@ -422,6 +422,9 @@ def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
                              "distributed fit): 'balanced' needs the classes' "
                              "counts over every rank; give the weights as "
                              "sample_weight")
+        if any(net.dropout_rates):
+            raise ValueError("dropout is not available with comm (a distributed "
+                             "fit): its steps run without the layers' dropout")
         from fastnn.distributed import fit as fit_distributed
         return fit_distributed(
             net, X, y, comm, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -457,24 +460,29 @@ def fit(net, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
     if early_stopping:
         cbs.append(early_stopping)
     use_order = shuffle and batch < n
+    dropout = any(net.dropout_rates)
     # without a seed of its own, a fit shuffles with the network's (seeding
     # from OS entropy costs ~15 us: not when unused; a given seed is still
     # checked)
     if seed is not None:
         rng = np.random.default_rng(seed)
     else:
-        rng = net._fit_rng() if use_order else None
+        rng = net._fit_rng() if use_order or dropout else None
+    # dropout's masks: keyed by one draw from the fit's generator, before
+    # the epochs' orders (only with dropout, so fits without it draw as
+    # they always did)
+    drop_seed = int(rng.integers(0, 1 << 64, dtype=np.uint64)) if dropout else None
 
     if net._core is None:
         with net._reference_lock():
             return _fit_reference(net, X, y, sw, epochs, batch, opt, schedule, rng,
-                                  use_order, val, cbs, on_divergence)
+                                  use_order, val, cbs, on_divergence, drop_seed)
     core = net._core
     core.hold()
     try:
         return _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng,
                            use_order, val, cbs, on_divergence, early_stopping, verbose,
-                           reset_optimizer)
+                           reset_optimizer, drop_seed)
     finally:
         core.release()
 
@@ -513,20 +521,23 @@ def _optimizer_state(net, opt, reset):
     return state
 
 
-def _native_config(opt, batch, state, snapshot, snap_every):
+def _native_config(opt, batch, state, snapshot, snap_every, drop_seed=None):
     """The FitConfig of every native call of one fit: optimizer opt (SGD or
-    Adam) continuing from state, snapshots into snapshot."""
+    Adam) continuing from state, snapshots into snapshot, dropout's masks
+    keyed by drop_seed (None: no dropout)."""
     from fastnn._train import FitConfig
     return FitConfig(opt.kind, batch, momentum=getattr(opt, "momentum", 0.0),
                      beta1=getattr(opt, "beta1", 0.9),
                      beta2=getattr(opt, "beta2", 0.999),
                      eps=getattr(opt, "eps", 1e-8), l2=opt.weight_decay,
                      vel=state["vel"], sq=state["sq"], t=state["t"],
-                     snapshot=snapshot, snapshot_every=snap_every)
+                     snapshot=snapshot, snapshot_every=snap_every,
+                     dropout_seed=drop_seed)
 
 
 def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_order,
-                val, cbs, on_divergence, early_stopping, verbose, reset_optimizer):
+                val, cbs, on_divergence, early_stopping, verbose, reset_optimizer,
+                drop_seed=None):
     n = X.shape[0]
     state = _optimizer_state(net, opt, reset_optimizer)
     hist = History()
@@ -543,7 +554,7 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
     snap_every = max(1, -(-16 // steps_per_epoch))
     snapshot = net.params.copy()
     snap_epoch = None
-    cfg = _native_config(opt, batch, state, snapshot, snap_every)
+    cfg = _native_config(opt, batch, state, snapshot, snap_every, drop_seed)
     progress = _Progress(epochs, n) if verbose else None
     samples_seen = 0
     e0 = 0
@@ -662,7 +673,7 @@ def _evaluate(net, Xv, yv):
 
 
 def _fit_reference(net, X, y, sw, epochs, batch, opt, schedule, rng, use_order,
-                   val, cbs, on_divergence):
+                   val, cbs, on_divergence, drop_seed=None):
     """The same loop in NumPy (backend='reference'), epoch by epoch."""
     from fastnn import reference as ref
     hist = History()
@@ -684,7 +695,8 @@ def _fit_reference(net, X, y, sw, epochs, batch, opt, schedule, rng, use_order,
                     [lr], batch, order, opt.kind, getattr(opt, "momentum", 0.9),
                     getattr(opt, "beta1", 0.9), getattr(opt, "beta2", 0.999),
                     getattr(opt, "eps", 1e-8), opt.weight_decay, False, sw, state,
-                    loss_param=net.loss_param)
+                    loss_param=net.loss_param, dropout=net.dropout_rates,
+                    drop_seed=drop_seed, epoch0=e)
             except FloatingPointError as exc:
                 hist.stop_reason = "diverged"
                 if on_divergence == "raise":

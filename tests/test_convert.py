@@ -126,7 +126,7 @@ def assert_same_state(a, b):
 
 def assert_same_params(a, b):
     pa, pb = a.get_params(), b.get_params()
-    for k in ("dtype", "huber_delta", "quantile", "class_weight"):   # fastnn-only
+    for k in ("dtype", "huber_delta", "quantile", "class_weight", "dropout"):
         pb.pop(k, None)
         pa.pop(k, None)
     assert pa.keys() == pb.keys()

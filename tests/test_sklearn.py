@@ -91,8 +91,9 @@ def test_poisson_xfail_is_sklearns_own():
 # ---- the same API as scikit-learn -------------------------------------------
 
 # fastnn-only constructor parameters, after scikit-learn's, with defaults
-FASTNN_ONLY = {"MLPClassifier": {"dtype": None, "class_weight": None},
-               "MLPRegressor": {"dtype": None, "huber_delta": 1.0, "quantile": 0.5}}
+FASTNN_ONLY = {"MLPClassifier": {"dtype": None, "class_weight": None, "dropout": 0.0},
+               "MLPRegressor": {"dtype": None, "huber_delta": 1.0, "quantile": 0.5,
+                                "dropout": 0.0}}
 
 
 @pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
