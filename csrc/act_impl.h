@@ -218,7 +218,10 @@ FNN_VEC void KSUF(fnn_bias_act_dropout_backward)(int64_t m, int64_t n, int act,
             FNN_BWD_DROP_ROW(yv > 0 ? (REAL)1 : yv + alpha);
             break;
         default: /* FNN_IDENTITY */
-            FNN_BWD_DROP_ROW((REAL)1);
+            FNN_SIMD for (int64_t j = 0; j < n; j++) {
+                REAL keep = fnn_drop_bits(r, (uint32_t)j) >= thr ? s : 0;
+                dzi[j] = dyi[j] * keep;
+            }
             break;
         }
         if (db) {

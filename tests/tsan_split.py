@@ -1,6 +1,6 @@
 """Exercise the data-parallel fit (csrc/pool.c and the split step of
 csrc/split_impl.h) for ThreadSanitizer: every optimizer, gathered and
-in-order rows, sample weights, maxout, a divergence, and four fits at once
+in-order rows, sample weights, maxout, dropout, a divergence, and four fits at once
 from four Python threads (one holds the helper, the others run alone).
 
 Not a pytest module: .ci/run builds the extensions with -fsanitize=thread
@@ -29,6 +29,10 @@ for opt in [Adam(0.01, weight_decay=0.01), SGD(0.1), SGD(0.0),
                       loss="softmax_ce", seed=4)
         net.fit(X, Y, epochs=4, batch_size=16, seed=2, optimizer=opt,
                 shuffle=shuffle, sample_weight=sw)
+# dropout: each half of a split step draws its own rows' masks
+net = Network([Dense(7, "tanh", dropout=0.3), Dense(6, "relu", dropout=0.5),
+               Dense(3, "softmax")], n_in=5, loss="softmax_ce", seed=4)
+net.fit(X, Y, epochs=4, batch_size=16, seed=2, optimizer="adam")
 rs = np.random.RandomState(1)
 net = Network([Dense(16, "relu"), Dense(1)], n_in=4, seed=0)
 try:
