@@ -296,11 +296,13 @@ FNN_INLINE void SUF(group_loss)(const fnn_net *net, const SUF(group_mem) *m,
         const REAL *z = m->zb + k * nb, *y = m->yb + k * nb;
         REAL *d = m->db + k * nb;
         if (valid == ML) {
-            loss[k] += KSUF(fnn_loss_grad)(1, nb, net->loss, scale, z, nb, y,
-                                           nb, NULL, d, nb, NULL);
+            loss[k] += KSUF(fnn_loss_grad)(1, nb, net->loss, net->loss_param,
+                                           scale, z, nb, y, nb, NULL, d, nb,
+                                           NULL);
         } else {
             for (int64_t j = 0; j < nout; j++) {
-                loss[k] += KSUF(fnn_loss_grad)(1, valid, net->loss, scale,
+                loss[k] += KSUF(fnn_loss_grad)(1, valid, net->loss,
+                                               net->loss_param, scale,
                                                z + j * ML, valid, y + j * ML,
                                                valid, NULL, d + j * ML, valid,
                                                NULL);

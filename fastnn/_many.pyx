@@ -110,7 +110,8 @@ cdef class ManyPlan:
     """The native side of one fit_many call.
 
     specs: one tuple per layer (n_in, n_out, act_code, pieces, alpha, w_off,
-    b_off), shared by every network; loss: loss code; n_weights: weights
+    b_off), shared by every network; loss: loss code (loss_param: its
+    parameter, fnn_net.loss_param); n_weights: weights
     prefix of params.  orientations: one tuple of per-layer forward-GEMM
     orientations (fnn_layer.fwd_t) per network variant; variant[k]: which
     one network k uses (networks fitted with different batch sizes may
@@ -142,7 +143,7 @@ cdef class ManyPlan:
                  list grads, list vel, list sq, list snapshot, object n,
                  object batch, object kind, object momentum, object beta1,
                  object beta2, object eps, object l2, object t,
-                 object snapshot_every):
+                 object snapshot_every, double loss_param=0.0):
         cdef int64_t L = len(specs), V = len(orientations), K = len(params)
         cdef int64_t v, l, k
         if L < 1 or V < 1 or K < 1:
@@ -228,15 +229,18 @@ cdef class ManyPlan:
                 self.layers[v * L + l].alpha = s[4]
                 self.layers[v * L + l].w_off = s[5]
                 self.layers[v * L + l].b_off = s[6]
+                self.layers[v * L + l].dropout = 0.0
                 self.layers[v * L + l].fwd_t = 1 if fwd[l] else 0
             self.nets[v].blas = blas_handle()
             self.nets[v].n_layers = <int32_t>L
             self.nets[v].loss = loss
+            self.nets[v].loss_param = loss_param
             self.nets[v].n_params = n_params
             self.nets[v].n_weights = n_weights
             self.nets[v].lanes_ws = NULL
             if fnn_net_init(&self.nets[v], &self.layers[v * L]) != 0:
-                raise ValueError("layer layout does not chain or lies outside params")
+                raise ValueError("layer layout does not chain or lies outside params, "
+                                 "or the loss parameter is invalid")
             if not lanes_step[v]:
                 self.nets[v].lanes = 0
         cdef fnn_many_job *j
@@ -249,6 +253,9 @@ cdef class ManyPlan:
         cdef void *swp = _data(sw) if sw is not None else NULL
         for k in range(K):
             j = &self.jobs[k]
+            # every field of the fit's arguments defined (sparse input,
+            # dropout and whatever else fnn_fit_args holds: off)
+            memset(&j.a, 0, sizeof(fnn_fit_args))
             j.net = &self.nets[var_[k]]
             j.params = _data(params[k])
             j.grads = _data(grads[k])

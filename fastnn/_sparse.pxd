@@ -2,7 +2,7 @@
 # line for line, in the same order.  Every declaration is nogil.
 from libc.stdint cimport int32_t, int64_t
 
-from fastnn._kernels cimport fnn_net, fnn_optim
+from fastnn._kernels cimport fnn_drop, fnn_net, fnn_optim
 
 cdef extern from "fastnn.h" nogil:
     ctypedef struct fnn_csr:
@@ -75,9 +75,11 @@ cdef extern from "fastnn.h" nogil:
                                     const fnn_csr_rows *xs, const float *y,
                                     int64_t ldy, const float *sw, double scale,
                                     float *params, float *grads, float *ws,
-                                    int32_t *iws, float **dz0)
+                                    int32_t *iws, float **dz0,
+                                    const fnn_drop *drop)
     double fnn_net_loss_dz0_csr_f64(const fnn_net *net, int64_t m,
                                     const fnn_csr_rows *xs, const double *y,
                                     int64_t ldy, const double *sw, double scale,
                                     double *params, double *grads, double *ws,
-                                    int32_t *iws, double **dz0)
+                                    int32_t *iws, double **dz0,
+                                    const fnn_drop *drop)

@@ -1241,8 +1241,8 @@ cdef double _loss_csr_impl(NetCore core, floating *params, _CsrIn xin,
             else:
                 res = fnn_net_forward_csr_f64(&core.net, mb, &xs, params, 0,
                                               wsp, iwsp)
-            total += _loss_of(mb, nout, loss, scale, res, y + i0 * nout,
-                              swp + i0 if swp != NULL else NULL)
+            total += _loss_of(mb, nout, loss, core.net.loss_param, scale, res,
+                              y + i0 * nout, swp + i0 if swp != NULL else NULL)
             i0 += mb
     return total
 
@@ -1272,11 +1272,11 @@ cdef double _step_csr_impl(NetCore core, floating *params, _CsrIn xin,
         if floating is float:
             loss = fnn_net_loss_dz0_csr_f32(&core.net, m, &xs, y, nout, swp,
                                             scale, params, grads, wsp, iwsp,
-                                            &dz0)
+                                            &dz0, NULL)
         else:
             loss = fnn_net_loss_dz0_csr_f64(&core.net, m, &xs, y, nout, swp,
                                             scale, params, grads, wsp, iwsp,
-                                            &dz0)
+                                            &dz0, NULL)
         if loss - loss == 0:
             if floating is float:
                 fnn_csr_batch_f32(&xin.c, m, 0, NULL, &xin.b)

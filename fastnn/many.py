@@ -56,7 +56,8 @@ def _cpu_count():
 def _architecture(net):
     """What must agree between networks trained together."""
     return (tuple((l.kind, l.units, l.activation, float(l.alpha), l.bias, l.pieces)
-                  for l in net.layers), net.loss_name, np.dtype(net.dtype))
+                  for l in net.layers), (net.loss_name, net.loss_param),
+            np.dtype(net.dtype))
 
 
 def _per_net(value, K, name, check, allow_none=False):
@@ -99,6 +100,10 @@ def _check_nets(nets):
                              "trains native networks only")
     if len({id(n) for n in nets}) != len(nets):
         raise ValueError("the same network appears twice in nets")
+    for k, net in enumerate(nets):
+        if any(net.dropout_rates):
+            raise ValueError(f"nets[{k}] has dropout, which fit_many does not "
+                             "train with; fit it with net.fit")
     arch = _architecture(nets[0])
     for k, net in enumerate(nets[1:], 1):
         other = _architecture(net)
@@ -399,13 +404,14 @@ def _fit_many(nets, X, y, sw, idx, epochs, batch_size, opts, schedule, seeds,
         [getattr(r.opt, "beta2", 0.999) for r in runs],
         [getattr(r.opt, "eps", 1e-8) for r in runs],
         [r.opt.weight_decay for r in runs], [r.state["t"] for r in runs],
-        [max(1, -(-16 // s)) for s in steps])
+        [max(1, -(-16 // s)) for s in steps],
+        loss_param=0.0 if net0.loss_param is None else net0.loss_param)
     lanes_ok = (all(lanes_flags) and sw is None
                 and len({(r.n, r.batch) for r in runs}) == 1
                 and len({r.use_order or r.rows is not None for r in runs}) == 1)
     if method == "lanes" and not lanes_ok:
         raise ValueError("method='lanes' needs networks on the small-network step "
-                         "(narrow dense layers, loss sse, mse or bce), no "
+                         "(narrow dense layers, a loss other than softmax_ce), no "
                          "sample_weight, and the same number of rows for every "
                          "network")
     width = LANE_WIDTH[dtype]
@@ -509,7 +515,8 @@ def _net_state(net):
     opt = None if st is None else {"kind": st["kind"], "vel": st["vel"].copy(),
                                    "sq": None if st["sq"] is None else st["sq"].copy(),
                                    "t": st["t"]}
-    return {"layers": layers, "loss": net.loss_name, "dtype": net.dtype.str,
+    return {"layers": layers, "loss": net.loss_name, "loss_param": net.loss_param,
+            "dtype": net.dtype.str,
             "n_in": net.n_in, "params": net.params.copy(),
             "grads": net.grads.copy(), "opt": opt}
 
@@ -522,8 +529,10 @@ def _net_from_state(state):
             layers.append(Maxout(units, pieces, bias=bias))
         else:
             layers.append(Dense(units, act, bias=bias, alpha=alpha))
+    from fastnn.nn import _loss_param_kwargs
     net = Network(layers, loss=state["loss"], n_in=state["n_in"],
-                  dtype=np.dtype(state["dtype"]))
+                  dtype=np.dtype(state["dtype"]),
+                  **_loss_param_kwargs(state["loss"], state.get("loss_param")))
     net.params[...] = state["params"]
     net.grads[...] = state["grads"]
     net._opt_state = state["opt"]
