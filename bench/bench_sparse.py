@@ -21,7 +21,9 @@ relative) after 10 epochs on sparse input, sgd and adam.
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_sparse.py --rows 2000,20000 --rounds 3
 
 The second form prints the same table without pytest.  FASTNN_BENCH_THREADS
-(default 2) sets the BLAS threads of both sides.
+(default 2) sets the BLAS threads of both sides; FASTNN_BENCH_SMOKE=1 (see
+bench/conftest.py) shrinks the workloads 100x in rows and 20x in columns,
+one round, to check that the commands run.
 """
 import json
 import os
@@ -36,6 +38,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 N_COLS, DENSITY, N_CLASSES, HIDDEN, EPOCHS = 100_000, 0.001, 3, (64,), 5
 THREADS = int(os.environ.get("FASTNN_BENCH_THREADS", "2"))
+SMOKE = os.environ.get("FASTNN_BENCH_SMOKE") == "1"
+if SMOKE:
+    N_COLS = N_COLS // 20
+
+
+def _smoke(n_rows, rounds):
+    return (max(50, n_rows // 100), 1) if SMOKE else (n_rows, rounds)
 
 
 def make_data(n_rows, n_cols=N_COLS, density=DENSITY, seed=0):
@@ -97,6 +106,7 @@ def compare(n_rows, solver, rounds):
     """Alternating rounds of the two sides, each in a fresh process: per
     side the list of child results."""
     res = {"sklearn": [], "fastnn": []}
+    n_rows, rounds = _smoke(n_rows, rounds)
     for r in range(rounds):
         order = ("sklearn", "fastnn") if r % 2 == 0 else ("fastnn", "sklearn")
         for side in order:

@@ -11,6 +11,12 @@
   the ratios, never asserted: speed is judged on a quiet machine, while the
   correctness checks that precede each timing do fail the run.
 
+- FASTNN_BENCH_SMOKE=1 runs every case once, without warm-up (pedantic
+  rounds forced to 1, pytest-benchmark's minimum rounds 1 and no time
+  budget): the tests of the documentation use it to check that a published
+  benchmark command runs, without paying for its timing.  Its numbers mean
+  nothing.
+
 Run from the repository root, with the two OpenBLAS variables unset in that
 command only (see bench/README.md):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest bench/ --benchmark-only
@@ -21,11 +27,28 @@ import numpy as np
 import pytest
 
 THREADS = int(os.environ.get("FASTNN_BENCH_THREADS", "2"))
+SMOKE = os.environ.get("FASTNN_BENCH_SMOKE") == "1"
 
 
 def pytest_configure(config):
     from harness.machine import limit_threads
     config._fastnn_thread_limits = limit_threads(THREADS)
+    if SMOKE:
+        config.option.benchmark_min_rounds = 1
+        config.option.benchmark_max_time = 0.0
+        config.option.benchmark_warmup = False
+
+
+if SMOKE:
+    @pytest.fixture
+    def benchmark(benchmark):          # noqa: F811 (the plugin's, pedantic cut to one round)
+        inner = benchmark.pedantic
+
+        def pedantic(target, args=(), kwargs=None, setup=None, **_):
+            return inner(target, args=args, kwargs=kwargs, setup=setup,
+                         rounds=1, warmup_rounds=0, iterations=1)
+        benchmark.pedantic = pedantic
+        return benchmark
 
 
 def pytest_report_header(config):

@@ -210,22 +210,34 @@ def sigint_handler():
 
 @pytest.fixture
 def ctrl_c(sigint_handler):
-    """ctrl_c(call, after=0.3): run call() while a timer sends SIGINT to this
-    process after `after` seconds; call must raise KeyboardInterrupt.
+    """ctrl_c(call, after=0.3, when=None): run call() while a timer sends
+    SIGINT to this process after `after` seconds (counted from the moment
+    when() first returns true, if given: polled every millisecond, for at
+    most 60 s, so that a slow start on a loaded machine does not turn into
+    an interrupt before the work began); call must raise KeyboardInterrupt.
     Returns the seconds from the signal to the exception."""
-    def run(call, after=0.3):
+    def run(call, after=0.3, when=None):
         sent = []
+        stop = threading.Event()
 
         def interrupt():
+            if when is not None:
+                deadline = time.perf_counter() + 60
+                while not when() and time.perf_counter() < deadline:
+                    if stop.wait(0.001):
+                        return
+            if stop.wait(after):
+                return
             sent.append(time.perf_counter())
             os.kill(os.getpid(), signal.SIGINT)
 
-        timer = threading.Timer(after, interrupt)
+        timer = threading.Thread(target=interrupt, daemon=True)
         timer.start()
         try:
             with pytest.raises(KeyboardInterrupt):
                 call()
             return time.perf_counter() - sent[0]
         finally:
+            stop.set()
             timer.join()
     return run

@@ -1,8 +1,13 @@
-"""Every code block published in README.md and docs/*.md runs as pasted.
+"""Every code block published in README.md, docs/*.md and bench/README.md
+runs as pasted.
 
 - ```python blocks of one file run in order, in one namespace, in a fresh
   interpreter whose working directory is a temporary directory.
-- ```sh / ```bash blocks run with bash from the repository root.
+- ```sh / ```bash blocks run with bash from the repository root, with
+  FASTNN_BENCH_SMOKE=1 in the environment: a benchmark command runs each of
+  its cases once at a small size (bench/conftest.py), so the test checks
+  that it works without paying for its timing.  Files the blocks write into
+  the repository are put back (docs/bench.png) or removed afterwards.
 - A block right after the line `<!-- ci: setup -->` is a set-up command
   (it installs fastnn); .ci/run runs those verbatim in fresh virtual
   environments, so this test only checks that they are there.
@@ -23,7 +28,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
+DOCS = ([ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
+        + [ROOT / "bench" / "README.md"])
 FENCE = re.compile(r"^```([A-Za-z0-9_+-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 SETUP_MARK = "<!-- ci: setup -->"
 REQUIRES = re.compile(r"<!--\s*requires:\s*(.*?)\s*-->")
@@ -101,17 +107,31 @@ def test_python_blocks_run(path, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
 
 
+def _repo_files():
+    return {p for p in ROOT.rglob("*") if ".git" not in p.parts}
+
+
 @pytest.mark.parametrize("path", [p for p in DOCS if _code(p, SH)], **_ids)
 def test_shell_blocks_run(path):
     code = _code(path, SH)
     missing = missing_requirements(path)
     if missing:
         pytest.skip(f"{path.name} needs {', '.join(missing)}")
-    for line, src in code:
-        r = subprocess.run(["bash", "-euo", "pipefail", "-c", src], cwd=ROOT,
-                           env=_env(), capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, (f"{path.name}:{line} failed\n{src}\n"
-                                   + r.stdout[-3000:] + r.stderr[-5000:])
+    env = dict(_env(), FASTNN_BENCH_SMOKE="1")
+    kept = {p: p.read_bytes() for p in [ROOT / "docs" / "bench.png"] if p.exists()}
+    before = _repo_files()
+    try:
+        for line, src in code:
+            r = subprocess.run(["bash", "-euo", "pipefail", "-c", src], cwd=ROOT,
+                               env=env, capture_output=True, text=True, timeout=600)
+            assert r.returncode == 0, (f"{path.name}:{line} failed\n{src}\n"
+                                       + r.stdout[-3000:] + r.stderr[-5000:])
+    finally:
+        for p, data in kept.items():
+            p.write_bytes(data)
+        for p in _repo_files() - before:
+            if p.is_file() and p.suffix in (".png", ".json"):
+                p.unlink()
 
 
 def test_readme_has_the_two_setup_commands():

@@ -203,14 +203,17 @@ def test_lanes_fit_divergence_matches_gemm_path(batch, dtype):
 def test_lanes_fit_ctrl_c_stops_at_a_step_boundary(ctrl_c, batch):
     """Ctrl-C reaches the lanes loop through its poll: the fit stops within
     0.5 s with finite parameters and the epochs so far in the history, and
-    can be run again."""
+    can be run again.  The signal goes 0.1 s after the parameters first
+    move, so that the fit is under way however loaded the machine is."""
     X, Y = _data("2-4-1", "sse", 4, np.float64)
     net = _net("2-4-1", "sigmoid", "sse", False, np.float64)
     assert net._core.lanes
+    p0 = net.params.copy()
     assert ctrl_c(lambda: net.fit(X, Y, epochs=10 ** 9, batch_size=batch, lr=0.01,
-                                  shuffle=False)) < 0.5
+                                  shuffle=False),
+                  after=0.1, when=lambda: not np.array_equal(net.params, p0)) < 0.5
     h = net.history
-    assert h.stop_reason == "interrupted" and len(h) > 1000
+    assert h.stop_reason == "interrupted" and len(h) >= 1
     assert np.isfinite(h.loss).all() and np.isfinite(net.params).all()
     assert h.epochs == list(range(len(h)))
     assert len(net.fit(X, Y, epochs=3, batch_size=batch, lr=0.01)) == 3

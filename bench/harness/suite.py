@@ -239,6 +239,8 @@ def parse_args(argv, root=ROOT):
     if args.budget <= 0:
         ap.error("--budget must be > 0")
     args.min_repeats = 2 if args.quick else 3
+    if os.environ.get("FASTNN_BENCH_SMOKE") == "1":   # bench/conftest.py
+        args.budget, args.min_repeats = 1e-3, 1
     return args
 
 
