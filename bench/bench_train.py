@@ -327,6 +327,44 @@ def test_small_side_by_side(benchmark, report):
         np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
 
 
+class _Quiet(_Side):
+    """A side whose stderr goes to a StringIO (the progress display's)."""
+
+    def __call__(self):
+        import contextlib
+        import io
+        with contextlib.redirect_stderr(io.StringIO()):
+            return self.call()
+
+
+@pytest.mark.parametrize("wname", ["tiny", "small"])
+def test_progress_overhead_side_by_side(benchmark, report, wname):
+    """What the progress display costs: fit(verbose=1) (tqdm's bar when
+    tqdm is installed, else fastnn's own line; drawn into a StringIO) against
+    fit(verbose=0) on the same fit, alternating rounds.  Reported as
+    t(verbose=0) / t(verbose=1): 1.0 means no cost, 0.9 a 10% slower fit."""
+    if wname == "tiny":
+        wl = WORKLOADS["tiny"]
+        X, Y = make_data(wl)
+        weights = [W for W, _ in initial_weights(wl)]
+        kw = dict(epochs=TINY_STEPS, lr=wl.lr)
+        per = TINY_STEPS
+    else:
+        wl, X, Y, weights = _small()
+        kw = dict(epochs=SMALL_EPOCHS, batch_size=wl.batch, lr=wl.lr, seed=0)
+        per = SMALL_EPOCHS * wl.steps_per_epoch
+    sides = []
+    for verbose in (1, 0):
+        net = wl.network()
+        net.set_weights(weights)
+        side = _fit_side(net, X, Y, verbose=verbose, **kw)
+        sides.append(_Quiet(side.call, side.reset))
+    _side_by_side(benchmark, report, f"{wname}-progress",
+                  f"{wname}, fit(verbose=1) against fit(verbose=0) (1.0: no "
+                  "cost)", None, sides[0], sides[1], per, rounds=15, warm=True,
+                  baseline_key="verbose0")
+
+
 # ---- lecture ---------------------------------------------------------------------
 
 def _lecture_gemms():

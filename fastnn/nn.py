@@ -3,7 +3,7 @@ that check their inputs once and hand raw buffers to the compiled core.
 
 All parameters live in one 1-D array ``net.params``: every layer's weight
 matrix first (layer order), then every bias.  Each layer's ``W`` (fan_in x
-fan_out, so ``Z = X @ W + b`` as in the seed) and ``b`` are views into it;
+fan_out, so ``Z = X @ W + b`` as in the lecture notes) and ``b`` are views into it;
 ``net.grads`` has the same layout.  Keeping the weights in one prefix lets
 L2 decay run as one loop over that prefix.
 """
@@ -90,7 +90,7 @@ class Dense:
     """A fully connected layer: ``act(X @ W + b)``.
 
     units: output width.  activation: identity, sigmoid, tanh, relu,
-    leaky_relu (slope ``alpha``, default 0.1 as in the seed), elu (scale
+    leaky_relu (slope ``alpha``, default 0.1 as in the lecture notes), elu (scale
     ``alpha``, default 1.0) or, on the output layer only, softmax.
     bias: whether the layer has a bias vector.  dropout: the rate of
     inverted dropout on the layer's output during fit (each unit zeroed
@@ -178,7 +178,7 @@ class Network:
     layers : list of Dense / Maxout
     loss : 'mse' (1/2 mean over samples of the summed squared error, the
         objective scikit-learn's MLP uses), 'sse' (plain sum of squares, the
-        seed's), 'bce' (log loss; output layer must be sigmoid),
+        lecture notes'), 'bce' (log loss; output layer must be sigmoid),
         'softmax_ce' (cross-entropy; output layer must be softmax), or the
         robust regression losses, each a mean over samples of a sum over
         outputs of a function of r = output - target: 'mae' (|r|), 'huber'
@@ -189,8 +189,8 @@ class Network:
         0.  See docs/losses.md.
     n_in : input width, or None to take it from the first data.
     dtype : np.float64 (default) or np.float32.
-    init : 'glorot' (default), 'he' or 'normal' (standard normal, the seed's
-        randn).  Biases start at 0.
+    init : 'glorot' (default), 'he' or 'normal' (standard normal, the
+        lecture notes' randn).  Biases start at 0.
     seed : int or None: the initial weights and, for each fit not given a
         seed of its own, the order in which it visits the rows.  With a seed,
         the same script gives bit-identical results run after run: the k-th
@@ -202,7 +202,7 @@ class Network:
     quantile : float in (0, 1), for loss='quantile' only (None: 0.5, the
         median).
 
-    Example: the seed's 2-layer network::
+    Example: the lecture notes' 2-layer network::
 
         net = Network([Dense(100, "sigmoid", bias=False), Dense(10, bias=False)],
                       loss="sse", n_in=1000, init="normal")

@@ -5,7 +5,7 @@ One function per C entry point of csrc/fastnn.h, same name without the
 plus the whole-network forward / loss+gradient / fit built from them.
 Float64 throughout, no in-place tricks: functions return new arrays.  This
 is the oracle the tests compare the native kernels against, and the
-baseline the benchmarks measure next to the seed loop.
+baseline the benchmarks measure next to the lecture notes' NumPy loop.
 """
 import numpy as np
 
