@@ -4,9 +4,7 @@ scikit-learn's semantics (LogisticRegression's for one output,
 compute_sample_weight's product rule for multilabel targets)."""
 import copy
 import pickle
-import re
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,7 +24,6 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from fastnn.sklearn import MLPClassifier  # noqa: E402
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "class-weight.md"
 
 
 def _quiet():
@@ -368,15 +365,3 @@ def test_network_reference_backend_takes_class_weight():
     for net in (a, b):
         net.fit(X, y, epochs=3, batch_size=20, seed=0, class_weight="balanced")
     np.testing.assert_allclose(a.params, b.params, rtol=1e-12, atol=1e-14)
-
-
-# ---- docs/class-weight.md ---------------------------------------------------------------
-
-def test_docs_examples_run():
-    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.S)
-    assert blocks
-    ns = {}
-    with warnings.catch_warnings():
-        _quiet()
-        for code in blocks:
-            exec(compile(code, str(DOCS), "exec"), ns)

@@ -178,7 +178,6 @@ from pathlib import Path  # noqa: E402
 import fastnn  # noqa: E402
 from fastnn import Dense, Maxout, Network, SGD, _train  # noqa: E402
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "dropout.md"
 
 
 def _net(dtype=np.float64, backend="native", rates=(0.3, 0.5), acts=("tanh", "relu"),
@@ -526,15 +525,3 @@ def test_estimator_save_load_pickle_to_sklearn(tmp_path):
         est.to_sklearn()
     sk = est.set_params(dropout=0.0).to_sklearn()
     np.testing.assert_allclose(sk.predict(X), est.predict(X), rtol=1e-12)
-
-
-# ---- docs/dropout.md ---------------------------------------------------------------------
-
-def test_docs_examples_run():
-    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.S)
-    assert blocks
-    ns = {}
-    with warnings.catch_warnings():
-        _quiet()
-        for code in blocks:
-            exec(compile(code, str(DOCS), "exec"), ns)

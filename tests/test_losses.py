@@ -12,7 +12,6 @@ derivative jumps).
 import pickle
 import re
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,7 +32,6 @@ CASE_PARAMS = [pytest.param(l, p, id=f"{l}-{p}" if p is not None else l)
                for l, p in CASES]
 SW = [pytest.param(False, id="nosw"), pytest.param(True, id="sw")]
 SHAPES = shape_params(ROWS, SIZES)
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "losses.md"
 
 
 def make_inputs(rng, m, n, dtype, zscale=2.0):
@@ -881,17 +879,3 @@ def test_onnx_export_is_the_prediction(loss, kw):
                                     providers=["CPUExecutionProvider"])
         got = sess.run(None, {sess.get_inputs()[0].name: X})[0]
         np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-12, atol=1e-12)
-
-
-# ---- docs/losses.md -------------------------------------------------------------
-
-def test_docs_examples_run():
-    """Every ```python block of docs/losses.md, in order, in one namespace
-    (each block's own asserts are the checks)."""
-    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.S)
-    assert blocks
-    ns = {}
-    with warnings.catch_warnings():
-        _quiet()
-        for code in blocks:
-            exec(compile(code, str(DOCS), "exec"), ns)

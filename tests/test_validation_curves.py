@@ -4,9 +4,7 @@ sample_weight_val=) and early stopping's own split fill validation_scores_
 after every epoch; early stopping uses the given data instead of a split."""
 import copy
 import pickle
-import re
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +20,6 @@ from sklearn.neural_network import MLPRegressor as SkMLPRegressor  # noqa: E402
 from fastnn import reference as R  # noqa: E402
 from fastnn.sklearn import MLPClassifier, MLPRegressor, _binary_log_loss  # noqa: E402
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "validation.md"
 
 
 def _quiet():
@@ -297,13 +294,3 @@ def test_from_sklearn_then_warm_start_records():
         est.fit(X, y, X_val=Xv, y_val=yv)
     assert len(est.validation_loss_curve_) == est.n_iter_
     assert len(est.validation_scores_) == len(sk.validation_scores_) + est.n_iter_
-
-
-def test_docs_examples_run():
-    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.S)
-    assert blocks
-    ns = {}
-    with warnings.catch_warnings():
-        _quiet()
-        for code in blocks:
-            exec(compile(code, str(DOCS), "exec"), ns)
