@@ -143,10 +143,11 @@ FNN_INLINE REAL *KSUF(forward)(const fnn_net *net, int64_t m, const REAL *x,
 }
 
 /* The whole-network functions get AVX2+FMA and baseline clones only, as
- * the lanes step: on an AVX-512 CPU (Xeon, SkylakeX kernel) the AVX2 step
- * trained the 784 -> 256 -> 10 float32 network at 772 against 507 steps/s
- * with the AVX-512 clone, and the 20 -> 32 -> 1 and lecture networks
- * equally fast; one clone fewer also cuts a fifth of the build's time. */
+ * the lanes step: on an AVX-512 CPU (AMD EPYC, OpenBLAS kernel SkylakeX)
+ * the AVX-512 clone trained the 784 -> 256 -> 10 float32 network at
+ * 500-770 steps/s from process to process, the AVX2 one at a steady
+ * 770-810, and the 20 -> 32 -> 1 and lecture networks equally fast; one
+ * clone fewer also cuts a fifth of the build's time. */
 #ifndef FNN_STEP_CLONES
 #if defined(FNN_CLONES_ON)
 #define FNN_STEP_CLONES \

@@ -1105,7 +1105,7 @@ class _BaseMLP(BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
-            sample_weight_val=None):
+            sample_weight_val=None, validation_data=None):
         """Fit the model to data matrix X and target(s) y.
 
         Parameters
@@ -1128,12 +1128,29 @@ class _BaseMLP(BaseEstimator):
         sample_weight_val : array-like of shape (n_val,), default=None
             Weights of the validation samples (class_weight does not apply
             to them).
+        validation_data : tuple, default=None
+            The same given as Network.fit takes it: (X_val, y_val) or
+            (X_val, y_val, sample_weight_val); not together with X_val /
+            y_val / sample_weight_val.
 
         Returns
         -------
         self : object
             Returns a trained MLP model.
         """
+        if validation_data is not None:
+            if X_val is not None or y_val is not None or sample_weight_val is not None:
+                raise ValueError("validation data given twice: pass either "
+                                 "validation_data=(X_val, y_val[, sample_weight_val]) "
+                                 "or X_val=, y_val=, sample_weight_val=, not both")
+            if (not isinstance(validation_data, (tuple, list))
+                    or len(validation_data) not in (2, 3)):
+                raise ValueError("validation_data must be a tuple (X_val, y_val) or "
+                                 "(X_val, y_val, sample_weight_val), got "
+                                 f"{type(validation_data).__name__}"
+                                 + (f" of length {len(validation_data)}"
+                                    if isinstance(validation_data, (tuple, list)) else ""))
+            X_val, y_val, sample_weight_val = (tuple(validation_data) + (None,))[:3]
         return self._fit(X, y, sample_weight=sample_weight, incremental=False,
                          X_val=X_val, y_val=y_val, sample_weight_val=sample_weight_val)
 

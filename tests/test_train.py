@@ -442,13 +442,38 @@ def test_progress_with_tqdm_counts_samples(monkeypatch):
     buf = io.StringIO()
     init = T._Progress.__init__
     monkeypatch.setattr(T._Progress, "__init__",
-                        lambda self, *a, **k: init(self, *a, **dict(k, stream=buf)))
+                        lambda self, *a, **k: init(self, *a, **dict(k, stream=buf,
+                                                                    bar_after=0.0)))
     X, Y = data("mse", n=500)
     net = Network([Dense(8, "tanh"), Dense(2)], n_in=5, seed=0)
     net.fit(X, Y, epochs=3, batch_size=50, verbose=1, validation_data=(X, Y))
     out = buf.getvalue()
     assert "1.50k/1.50k" in out and "sample/s" in out      # total = epochs * rows
     assert "val_loss" in out and "nan" not in out.lower()
+
+
+def test_progress_of_a_short_fit_is_one_line_without_a_bar(monkeypatch):
+    """A fit over before the first redraw gets one plain line at the end
+    (the final state), and no tqdm bar even with tqdm installed: making a
+    bar would cost as much as the fit."""
+    import io
+    import fastnn.training as T
+    buf = io.StringIO()
+    init = T._Progress.__init__
+    made = []
+    monkeypatch.setattr(T._Progress, "__init__",
+                        lambda self, *a, **k: init(self, *a, **dict(k, stream=buf,
+                                                                    bar_after=60.0)))
+    monkeypatch.setattr(T._Progress, "_make_bar", lambda self: made.append(1))
+    X, Y = data("mse", n=40)
+    net = Network([Dense(8, "tanh"), Dense(2)], n_in=5, seed=0)
+    net.fit(X, Y, epochs=3, batch_size=10, verbose=1, validation_data=(X, Y))
+    out = buf.getvalue()
+    assert not made
+    assert out.count("\r") == 1 and out.endswith("\n")
+    assert out.startswith("\r120/120 samples  epoch 3/3")
+    assert f"loss {net.history.loss[-1]:.5g}" in out
+    assert f"val_loss {net.history.val_loss[-1]:.5g}" in out
 
 
 def test_network_seed_makes_shuffled_fits_repeatable():

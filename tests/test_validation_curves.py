@@ -265,6 +265,50 @@ def test_bad_validation_data_refused_estimator_unchanged(case):
         assert est.loss_curve_ == before["loss_curve_"]
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_validation_data_tuple_is_x_val_y_val(weighted):
+    """fit(validation_data=(X_val, y_val[, w])), Network.fit's form, gives
+    the fit of X_val= / y_val= / sample_weight_val=, to the bit."""
+    X, y = _clf_data("multiclass")
+    Xv, yv = _clf_data("multiclass", seed=1, n=50)
+    w = np.linspace(0.5, 2, 50) if weighted else None
+    with warnings.catch_warnings():
+        _quiet()
+        a = MLPClassifier(hidden_layer_sizes=(5,), max_iter=4, random_state=0,
+                          early_stopping=True, n_iter_no_change=2)
+        a.fit(X, y, X_val=Xv, y_val=yv, sample_weight_val=w)
+        b = MLPClassifier(hidden_layer_sizes=(5,), max_iter=4, random_state=0,
+                          early_stopping=True, n_iter_no_change=2)
+        b.fit(X, y, validation_data=(Xv, yv, w) if weighted else (Xv, yv))
+    assert a.validation_loss_curve_ == b.validation_loss_curve_
+    assert a.validation_scores_ == b.validation_scores_
+    for u, v in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (dict(validation_data="Xy"), "validation_data must be a tuple"),
+    (dict(validation_data=("X",)), "validation_data must be a tuple .* of length 1"),
+    (dict(validation_data=("X", "y", None, None)), "of length 4"),
+    (dict(validation_data=("X", "y"), X_val="X"), "validation data given twice"),
+    (dict(validation_data=("X", "y"), sample_weight_val="w"), "given twice"),
+])
+def test_validation_data_tuple_refused_estimator_unchanged(bad, msg):
+    X, y = _clf_data("binary")
+    Xv, yv = _clf_data("binary", seed=1, n=40)
+    sub = {"X": Xv, "y": yv, "w": np.ones(40), "Xy": Xv}
+    kw = {k: (tuple(sub.get(x, x) for x in v) if isinstance(v, tuple) else sub[v])
+          for k, v in bad.items()}
+    with warnings.catch_warnings():
+        _quiet()
+        est = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(X, y)
+    before = [c.copy() for c in est.coefs_]
+    with pytest.raises(ValueError, match=msg):
+        est.fit(X, y, **kw)
+    for u, v in zip(before, est.coefs_):
+        np.testing.assert_array_equal(u, v)
+
+
 def test_saved_and_pickled(tmp_path):
     X, y = _clf_data("multiclass")
     Xv, yv = _clf_data("multiclass", seed=1, n=50)
