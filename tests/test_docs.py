@@ -13,7 +13,10 @@ runs as pasted.
   environments, so this test only checks that they are there.
 - A file may say what it needs with a line `<!-- requires: mod1, mod2 -->`
   (importable modules, or `mpiexec` for a program on PATH); without them its
-  blocks are skipped, naming what is missing.
+  blocks are skipped, naming what is missing.  The same line right before
+  a block is that block's alone: without what it names, that block is left
+  out (the optional extras; .ci/run installs them, so there every block
+  runs) and the others still run.
 Other fences (text, console, ...) are output, not code.
 """
 import importlib.util
@@ -50,28 +53,49 @@ RUNNER = textwrap.dedent("""
 
 
 def blocks(path):
-    """(language, line number, source, is a set-up command) of each fence."""
+    """(language, line number, source, is a set-up command, requirements
+    of the block alone) of each fence."""
     text = path.read_text()
     out = []
     for m in FENCE.finditer(text):
         line = text.count("\n", 0, m.start()) + 1
-        before = text[:m.start()].rstrip().splitlines()[-1:] or [""]
-        out.append((m.group(1).lower(), line, m.group(2), before[0].strip() == SETUP_MARK))
+        before = (text[:m.start()].rstrip().splitlines()[-1:] or [""])[0].strip()
+        req = REQUIRES.fullmatch(before)
+        out.append((m.group(1).lower(), line, m.group(2), before == SETUP_MARK,
+                    _split(req.group(1)) if req else []))
     return out
 
 
-def missing_requirements(path):
+def _split(reqs):
+    return [r.strip() for r in reqs.split(",") if r.strip()]
+
+
+def _missing(reqs):
     missing = []
-    for m in REQUIRES.finditer(path.read_text()):
-        for req in (r.strip() for r in m.group(1).split(",")):
-            if not req:
-                continue
-            if req == "mpiexec":
-                if shutil.which("mpiexec") is None:
-                    missing.append(req)
-            elif importlib.util.find_spec(req) is None:
+    for req in reqs:
+        if req == "mpiexec":
+            if shutil.which("mpiexec") is None:
                 missing.append(req)
+        elif importlib.util.find_spec(req) is None:
+            missing.append(req)
     return missing
+
+
+def missing_requirements(path):
+    """What the file as a whole needs (requires lines not right before a
+    block) and is missing."""
+    text = path.read_text()
+    per_block = set()
+    for m in FENCE.finditer(text):
+        before = (text[:m.start()].rstrip().splitlines()[-1:] or [""])[0].strip()
+        if REQUIRES.fullmatch(before):
+            per_block.add(before)
+    reqs = []
+    for line in text.splitlines():
+        m = REQUIRES.fullmatch(line.strip())
+        if m and line.strip() not in per_block:
+            reqs += _split(m.group(1))
+    return _missing(reqs)
 
 
 def _env():
@@ -85,8 +109,13 @@ def _env():
 
 
 def _code(path, langs):
-    return [(line, src) for lang, line, src, setup in blocks(path)
-            if lang in langs and not setup]
+    """(line, source) of the blocks in langs that can run here."""
+    return [(line, src) for lang, line, src, setup, reqs in blocks(path)
+            if lang in langs and not setup and not _missing(reqs)]
+
+
+def _has(path, langs):
+    return any(lang in langs and not setup for lang, _, _, setup, _ in blocks(path))
 
 
 PY = ("python",)
@@ -94,12 +123,14 @@ SH = ("sh", "bash", "shell")
 _ids = dict(ids=lambda p: str(p.relative_to(ROOT)))
 
 
-@pytest.mark.parametrize("path", [p for p in DOCS if _code(p, PY)], **_ids)
+@pytest.mark.parametrize("path", [p for p in DOCS if _has(p, PY)], **_ids)
 def test_python_blocks_run(path, tmp_path):
     code = _code(path, PY)
     missing = missing_requirements(path)
     if missing:
         pytest.skip(f"{path.name} needs {', '.join(missing)}")
+    if not code:
+        pytest.skip(f"each of {path.name}'s blocks needs an optional extra that is missing")
     runner = tmp_path / "run_blocks.py"
     runner.write_text(RUNNER.format(blocks=code, name=path.name))
     r = subprocess.run([sys.executable, str(runner)], cwd=tmp_path, env=_env(),
@@ -111,12 +142,14 @@ def _repo_files():
     return {p for p in ROOT.rglob("*") if ".git" not in p.parts}
 
 
-@pytest.mark.parametrize("path", [p for p in DOCS if _code(p, SH)], **_ids)
+@pytest.mark.parametrize("path", [p for p in DOCS if _has(p, SH)], **_ids)
 def test_shell_blocks_run(path):
     code = _code(path, SH)
     missing = missing_requirements(path)
     if missing:
         pytest.skip(f"{path.name} needs {', '.join(missing)}")
+    if not code:
+        pytest.skip(f"each of {path.name}'s blocks needs an optional extra that is missing")
     env = dict(_env(), FASTNN_BENCH_SMOKE="1")
     kept = {p: p.read_bytes() for p in [ROOT / "docs" / "bench.png"] if p.exists()}
     before = _repo_files()
@@ -135,7 +168,7 @@ def test_shell_blocks_run(path):
 
 
 def test_readme_has_the_two_setup_commands():
-    setup = [src.strip() for lang, line, src, is_setup in blocks(ROOT / "README.md")
+    setup = [src.strip() for lang, line, src, is_setup, _ in blocks(ROOT / "README.md")
              if is_setup]
     assert len(setup) == 2, f"README.md must mark exactly two set-up commands, found {setup}"
     assert any("python -m fastnn" in s and "pytest" not in s for s in setup)
