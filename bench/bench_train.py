@@ -56,21 +56,10 @@ def _side_by_side(benchmark, report, wname, label, target, fit, baseline,
     against the target is the median of the rounds' own ratios (per step:
     `per` steps a call).
 
-    Why alternate: this VM runs at two speeds that alternate over about a
-    second (a step then takes 1.3-2x longer; its two vCPUs seem to share
-    one core).  Timed in separate tests, as the test_<workload> cases here
-    are for pytest-benchmark's table, fit's rounds and the baseline's can
-    fall in different phases: that moved the lecture ratio between 0.95x and
-    3.04x from run to run.  Alternating short rounds mostly meet the same
-    phase, and the median of the rounds' ratios sets aside the rounds that
-    do not (the ratio of the two medians does not: with the slow phase in
-    about half the rounds of one side, its median can fall in either).
-    `warm`: a short fit right after the NumPy loop pays 0.1-0.25 ms once
-    (measured for the 10,000-step tiny fit: ~95 against ~80 ns a step),
-    and the NumPy loop after fit a little too; the targets are per step.
-    `settle`: see test_lecture_side_by_side.  pytest-benchmark's own figure
-    for these tests is the time of a whole round.  baseline_key names the
-    baseline's row in the report."""
+    Why alternate, and what `warm` and `settle` are for: bench/README.md
+    ("Side-by-side rounds"); the targets are per step.  pytest-benchmark's
+    own figure for these tests is the time of a whole round.  baseline_key
+    names the baseline's row in the report."""
     times = {"fastnn-fit": [], baseline_key: []}
     sides = (("fastnn-fit", fit), (baseline_key, baseline))
 
