@@ -52,14 +52,24 @@ RUNNER = textwrap.dedent("""
 """)
 
 
+def _fences(text):
+    """(match, the last non-blank line before it, its line number) of each
+    fence of text."""
+    lines = text.splitlines()
+    for m in FENCE.finditer(text):
+        k = text.count("\n", 0, m.start()) - 1      # the line above, 0-based
+        while k >= 0 and not lines[k].strip():
+            k -= 1
+        yield m, (lines[k].strip() if k >= 0 else ""), k
+
+
 def blocks(path):
     """(language, line number, source, is a set-up command, requirements
     of the block alone) of each fence."""
     text = path.read_text()
     out = []
-    for m in FENCE.finditer(text):
+    for m, before, _ in _fences(text):
         line = text.count("\n", 0, m.start()) + 1
-        before = (text[:m.start()].rstrip().splitlines()[-1:] or [""])[0].strip()
         req = REQUIRES.fullmatch(before)
         out.append((m.group(1).lower(), line, m.group(2), before == SETUP_MARK,
                     _split(req.group(1)) if req else []))
@@ -85,15 +95,11 @@ def missing_requirements(path):
     """What the file as a whole needs (requires lines not right before a
     block) and is missing."""
     text = path.read_text()
-    per_block = set()
-    for m in FENCE.finditer(text):
-        before = (text[:m.start()].rstrip().splitlines()[-1:] or [""])[0].strip()
-        if REQUIRES.fullmatch(before):
-            per_block.add(before)
+    per_block = {k for _, _, k in _fences(text)}
     reqs = []
-    for line in text.splitlines():
+    for k, line in enumerate(text.splitlines()):
         m = REQUIRES.fullmatch(line.strip())
-        if m and line.strip() not in per_block:
+        if m and k not in per_block:
             reqs += _split(m.group(1))
     return _missing(reqs)
 
