@@ -18,10 +18,34 @@
  * The tests compare every combination that reaches this code with fnn_fit
  * bit for bit (tests/test_many.py). */
 
+/* ML: block positions, the rows of a step a network's own fit puts in one
+ * vector (LANE_N); NL: networks in a group, FNN_MANY_WIDEN vectors of
+ * LANE_N lanes: a group vector is that many of the small-network step's
+ * vectors side by side (two: 8 doubles or 16 floats), so that the
+ * per-step work outside the arithmetic (loop control, loads of the
+ * layout, bookkeeping per step) is shared by twice the networks, and two
+ * independent chains hide the latency of the activations' divisions.
+ * Elementwise arithmetic is the same whatever the width. */
 #define ML ((int64_t)LANE_N)
+#ifndef FNN_MANY_WIDEN
+#define FNN_MANY_WIDEN 2
+#endif
+#define NL ((int64_t)(FNN_MANY_WIDEN * LANE_N))
 
-typedef SUF(lanevec) SUF(mvec);
-typedef LANE_INT SUF(mmask) __attribute__((vector_size(FNN_LANE_BYTES)));
+typedef REAL SUF(mvec)
+    __attribute__((vector_size(FNN_MANY_WIDEN * FNN_LANE_BYTES)));
+typedef LANE_INT SUF(mmask)
+    __attribute__((vector_size(FNN_MANY_WIDEN * FNN_LANE_BYTES)));
+typedef LANE_INT SUF(lmask) __attribute__((vector_size(FNN_LANE_BYTES)));
+
+#ifndef FNN_MANY_CLONES
+#if defined(FNN_CLONES_ON)
+#define FNN_MANY_CLONES \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FNN_MANY_CLONES
+#endif
+#endif
 
 /* lanes_impl.h's FNN_LANES_N: the loops over N unrolled for n <= 4. */
 #define FNN_MANY_N(n, ...)                                                  \
@@ -130,8 +154,8 @@ static int64_t SUF(group_layout)(const fnn_net *net, char *base,
         m->d0 = m->act + acts * ML;
         m->d1 = m->d0 + mw * ML;
         m->zb = (REAL *)(m->d1 + mw * ML);
-        m->yb = m->zb + nout * ML * ML;
-        m->db = m->yb + nout * ML * ML;
+        m->yb = m->zb + nout * ML * NL;
+        m->db = m->yb + nout * ML * NL;
         m->acts = acts;
     }
     return many_round((4 * np + (np + nin + acts + 2 * mw + 3 * nout) * ML)
@@ -163,16 +187,16 @@ FNN_INLINE void SUF(msum)(const SUF(mvec) *a, SUF(mvec) *sum)
 /* c := r transposed, ML x ML (c[k][t] = r[t][k]), in registers: shuffles
  * rather than lane stores read back as vectors (a stall on store
  * forwarding each time). */
-FNN_INLINE void SUF(mtranspose)(const SUF(mvec) *r, SUF(mvec) *c)
+FNN_INLINE void SUF(mtranspose)(const SUF(lanevec) *r, SUF(lanevec) *c)
 {
-    typedef SUF(mmask) mask;
+    typedef SUF(lmask) mask;
 #if LANE_N == 4
     const mask lo = {0, 4, 2, 6}, hi = {1, 5, 3, 7};
     const mask a = {0, 1, 4, 5}, b = {2, 3, 6, 7};
-    SUF(mvec) t0 = __builtin_shuffle(r[0], r[1], lo);
-    SUF(mvec) t1 = __builtin_shuffle(r[0], r[1], hi);
-    SUF(mvec) t2 = __builtin_shuffle(r[2], r[3], lo);
-    SUF(mvec) t3 = __builtin_shuffle(r[2], r[3], hi);
+    SUF(lanevec) t0 = __builtin_shuffle(r[0], r[1], lo);
+    SUF(lanevec) t1 = __builtin_shuffle(r[0], r[1], hi);
+    SUF(lanevec) t2 = __builtin_shuffle(r[2], r[3], lo);
+    SUF(lanevec) t3 = __builtin_shuffle(r[2], r[3], hi);
     c[0] = __builtin_shuffle(t0, t2, a);
     c[1] = __builtin_shuffle(t1, t3, a);
     c[2] = __builtin_shuffle(t0, t2, b);
@@ -182,7 +206,7 @@ FNN_INLINE void SUF(mtranspose)(const SUF(mvec) *r, SUF(mvec) *c)
     const mask lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
     const mask lo4 = {0, 1, 2, 3, 8, 9, 10, 11};
     const mask hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
-    SUF(mvec) t[8], u[8];
+    SUF(lanevec) t[8], u[8];
     for (int i = 0; i < 8; i += 2) {
         t[i] = __builtin_shuffle(r[i], r[i + 1], lo);
         t[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi);
@@ -215,21 +239,21 @@ FNN_INLINE void SUF(group_gather)(const fnn_net *net, const SUF(group_mem) *m,
     const int64_t nb = nout * ML;
     for (int64_t t = 0; t < ML; t++) {
         const int64_t i = i0 + (t < valid ? t : 0);
-        const REAL *xr[ML], *yr[ML];
-        for (int64_t k = 0; k < ML; k++) {
+        const REAL *xr[NL], *yr[NL];
+        for (int64_t k = 0; k < NL; k++) {
             const int64_t r = ord[k] ? ord[k][i] : i;
             xr[k] = X + r * ldx;
             yr[k] = Y + r * ldy;
         }
         for (int64_t p = 0; p < nin; p++) {
             SUF(mvec) v;
-            for (int64_t k = 0; k < ML; k++) {
+            for (int64_t k = 0; k < NL; k++) {
                 v[k] = xr[k][p];
             }
             m->xt[t * nin + p] = v;
         }
         for (int64_t j = 0; j < nout; j++) {
-            for (int64_t k = 0; k < ML; k++) {
+            for (int64_t k = 0; k < NL; k++) {
                 m->yb[k * nb + j * ML + t] = yr[k][j];
             }
         }
@@ -266,33 +290,26 @@ FNN_INLINE void SUF(group_forward)(const fnn_net *net, const SUF(group_mem) *m,
                 }
             })
         for (int64_t t = 0; t < ML; t++) {
-            KSUF(fnn_bias_act_forward)(1, no * ML, a, (REAL)L->alpha, NULL,
-                                       (REAL *)(out0 + t * acts), no * ML);
+            KSUF(fnn_bias_act_forward)(1, no * NL, a, (REAL)L->alpha, NULL,
+                                       (REAL *)(out0 + t * acts), no * NL);
         }
     }
 }
 
-/* The loss of the block and the output delta (into d0), network by
- * network with lanes_body's calls on its own block; loss[k] gains lane
- * k's block loss. */
-FNN_INLINE void SUF(group_loss)(const fnn_net *net, const SUF(group_mem) *m,
-                                int64_t valid, double scale, int oact,
-                                double *loss)
+/* The loss of each network's block (laid out in zb and yb as lanes_body
+ * lays it out) and its output delta into db: lanes_body's calls, one
+ * network at a time.  The loss is a sum in the compiler's order, which
+ * depends on the instruction set it vectorizes for; this function is
+ * compiled for the small-network step's instruction sets (its clones),
+ * not group_fit's, so that the sum is the one the network's own fit
+ * makes, also where group_fit runs wider vectors. */
+FNN_LANES_CLONES __attribute__((noinline))
+static void SUF(group_block_loss)(const fnn_net *net, const SUF(group_mem) *m,
+                                  int64_t valid, double scale, double *loss)
 {
-    typedef SUF(mvec) vec;
-    const fnn_layer *last = &net->layers[net->n_layers - 1];
-    const int64_t nout = last->n_out, nb = nout * ML, mw = net->max_width;
-    for (int64_t j = 0; j < nout; j++) {
-        vec r[ML], c[ML];
-        for (int64_t t = 0; t < ML; t++) {
-            r[t] = m->act[t * m->acts + last->ws_col + j];
-        }
-        SUF(mtranspose)(r, c);
-        for (int64_t k = 0; k < ML; k++) {
-            memcpy(m->zb + k * nb + j * ML, &c[k], sizeof c[k]);
-        }
-    }
-    for (int64_t k = 0; k < ML; k++) {
+    const int64_t nout = net->layers[net->n_layers - 1].n_out;
+    const int64_t nb = nout * ML;
+    for (int64_t k = 0; k < NL; k++) {
         const REAL *z = m->zb + k * nb, *y = m->yb + k * nb;
         REAL *d = m->db + k * nb;
         if (valid == ML) {
@@ -312,23 +329,52 @@ FNN_INLINE void SUF(group_loss)(const fnn_net *net, const SUF(group_mem) *m,
             }
         }
     }
+}
+
+/* The loss of the block and the output delta (into d0), network by
+ * network with lanes_body's calls on its own block; loss[k] gains lane
+ * k's block loss. */
+FNN_INLINE void SUF(group_loss)(const fnn_net *net, const SUF(group_mem) *m,
+                                int64_t valid, double scale, int oact,
+                                double *loss)
+{
+    typedef SUF(mvec) vec;
+    const fnn_layer *last = &net->layers[net->n_layers - 1];
+    const int64_t nout = last->n_out, nb = nout * ML, mw = net->max_width;
     for (int64_t j = 0; j < nout; j++) {
-        vec r[ML], c[ML];
-        for (int64_t k = 0; k < ML; k++) {
-            memcpy(&r[k], m->db + k * nb + j * ML, sizeof r[k]);
-        }
-        SUF(mtranspose)(r, c);
-        for (int64_t t = 0; t < ML; t++) {
-            m->d0[t * mw + j] = c[t];
+        for (int64_t h = 0; h < FNN_MANY_WIDEN; h++) {
+            SUF(lanevec) r[ML], c[ML];
+            for (int64_t t = 0; t < ML; t++) {
+                memcpy(&r[t], (const REAL *)&m->act[t * m->acts + last->ws_col + j]
+                              + h * ML, sizeof r[t]);
+            }
+            SUF(mtranspose)(r, c);
+            for (int64_t k = 0; k < ML; k++) {
+                memcpy(m->zb + (h * ML + k) * nb + j * ML, &c[k], sizeof c[k]);
+            }
         }
     }
+    SUF(group_block_loss)(net, m, valid, scale, loss);
+    for (int64_t j = 0; j < nout; j++) {
+        for (int64_t h = 0; h < FNN_MANY_WIDEN; h++) {
+            SUF(lanevec) r[ML], c[ML];
+            for (int64_t k = 0; k < ML; k++) {
+                memcpy(&r[k], m->db + (h * ML + k) * nb + j * ML, sizeof r[k]);
+            }
+            SUF(mtranspose)(r, c);
+            for (int64_t t = 0; t < ML; t++) {
+                memcpy((REAL *)&m->d0[t * mw + j] + h * ML, &c[t], sizeof c[t]);
+            }
+        }
+    }
+    const int64_t nv = nout * NL;
     for (int64_t t = 0; t < ML; t++) {
         vec *D = m->d0 + t * mw;
         if (oact != FNN_IDENTITY) {
             const vec *out = m->act + t * m->acts + last->ws_col;
-            KSUF(fnn_bias_act_backward)(1, nb, oact, (REAL)last->alpha,
-                                        (const REAL *)out, nb,
-                                        (const REAL *)D, nb, (REAL *)D, nb,
+            KSUF(fnn_bias_act_backward)(1, nv, oact, (REAL)last->alpha,
+                                        (const REAL *)out, nv,
+                                        (const REAL *)D, nv, (REAL *)D, nv,
                                         NULL);
         }
     }
@@ -400,11 +446,11 @@ FNN_INLINE void SUF(group_backward)(const fnn_net *net,
             })
         const fnn_layer *P = &net->layers[l - 1];
         for (int64_t t = 0; t < ML; t++) {
-            KSUF(fnn_bias_act_backward)(1, ni * ML, P->act, (REAL)P->alpha,
+            KSUF(fnn_bias_act_backward)(1, ni * NL, P->act, (REAL)P->alpha,
                                         (const REAL *)(in0 + t * ld_in),
-                                        ni * ML,
-                                        (const REAL *)(E0 + t * mw), ni * ML,
-                                        (REAL *)(E0 + t * mw), ni * ML, NULL);
+                                        ni * NL,
+                                        (const REAL *)(E0 + t * mw), ni * NL,
+                                        (REAL *)(E0 + t * mw), ni * NL, NULL);
         }
         vec *tmp = D0;
         D0 = E0;
@@ -463,7 +509,7 @@ FNN_INLINE void SUF(group_apply)(const SUF(group_opt) *o, const SUF(mvec) *gp,
         vec mi = b1 * *V + c1 * gi;
         vec vi = b2 * *S + c2 * (gi * gi);
         vec r;
-        for (int64_t k = 0; k < ML; k++) {
+        for (int64_t k = 0; k < NL; k++) {
             r[k] = SQRT(vi[k]);
         }
         vec wn = w;
@@ -589,17 +635,17 @@ static REAL SUF(adam_lr_t)(REAL lr, REAL b1, REAL b2, int64_t t)
 
 /* Per-lane bookkeeping of a group (fit_lean's locals, one per lane). */
 typedef struct {
-    REAL wd_B[ML], wd_last[ML];
-    int64_t to_snap[ML], every[ML], snap_epoch[ML], t[ML];
-    double loss[ML], esum[ML], wsum[ML];
-    int active[ML];
+    REAL wd_B[NL], wd_last[NL];
+    int64_t to_snap[NL], every[NL], snap_epoch[NL], t[NL];
+    double loss[NL], esum[NL], wsum[NL];
+    int active[NL];
 } SUF(group_lanes);
 
 /* A group's fit: jobs[0, count) in lanes 0 .. count-1 (spare lanes are
  * zero networks on job 0's rows, never written back).  fit_lean's loop
  * with every lane's step computed at once (see the top of this file);
  * the same results, counters and exits per lane as fnn_fit. */
-FNN_LANES_CLONES __attribute__((noinline))
+FNN_MANY_CLONES __attribute__((noinline))
 static void SUF(group_fit)(many_run *r, fnn_many_job *jobs, int64_t count,
                            char *scratch)
 {
@@ -607,8 +653,8 @@ static void SUF(group_fit)(many_run *r, fnn_many_job *jobs, int64_t count,
     const fnn_fit_args *a0 = &jobs[0].a;
     SUF(group_mem) m;
     SUF(group_layout)(net, scratch, &m);
-    fnn_many_job *job[ML];
-    for (int64_t k = 0; k < ML; k++) {
+    fnn_many_job *job[NL];
+    for (int64_t k = 0; k < NL; k++) {
         job[k] = &jobs[k < count ? k : 0];
     }
     const int64_t n = a0->n, n_epochs = a0->n_epochs, np = net->n_params;
@@ -626,7 +672,7 @@ static void SUF(group_fit)(many_run *r, fnn_many_job *jobs, int64_t count,
     SUF(group_lanes) g;
     SUF(group_opt) o;
     memset(&o, 0, sizeof o);
-    for (int64_t k = 0; k < ML; k++) {
+    for (int64_t k = 0; k < NL; k++) {
         const fnn_optim *opt = &job[k]->opt;
         o.kinds |= KIND_BIT(opt->kind);
         o.is[opt->kind][k] = -1;
@@ -647,7 +693,7 @@ static void SUF(group_fit)(many_run *r, fnn_many_job *jobs, int64_t count,
         o.c1[k] = 1 - o.b1[k];
         o.c2[k] = 1 - o.b2[k];
     }
-    for (int64_t k = 0; k < ML; k++) {
+    for (int64_t k = 0; k < NL; k++) {
         if (k < count) {
             SUF(group_transfer)(&m, np, job[k], k, 1);
             job[k]->a.out.bad_epoch = -1;
@@ -659,7 +705,7 @@ static void SUF(group_fit)(many_run *r, fnn_many_job *jobs, int64_t count,
             }
         }
     }
-    const int64_t *none[ML] = {NULL};
+    const int64_t *none[NL] = {NULL};
     if (one_block) {
         SUF(group_gather)(net, &m, X, ldx, Y, ldy, none, 0, n);
     }
@@ -668,8 +714,8 @@ static void SUF(group_fit)(many_run *r, fnn_many_job *jobs, int64_t count,
     int64_t e = 0, steps_done = 0;
     int stopped = 0, live = (int)count;
     for (; e < n_epochs; e++) {
-        const int64_t *ord[ML];
-        for (int64_t k = 0; k < ML; k++) {
+        const int64_t *ord[NL];
+        for (int64_t k = 0; k < NL; k++) {
             const fnn_fit_args *a = &job[k]->a;
             o.lr[k] = (REAL)a->lr[e];
             o.fused[k] = job[k]->opt.kind == FNN_OPT_SGD && o.lr[k] != 0
@@ -683,8 +729,8 @@ static void SUF(group_fit)(many_run *r, fnn_many_job *jobs, int64_t count,
             const int last = one_block || s == steps - 1;
             const int64_t mb = last ? B_last : B;
             const double scale = last ? scale_last : scale_B;
-            const int64_t *so[ML];
-            for (int64_t k = 0; k < ML; k++) {
+            const int64_t *so[NL];
+            for (int64_t k = 0; k < NL; k++) {
                 o.wd[k] = last ? g.wd_last[k] : g.wd_B[k];
                 so[k] = ord[k] ? ord[k] + i0 : NULL;
                 g.loss[k] = 0.0;
@@ -734,7 +780,7 @@ static void SUF(group_fit)(many_run *r, fnn_many_job *jobs, int64_t count,
                 }
             }
             if (o.kinds & KIND_BIT(FNN_OPT_ADAM)) {
-                for (int64_t k = 0; k < ML; k++) {
+                for (int64_t k = 0; k < NL; k++) {
                     g.t[k] += g.active[k] && job[k]->opt.kind == FNN_OPT_ADAM;
                     o.lr_t[k] = SUF(adam_lr_t)(o.lr[k], o.b1[k], o.b2[k],
                                                g.t[k] > 0 ? g.t[k] : 1);
@@ -793,8 +839,8 @@ out:
 
 static void SUF(group_unit)(many_run *r, int64_t u, char *scratch)
 {
-    const int64_t k0 = u * ML;
-    const int64_t count = r->n_jobs - k0 < ML ? r->n_jobs - k0 : ML;
+    const int64_t k0 = u * NL;
+    const int64_t count = r->n_jobs - k0 < NL ? r->n_jobs - k0 : NL;
     SUF(group_fit)(r, r->jobs + k0, count, scratch);
 }
 
@@ -834,7 +880,7 @@ static int SUF(same_layers)(const fnn_net *a, const fnn_net *b)
 
 int SUF(fnn_many_lanes_ok)(const fnn_many_job *jobs, int64_t count)
 {
-    if (count < 1 || count > ML) {
+    if (count < 1 || count > NL) {
         return 0;
     }
     const fnn_many_job *j0 = &jobs[0];
@@ -864,7 +910,7 @@ int SUF(fnn_fit_many)(fnn_many_job *jobs, int64_t n_jobs, int lanes,
     memset(&r, 0, sizeof r);
     r.jobs = jobs;
     r.n_jobs = n_jobs;
-    r.n_units = lanes ? (n_jobs + ML - 1) / ML : n_jobs;
+    r.n_units = lanes ? (n_jobs + NL - 1) / NL : n_jobs;
     r.unit = lanes ? SUF(group_unit) : SUF(job_unit);
     r.scratch = (char *)scratch;
     r.scratch_bytes = scratch_bytes;
@@ -872,8 +918,8 @@ int SUF(fnn_fit_many)(fnn_many_job *jobs, int64_t n_jobs, int lanes,
     r.poll_ctx = poll_ctx;
     r.poll_ms = poll_ms > 0 ? poll_ms : 50.0;
     if (lanes) {
-        for (int64_t k0 = 0; k0 < n_jobs; k0 += ML) {
-            int64_t c = n_jobs - k0 < ML ? n_jobs - k0 : ML;
+        for (int64_t k0 = 0; k0 < n_jobs; k0 += NL) {
+            int64_t c = n_jobs - k0 < NL ? n_jobs - k0 : NL;
             if (!SUF(fnn_many_lanes_ok)(jobs + k0, c)) {
                 return -1;
             }
@@ -889,5 +935,6 @@ int SUF(fnn_fit_many)(fnn_many_job *jobs, int64_t n_jobs, int lanes,
 }
 
 #undef ML
+#undef NL
 #undef FNN_MANY_N
 #undef KIND_BIT

@@ -49,7 +49,7 @@ cdef extern from "fastnn.h" nogil:
 
 NOT_RUN = FNN_NOT_RUN
 # networks per vector in the networks-in-lanes groups (many.c)
-LANE_WIDTH = {np.dtype(np.float32): 8, np.dtype(np.float64): 4}
+LANE_WIDTH = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
 
 
 cdef class _Poll:
@@ -324,12 +324,12 @@ cdef class ManyPlan:
             raise ValueError("run needs at least one network")
         if n_threads < 1:
             raise ValueError("n_threads must be >= 1")
-        seen = np.zeros(self.K, dtype=bool)
+        cdef unsigned char[::1] seen = np.zeros(self.K, dtype=np.uint8)
         for i in range(m):
             k = w[i]
             if not 0 <= k < self.K or seen[k]:
                 raise ValueError("which must hold distinct network indices")
-            seen[k] = True
+            seen[k] = 1
             o = orders[i]
             if o is not None:
                 _check(o, "order", np.int64, (E, self.jobs[k].a.n))
@@ -343,6 +343,7 @@ cdef class ManyPlan:
         cdef void *scratch = NULL
         cdef int64_t sbytes = 0
         cdef int status = 0, rc
+        cdef int64_t[:, ::1] rv
         poll = _Poll(progress)
         try:
             for i in range(m):
@@ -381,19 +382,20 @@ cdef class ManyPlan:
                                           sbytes, _poll, <void *>poll, poll_ms)
             if rc < 0:
                 raise RuntimeError("fnn_fit_many refused the jobs")
-            out = {key: np.empty(m, dtype=np.int64) for key in
-                   ("status", "epochs_done", "steps_done", "bad_epoch",
-                    "bad_step", "snapshot_epoch", "t")}
+            res = np.empty((7, m), dtype=np.int64)
+            rv = res
             for i in range(m):
                 k = w[i]
                 self.jobs[k].opt.t = run[i].opt.t
-                out["status"][i] = run[i].status
-                out["epochs_done"][i] = run[i].a.out.epochs_done
-                out["steps_done"][i] = run[i].a.out.steps_done
-                out["bad_epoch"][i] = run[i].a.out.bad_epoch
-                out["bad_step"][i] = run[i].a.out.bad_step
-                out["snapshot_epoch"][i] = run[i].a.out.snapshot_epoch
-                out["t"][i] = run[i].opt.t
+                rv[0, i] = run[i].status
+                rv[1, i] = run[i].a.out.epochs_done
+                rv[2, i] = run[i].a.out.steps_done
+                rv[3, i] = run[i].a.out.bad_epoch
+                rv[4, i] = run[i].a.out.bad_step
+                rv[5, i] = run[i].a.out.snapshot_epoch
+                rv[6, i] = run[i].opt.t
+            out = dict(zip(("status", "epochs_done", "steps_done", "bad_epoch",
+                            "bad_step", "snapshot_epoch", "t"), res))
             out["stopped"] = rc == FNN_STOPPED
             out["exc"] = poll.exc
             return out

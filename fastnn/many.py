@@ -55,14 +55,18 @@ def _cpu_count():
 
 def _architecture(net):
     """What must agree between networks trained together."""
-    return (tuple((l.kind, l.units, l.activation, float(l.alpha), l.bias, l.pieces)
-                  for l in net.layers), (net.loss_name, net.loss_param),
-            np.dtype(net.dtype))
+    return ([(l.kind, l.units, l.activation, float(l.alpha), l.bias, l.pieces)
+             for l in net.layers], net.loss_name, net.loss_param, net.dtype)
 
 
-def _per_net(value, K, name, check, allow_none=False):
+_PLAIN_REALS = {float, int, np.float64, np.float32, np.int64, np.int32}
+
+
+def _per_net(value, K, name, check, allow_none=False, fast_min=None):
     """A scalar or a sequence of K values, each passed through check: a
-    list of K values."""
+    list of K values.  fast_min: check is check_real(v, name, fast_min), so
+    that a sequence of plain finite numbers >= fast_min can be taken as it
+    is."""
     if value is None and allow_none:
         return [None] * K
     if isinstance(value, (str, bytes)) or np.ndim(value) == 0:
@@ -71,6 +75,15 @@ def _per_net(value, K, name, check, allow_none=False):
     vals = list(value)
     if len(vals) != K:
         raise ValueError(f"{name} has {len(vals)} entries for {K} networks")
+    if fast_min is not None and set(map(type, vals)) <= _PLAIN_REALS:
+        # plain numbers, checked at once; anything wrong is found again
+        # below, one value at a time, to be named
+        try:
+            a = np.asarray(vals, dtype=np.float64)
+        except OverflowError:           # an int beyond the float range
+            a = None
+        if a is not None and np.isfinite(a).all() and (a >= fast_min).all():
+            return a.tolist()
     out = []
     for k, v in enumerate(vals):
         try:
@@ -98,18 +111,18 @@ def _check_nets(nets):
         if net.backend != "native":
             raise ValueError(f"nets[{k}] uses the reference backend; fit_many "
                              "trains native networks only")
+        for layer in net.layers:
+            if layer.dropout:
+                raise ValueError(f"nets[{k}] has dropout, which fit_many does "
+                                 "not train with; fit it with net.fit")
     if len({id(n) for n in nets}) != len(nets):
         raise ValueError("the same network appears twice in nets")
-    for k, net in enumerate(nets):
-        if any(net.dropout_rates):
-            raise ValueError(f"nets[{k}] has dropout, which fit_many does not "
-                             "train with; fit it with net.fit")
     arch = _architecture(nets[0])
-    for k, net in enumerate(nets[1:], 1):
+    for k, net in enumerate(nets):
         other = _architecture(net)
         if other != arch:
-            what = ("loss" if other[1] != arch[1] else "dtype" if other[2] != arch[2]
-                    else "layers")
+            what = ("loss" if other[1:3] != arch[1:3]
+                    else "dtype" if other[3] != arch[3] else "layers")
             raise ValueError(f"nets[{k}] differs from nets[0] in its {what} "
                              f"({net!r} vs {nets[0]!r}); fit_many trains networks "
                              "of one architecture")
@@ -174,9 +187,26 @@ def _optimizers(optimizer, lr, weight_decay, K):
                             f"sequence of them, got {optimizer!r}") from None
         if len(specs) != K:
             raise ValueError(f"optimizer has {len(specs)} entries for {K} networks")
-    lrs = _per_net(lr, K, "lr", lambda v: check_real(v, "lr", 0.0), allow_none=True)
+    lrs = _per_net(lr, K, "lr", lambda v: check_real(v, "lr", 0.0), allow_none=True,
+                   fast_min=0.0)
     wds = _per_net(weight_decay, K, "weight_decay",
-                   lambda v: check_real(v, "weight_decay", 0.0), allow_none=True)
+                   lambda v: check_real(v, "weight_decay", 0.0), allow_none=True,
+                   fast_min=0.0)
+    if isinstance(optimizer, str):
+        # one optimizer made (and its name checked) once, copied per network
+        # with that network's lr and weight decay, already checked above
+        proto = _make_optimizer(optimizer, None)
+        cls, attrs = type(proto), proto.__dict__
+        opts = []
+        for l, wd in zip(lrs, wds):
+            opt = cls.__new__(cls)
+            opt.__dict__.update(attrs)
+            if l is not None:
+                opt.lr = l
+            if wd is not None:
+                opt.weight_decay = wd
+            opts.append(opt)
+        return opts
     opts = []
     for k, (spec, l, wd) in enumerate(zip(specs, lrs, wds)):
         try:
@@ -435,10 +465,10 @@ def _fit_many(nets, X, y, sw, idx, epochs, batch_size, opts, schedule, seeds,
             ce = min(chunk, epochs - e0)
             m = len(live)
             lrs = np.empty((m, ce))
-            for i, r in enumerate(live):
-                if type(schedule) is Constant:
-                    lrs[i] = r.opt.lr
-                else:
+            if type(schedule) is Constant:
+                lrs[...] = np.array([r.opt.lr for r in live])[:, None]
+            else:
+                for i, r in enumerate(live):
                     lrs[i] = _schedule_values(schedule, e0, ce, r.opt.lr, r.seen, r.n)
             orders = []
             for r in live:
@@ -452,30 +482,33 @@ def _fit_many(nets, X, y, sw, idx, epochs, batch_size, opts, schedule, seeds,
                 else:
                     o = None
                 orders.append(o)
-            epoch_loss = np.full((m, ce), np.nan)
+            # written by the run for the epochs it finishes; only those are read
+            epoch_loss = np.empty((m, ce))
             t0 = time.perf_counter()
             out = plan.run(np.array([r.k for r in live], dtype=np.int64), lrs,
                            epoch_loss, orders, e0, lanes, n_threads)
             dt = time.perf_counter() - t0
-            for i, r in enumerate(live):
-                done = int(out["epochs_done"][i])
-                status = int(out["status"][i])
-                r.state["t"] = int(out["t"][i])
-                if out["snapshot_epoch"][i] >= 0:
-                    r.snap_epoch = e0 + int(out["snapshot_epoch"][i])
+            nonfinite, stopped = STATUS["nonfinite"], STATUS["stopped"]
+            for i, r, done, status, t, snap in zip(
+                    range(m), live, out["epochs_done"].tolist(),
+                    out["status"].tolist(), out["t"].tolist(),
+                    out["snapshot_epoch"].tolist()):
+                r.state["t"] = t
+                if snap >= 0:
+                    r.snap_epoch = e0 + snap
                 if done:
                     r.hist._record(e0, epoch_loss[i, :done], dt / done,
                                    r.n * done / dt if dt > 0 else math.inf,
                                    lrs[i, :done])
-                r.seen += done * r.n
-                if status == STATUS["nonfinite"]:
+                    r.seen += done * r.n
+                if status == nonfinite:
                     r.running = False
                     r.hist.stop_reason = "diverged"
                     r.net.params[...] = snapshots[r.k]
                     r.net._opt_state = None
                     diverged.append((r.k, e0 + int(out["bad_epoch"][i]),
                                      int(out["bad_step"][i]), r.snap_epoch))
-                elif status in (STATUS["stopped"], NOT_RUN):
+                elif status == stopped or status == NOT_RUN:
                     r.running = False
                     r.hist.stop_reason = "interrupted"
             if out["exc"] is not None:
