@@ -530,7 +530,15 @@ int64_t fnn_many_scratch_f32(const fnn_many_job *jobs, int64_t n_jobs,
 int64_t fnn_many_scratch_f64(const fnn_many_job *jobs, int64_t n_jobs,
                              int lanes);
 
-/* 1 if jobs[0, count) (count <= LANE_N: 8 for float, 4 for double) can
+/* Networks per networks-in-lanes group on this CPU: LANE_N (8 floats, 4
+ * doubles), twice that where the CPU has AVX-512. */
+int64_t fnn_many_width_f32(void);
+int64_t fnn_many_width_f64(void);
+/* on: one vector per group whatever the CPU (for tests; not thread-safe
+ * against a running fnn_fit_many). */
+void fnn_many_set_narrow(int on);
+
+/* 1 if jobs[0, count) (count <= fnn_many_width) can
  * run as one networks-in-lanes group: every job's net has the same layers,
  * loss and parameter layout and runs the small-network step (net->lanes),
  * and the jobs share x, y (and strides), n, batch and n_epochs, with no

@@ -286,6 +286,15 @@ static int64_t many_batch(const fnn_many_job *job)
     return b < 1 ? 1 : (b > n ? (n > 0 ? n : 1) : b);
 }
 
+/* Groups one vector wide even where the CPU has AVX-512 (the tests run
+ * both widths on one machine). */
+static int many_narrow;
+
+void fnn_many_set_narrow(int on)
+{
+    many_narrow = on != 0;
+}
+
 #define REAL double
 #define SUF(name) name##_f64
 #define KSUF(name) name##_f64_in

@@ -38,6 +38,9 @@ cdef extern from "fastnn.h" nogil:
                                  int lanes)
     int64_t fnn_many_scratch_f64(const fnn_many_job *jobs, int64_t n_jobs,
                                  int lanes)
+    int64_t fnn_many_width_f32()
+    int64_t fnn_many_width_f64()
+    void fnn_many_set_narrow(int on)
     int fnn_many_lanes_ok_f32(const fnn_many_job *jobs, int64_t count)
     int fnn_many_lanes_ok_f64(const fnn_many_job *jobs, int64_t count)
     int fnn_fit_many_f32(fnn_many_job *jobs, int64_t n_jobs, int lanes,
@@ -48,8 +51,19 @@ cdef extern from "fastnn.h" nogil:
                          fnn_poll_fn poll, void *poll_ctx, double poll_ms)
 
 NOT_RUN = FNN_NOT_RUN
-# networks per vector in the networks-in-lanes groups (many.c)
-LANE_WIDTH = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
+# networks per networks-in-lanes group on this CPU (many.c)
+LANE_WIDTH = {np.dtype(np.float32): fnn_many_width_f32(),
+              np.dtype(np.float64): fnn_many_width_f64()}
+
+
+def _set_narrow(bint on):
+    """Groups of one vector (4 doubles, 8 floats) even on an AVX-512 CPU
+    (on), or the CPU's own width (off); for the tests, which run both.
+    Returns the widths now in use."""
+    fnn_many_set_narrow(on)
+    LANE_WIDTH[np.dtype(np.float32)] = fnn_many_width_f32()
+    LANE_WIDTH[np.dtype(np.float64)] = fnn_many_width_f64()
+    return dict(LANE_WIDTH)
 
 
 cdef class _Poll:

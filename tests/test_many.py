@@ -27,6 +27,19 @@ OPTS = ["sgd", "momentum", "nesterov", "adam"]
 DTYPES = [np.float64, np.float32]
 
 
+@pytest.fixture(autouse=True, params=["cpu-width", "one-vector"])
+def group_width(request):
+    """Every test twice: with the networks-in-lanes groups as wide as this
+    CPU makes them (two vectors with AVX-512), and one vector wide (what
+    CPUs without AVX-512 run)."""
+    from fastnn import _many
+    widths = _many._set_narrow(request.param == "one-vector")
+    try:
+        yield widths
+    finally:
+        _many._set_narrow(False)
+
+
 @contextlib.contextmanager
 def one_train_thread():
     old = fastnn.set_train_threads(1)
@@ -167,7 +180,7 @@ def _random_config(rng, dtype):
     out_act = None if loss == "bce" or rng.random() < 0.6 else ACTS[rng.integers(5)]
     n = int(rng.integers(1, 30))
     batch = None if rng.random() < 0.3 else int(rng.integers(1, n + 3))
-    K = int(rng.integers(1, 12))
+    K = int(rng.integers(1, 40))        # up to several groups of either width
     opt = OPTS[rng.integers(4)]
     return dict(shape=(n_in, hidden, n_out), loss=loss, act=act, out_act=out_act,
                 n=n, batch=batch, K=K, opt=opt, bias=bool(rng.random() < 0.7),
@@ -495,6 +508,7 @@ def _snapshot(nets):
      "sample_indices\\[1\\]"),
 ])
 def test_bad_input_raises_before_anything_runs(bad, kw, match):
+    kw = dict(kw)                        # the parameter is shared between runs
     nets, _ = make_nets(3, 2, [4], 1)
     X, Y = make_data(10, 2, 1, "mse", np.float64)
     state = _snapshot(nets)
