@@ -47,6 +47,10 @@ TINY_K, TINY_EPOCHS = 1000, 1000
 SMALL_K, SMALL_EPOCHS = 100, 5
 ROUNDS = 7
 CHECK_EPOCHS = 20
+# seconds of quiet before each side's timed run: the thread pools of the
+# side before (OpenMP's, XLA's, OpenBLAS's) spin for a while after their
+# work, on the cores the next side needs
+QUIET = 0.3
 RTOL, ATOL = 1e-7, 1e-12
 
 
@@ -352,6 +356,7 @@ def run_rounds(benchmark, sides, rounds, epochs):
     def one_round():
         for name, side in sides.items():
             side.reset()
+            time.sleep(QUIET)
             t0 = time.perf_counter()
             side.call(epochs)
             times[name].append(time.perf_counter() - t0)

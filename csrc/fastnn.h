@@ -465,7 +465,8 @@ typedef struct {
     const void *y; int64_t ldy;
     const void *sw;             /* (n) or NULL */
     const int64_t *order;       /* (n_epochs, n) or NULL */
-    const double *lr;           /* (n_epochs) */
+    const double *lr;           /* (n_epochs), or (1) with lr_const */
+    int32_t lr_const;           /* nonzero: lr[0] for every epoch */
     double *epoch_loss;         /* (n_epochs), out */
     int32_t loss_l2, mean_by_rows;
     double loss_scale;

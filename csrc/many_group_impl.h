@@ -569,7 +569,7 @@ static void GSUF(group_fit)(many_run *r, fnn_many_job *jobs, int64_t count,
         const int64_t *ord[NL];
         for (int64_t k = 0; k < NL; k++) {
             const fnn_fit_args *a = &job[k]->a;
-            o.lr[k] = (REAL)a->lr[e];
+            o.lr[k] = (REAL)a->lr[a->lr_const ? 0 : e];
             o.fused[k] = job[k]->opt.kind == FNN_OPT_SGD && o.lr[k] != 0
                          ? -1 : 0;
             ord[k] = a->order && !one_block ? a->order + e * n : NULL;

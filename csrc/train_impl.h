@@ -137,7 +137,7 @@ static int SUF(fit_loop)(const fnn_net *net, fnn_optim *opt, fnn_fit_args *a,
     for (int64_t e = 0; e < n_epochs; e++) {
         SUF(step) st;
         st.order = a->order ? a->order + e * n : NULL;
-        st.lr = (REAL)a->lr[e];
+        st.lr = (REAL)a->lr[a->lr_const ? 0 : e];
         st.drop = dropout ? &drop : NULL;
         drop.epoch = a->epoch0 + e;
         for (int64_t s = 0; s < ep.steps; s++) {
@@ -217,7 +217,7 @@ FNN_INLINE int SUF(fit_lean)(const fnn_net *net, fnn_optim *opt,
         SUF(lanes_block)(net, 0, n, X, ldx, Y, ldy, NULL);
     }
     for (int64_t e = 0; e < n_epochs; e++) {
-        const REAL lr = (REAL)a->lr[e];
+        const REAL lr = (REAL)a->lr[a->lr_const ? 0 : e];
         const int64_t *order = orders ? orders + e * n : NULL;
         for (int64_t s = 0; s < steps; s++) {
             const int64_t i0 = s * B;

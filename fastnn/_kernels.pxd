@@ -225,6 +225,7 @@ cdef extern from "fastnn.h" nogil:
         const void *sw
         const int64_t *order
         const double *lr
+        int32_t lr_const
         double *epoch_loss
         int32_t loss_l2, mean_by_rows
         double loss_scale

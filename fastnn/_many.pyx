@@ -317,9 +317,9 @@ cdef class ManyPlan:
             int64_t epoch0, bint lanes, int n_threads, object progress=None,
             double poll_ms=50.0):
         """Fit networks which[i] (int64 indices, each once) for
-        lrs.shape[1] epochs numbered from epoch0: lrs[i] their learning
-        rates (float64 (m, epochs)), epoch_loss[i] their epoch losses (out,
-        float64 (m, epochs)), orders[i] None (rows in order) or int64
+        epoch_loss.shape[1] epochs numbered from epoch0: lrs[i] their
+        learning rates (float64 (m, epochs), or (m, 1): one rate for every
+        epoch), epoch_loss[i] their epoch losses (out, float64 (m, epochs)), orders[i] None (rows in order) or int64
         (epochs, n) row indices into X.  lanes: networks in vector lanes, in
         groups of LANE_WIDTH consecutive entries of which (each group must
         share n and batch, and orders all given or all None); else one
@@ -329,9 +329,12 @@ cdef class ManyPlan:
         indexed like which, and "exc": the exception the poll caught."""
         cdef const int64_t[::1] w = np.ascontiguousarray(which, dtype=np.int64)
         cdef int64_t m = w.shape[0], i, k
+        _check(epoch_loss, "epoch_loss", np.float64, (m, None))
+        cdef int64_t E = epoch_loss.shape[1]
         _check(lrs, "lrs", np.float64, (m, None))
-        cdef int64_t E = lrs.shape[1]
-        _check(epoch_loss, "epoch_loss", np.float64, (m, E))
+        cdef int64_t lr_cols = lrs.shape[1]
+        if lr_cols != E and lr_cols != 1:
+            raise ValueError(f"lrs has {lr_cols} columns for {E} epochs")
         if len(orders) != m:
             raise ValueError("orders must have one entry per network")
         if m == 0:
@@ -363,7 +366,8 @@ cdef class ManyPlan:
             for i in range(m):
                 run[i] = self.jobs[w[i]]
                 run[i].a.n_epochs = E
-                run[i].a.lr = <const double *>(lr_p + i * E * sizeof(double))
+                run[i].a.lr = <const double *>(lr_p + i * lr_cols * sizeof(double))
+                run[i].a.lr_const = lr_cols == 1
                 run[i].a.epoch_loss = <double *>(el_p + i * E * sizeof(double))
                 run[i].a.order = (<const int64_t *>_data(orders[i])
                                   if orders[i] is not None else NULL)

@@ -957,6 +957,7 @@ cdef class NetCore:
         a.dropout = cfg.dropout_seed is not None
         a.drop_seed = cfg.dropout_seed if cfg.dropout_seed is not None else 0
         a.lr = <const double *>cnp.PyArray_DATA(lrs)
+        a.lr_const = 0
         a.epoch_loss = <double *>cnp.PyArray_DATA(<cnp.ndarray>epoch_loss)
         a.loss_l2 = cfg.loss_l2
         a.mean_by_rows = cfg.mean_by_rows

@@ -464,10 +464,12 @@ def _fit_many(nets, X, y, sw, idx, epochs, batch_size, opts, schedule, seeds,
                 break
             ce = min(chunk, epochs - e0)
             m = len(live)
-            lrs = np.empty((m, ce))
             if type(schedule) is Constant:
-                lrs[...] = np.array([r.opt.lr for r in live])[:, None]
+                # one rate per network, for every epoch (the histories get
+                # read-only views of it repeated)
+                lrs = np.array([r.opt.lr for r in live], dtype=np.float64)[:, None]
             else:
+                lrs = np.empty((m, ce))
                 for i, r in enumerate(live):
                     lrs[i] = _schedule_values(schedule, e0, ce, r.opt.lr, r.seen, r.n)
             orders = []
@@ -499,7 +501,8 @@ def _fit_many(nets, X, y, sw, idx, epochs, batch_size, opts, schedule, seeds,
                 if done:
                     r.hist._record(e0, epoch_loss[i, :done], dt / done,
                                    r.n * done / dt if dt > 0 else math.inf,
-                                   lrs[i, :done])
+                                   lrs[i, :done] if lrs.shape[1] == ce
+                                   else np.broadcast_to(lrs[i], (done,)))
                     r.seen += done * r.n
                 if status == nonfinite:
                     r.running = False
