@@ -9,8 +9,9 @@ minibatches are not split across two threads (see below):
 
 - Networks on the small-network step (narrow dense layers, loss sse, mse or
   bce, no sample weights: ``net._core.lanes``) are trained with the
-  networks in the vector lanes, 4 (float64) or 8 (float32) at a time, each
-  lane computing exactly what the network's own fit computes.
+  networks in the vector lanes, in groups of fastnn._many.LANE_WIDTH (8
+  float64 or 16 float32 with AVX-512, 4 or 8 elsewhere), each lane
+  computing exactly what the network's own fit computes.
 - The others run one network per thread, each the very fit loop
   Network.fit runs, with the BLAS called from that thread.
 
