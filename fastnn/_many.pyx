@@ -420,3 +420,538 @@ cdef class ManyPlan:
         finally:
             free(run)
             free(scratch)
+
+
+# ---- networks side by side in shared GEMMs ('batched') ---------------------------
+#
+# K networks of one dense architecture trained on the same minibatches (one
+# row order) as one stacked network: the first layer's weights of all K
+# side by side, (n_in, K n_1), so that its forward product and its weight
+# gradient are one GEMM each over the minibatch for all K networks; the
+# layers above are block-diagonal, one small GEMM per network, reading and
+# writing its columns of the stacked activations in place (leading
+# dimension K n_l).  Activations run once over the stacked matrices, the
+# loss once per network on its columns.  Parameters, gradients and the
+# optimizer state live in one stacked buffer (weights first, then biases)
+# whose element i belongs to network nid[i].
+#
+# The arithmetic per network is Network.fit's except for the grouping of
+# the sums inside the GEMMs (one product of K n_1 columns instead of K of
+# n_1) and the optimizer update, computed here after the gradient rather
+# than fused into the GEMM: results agree with Network.fit to rounding, not
+# bit for bit.
+
+from libc.math cimport sqrt, pow
+from cython cimport floating
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    cdef struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec *ts)
+    enum:
+        CLOCK_MONOTONIC
+
+
+cdef inline double _now_ms() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6
+
+
+cdef inline void _gemm(const fnn_blas *blas, int ta, int tb, int64_t m,
+                       int64_t n, int64_t k, const floating *a, int64_t lda,
+                       const floating *b, int64_t ldb, floating *c,
+                       int64_t ldc) noexcept nogil:
+    if floating is double:
+        fnn_gemm_f64(blas, ta, tb, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, ldc)
+    else:
+        fnn_gemm_f32(blas, ta, tb, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, ldc)
+
+
+cdef inline void _act_fwd(int64_t m, int64_t n, int act, double alpha,
+                          const floating *b, floating *z, int64_t ldz) noexcept nogil:
+    if floating is double:
+        fnn_bias_act_forward_f64(m, n, act, alpha, b, z, ldz)
+    else:
+        fnn_bias_act_forward_f32(m, n, act, <float>alpha, b, z, ldz)
+
+
+cdef inline void _act_bwd(int64_t m, int64_t n, int act, double alpha,
+                          const floating *y, int64_t ldy, floating *d,
+                          int64_t ldd, floating *db) noexcept nogil:
+    """d := d * act'(y) in place (ld ldd), db := column sums of d."""
+    if floating is double:
+        fnn_bias_act_backward_f64(m, n, act, alpha, y, ldy, d, ldd, d, ldd, db)
+    else:
+        fnn_bias_act_backward_f32(m, n, act, <float>alpha, y, ldy, d, ldd, d,
+                                  ldd, db)
+
+
+cdef inline double _loss(int64_t m, int64_t n, int loss, double param,
+                         double scale, const floating *z, int64_t ldz,
+                         const floating *y, int64_t ldy, floating *dz,
+                         int64_t lddz) noexcept nogil:
+    if floating is double:
+        return fnn_loss_grad_f64(m, n, loss, param, scale, z, ldz, y, ldy,
+                                 NULL, dz, lddz, NULL)
+    else:
+        return fnn_loss_grad_f32(m, n, loss, param, scale, z, ldz, y, ldy,
+                                 NULL, dz, lddz, NULL)
+
+
+cdef struct _StackRun:
+    # the stacked network
+    fnn_blas blas                   # the BLAS binding, with this run's chunk_mnk
+    int64_t K, L, n, batch, n_epochs, n_params, n_weights
+    const int64_t *width            # L + 1: input width, then each layer's
+    const int32_t *act              # L (the last: as the loss sees it)
+    const double *alpha             # L
+    const int64_t *woff             # L
+    const int64_t *boff             # L, -1: no bias
+    const int32_t *nid              # n_params
+    const int64_t *seg              # n_seg x 3: start, length, network: the
+    int64_t n_seg                   # buffer's runs of one network's elements
+    int32_t loss
+    double loss_param
+    # data and schedule
+    const void *x
+    const void *y
+    const int64_t *order            # (n_epochs, n) or NULL
+    const double *lr                # (K, lr_cols)
+    int64_t lr_cols
+    # optimizer, one kind for all
+    int32_t kind
+    double momentum, beta1, beta2, eps
+    const double *l2                # K
+    int64_t *t                      # K, Adam's steps (in/out)
+    void *params
+    void *grads
+    void *vel
+    void *sq
+    void *snap
+    int64_t snap_every, to_snap
+    # work: xb (batch, n_in), yb (batch, n_out), the layers' stacked
+    # outputs, two delta buffers, per-network scratch
+    void *xb
+    void *yb
+    void **acts
+    void *d0
+    void *d1
+    double *lr_k
+    double *lrt_k
+    double *esum
+    double *wsum
+    unsigned char *active
+    # out, per network
+    double *epoch_loss              # (K, n_epochs)
+    int64_t *epochs_done
+    int64_t *bad_epoch
+    int64_t *bad_step
+    int64_t *snap_epoch
+    int64_t steps_done
+    # Ctrl-C and progress
+    double poll_ms
+    void *poll_ctx
+
+
+cdef void _stack_restore(_StackRun *r, int64_t k, floating *P,
+                         const floating *S) noexcept nogil:
+    """Network k's elements of P := its elements of S."""
+    cdef int64_t i
+    for i in range(r.n_params):
+        if r.nid[i] == k:
+            P[i] = S[i]
+
+
+cdef void _stack_update(_StackRun *r, int64_t k, int64_t i0, int64_t m,
+                        double wd, floating *P, const floating *G, floating *V,
+                        floating *S) noexcept nogil:
+    """The optimizer's step over m elements of network k (weight decay
+    wd: 0 for biases), in the forms of csrc/optim_impl.h."""
+    cdef int64_t i
+    cdef floating lr = <floating>r.lr_k[k], dec = <floating>(wd)
+    cdef floating keep = <floating>(1.0 - r.lr_k[k] * wd)
+    cdef floating mu = <floating>r.momentum, b1 = <floating>r.beta1
+    cdef floating b2 = <floating>r.beta2, eps = <floating>r.eps
+    cdef floating c1 = 1 - b1, c2 = 1 - b2, lrt = <floating>r.lrt_k[k]
+    cdef floating gi, vi, mi
+    if r.kind == FNN_OPT_SGD:
+        for i in range(m):
+            P[i] = -lr * G[i] + keep * P[i]
+    elif r.kind == FNN_OPT_ADAM:
+        for i in range(m):
+            gi = G[i] + dec * P[i]
+            mi = b1 * V[i] + c1 * gi
+            vi = b2 * S[i] + c2 * (gi * gi)
+            V[i] = mi
+            S[i] = vi
+            P[i] = P[i] - lrt * mi / (sqrt(vi) + eps)
+    elif r.kind == FNN_OPT_NESTEROV:
+        for i in range(m):
+            gi = G[i] + dec * P[i]
+            vi = mu * V[i] - lr * gi
+            V[i] = vi
+            P[i] = P[i] + (mu * vi - lr * gi)
+    else:
+        for i in range(m):
+            gi = G[i] + dec * P[i]
+            vi = mu * V[i] - lr * gi
+            V[i] = vi
+            P[i] = P[i] + vi
+
+
+cdef int _stack_fit(_StackRun *r, floating *P) noexcept nogil:
+    """The fit; returns FNN_OK, or FNN_STOPPED when the poll asked to stop
+    (every network then at a step boundary)."""
+    cdef int64_t K = r.K, L = r.L, n = r.n, n_in = r.width[0]
+    cdef int64_t n_out = r.width[L], np_ = r.n_params, nw = r.n_weights
+    cdef int64_t B = r.batch, steps = (n + B - 1) // B
+    cdef floating *G = <floating *>r.grads
+    cdef floating *V = <floating *>r.vel
+    cdef floating *S2 = <floating *>r.sq
+    cdef floating *snap = <floating *>r.snap
+    cdef const floating *X = <const floating *>r.x
+    cdef const floating *Y = <const floating *>r.y
+    cdef floating *xb = <floating *>r.xb
+    cdef floating *yb = <floating *>r.yb
+    cdef floating *D
+    cdef floating *E
+    cdef floating *tmp
+    cdef floating *A
+    cdef const floating *Ain
+    cdef int64_t e, s, i, j, k, l, i0, mb, row, ni, no, lda_in, live = 0
+    cdef const int64_t *ord_e
+    cdef double scale, lk, g, w, wd, gi, mi, vi, mu = r.momentum
+    cdef double b1 = r.beta1, b2 = r.beta2, eps = r.eps, loss_k
+    cdef int sse = r.loss == FNN_SSE, stop = 0
+    cdef double last_poll = _now_ms()
+    for k in range(K):
+        live += r.active[k]
+    for e in range(r.n_epochs):
+        for k in range(K):
+            r.lr_k[k] = r.lr[k * r.lr_cols + (0 if r.lr_cols == 1 else e)]
+            r.esum[k] = 0.0
+            r.wsum[k] = 0.0
+        ord_e = r.order + e * n if r.order != NULL else NULL
+        for s in range(steps):
+            i0 = s * B
+            mb = B if n - i0 > B else n - i0
+            scale = 1.0 if sse else 1.0 / <double>mb
+            if s == 0 and r.to_snap == 0 and snap != NULL:
+                memcpy(snap, P, np_ * sizeof(floating))
+                for k in range(K):
+                    if r.active[k]:
+                        r.snap_epoch[k] = e
+            # the minibatch's rows
+            for i in range(mb):
+                row = ord_e[i0 + i] if ord_e != NULL else i0 + i
+                memcpy(xb + i * n_in, X + row * n_in, n_in * sizeof(floating))
+                memcpy(yb + i * n_out, Y + row * n_out, n_out * sizeof(floating))
+            # forward: layer 0 one GEMM for all networks, the others one per
+            # network on its columns
+            Ain = xb
+            lda_in = n_in
+            for l in range(L):
+                ni = r.width[l]
+                no = r.width[l + 1]
+                A = <floating *>r.acts[l]
+                if l == 0:
+                    _gemm(&r.blas, FNN_NOTRANS, FNN_NOTRANS, mb, K * no, ni, xb, n_in,
+                          P + r.woff[0], K * no, A, K * no)
+                else:
+                    for k in range(K):
+                        _gemm(&r.blas, FNN_NOTRANS, FNN_NOTRANS, mb, no, ni,
+                              Ain + k * ni, lda_in, P + r.woff[l] + k * ni * no,
+                              no, A + k * no, K * no)
+                _act_fwd(mb, K * no, r.act[l], r.alpha[l],
+                         P + r.boff[l] if r.boff[l] >= 0 else <floating *>NULL,
+                         A, K * no)
+                Ain = A
+                lda_in = K * no
+            # the loss of each network on its columns, its output delta
+            A = <floating *>r.acts[L - 1]
+            D = <floating *>r.d0
+            E = <floating *>r.d1
+            for k in range(K):
+                if not r.active[k]:
+                    for i in range(mb):
+                        for j in range(n_out):
+                            D[i * K * n_out + k * n_out + j] = 0
+                    continue
+                loss_k = _loss(mb, n_out, r.loss, r.loss_param, scale,
+                               A + k * n_out, K * n_out, yb, n_out,
+                               D + k * n_out, K * n_out)
+                if not (loss_k - loss_k == 0):
+                    # this network stops before the step, back to its last
+                    # snapshot, as its fit would
+                    r.active[k] = 0
+                    live -= 1
+                    r.bad_epoch[k] = e
+                    r.bad_step[k] = s
+                    r.epochs_done[k] = e
+                    if snap != NULL:
+                        _stack_restore(r, k, P, snap)
+                    for i in range(mb):
+                        for j in range(n_out):
+                            D[i * K * n_out + k * n_out + j] = 0
+                    continue
+                lk = loss_k
+                r.esum[k] += lk if sse else lk * <double>mb
+                r.wsum[k] += <double>mb
+            if live == 0:
+                return FNN_OK
+            # backward
+            if r.act[L - 1] != FNN_IDENTITY:
+                _act_bwd(mb, K * n_out, r.act[L - 1], r.alpha[L - 1], A,
+                         K * n_out, D, K * n_out, <floating *>NULL)
+            for l in range(L - 1, -1, -1):
+                ni = r.width[l]
+                no = r.width[l + 1]
+                if r.boff[l] >= 0:
+                    _act_bwd(mb, K * no, FNN_IDENTITY, 0.0, D, K * no, D,
+                             K * no, G + r.boff[l])
+                if l == 0:
+                    _gemm(&r.blas, FNN_TRANS, FNN_NOTRANS, n_in, K * no, mb, xb, n_in,
+                          D, K * no, G + r.woff[0], K * no)
+                    break
+                Ain = <floating *>r.acts[l - 1]
+                for k in range(K):
+                    _gemm(&r.blas, FNN_TRANS, FNN_NOTRANS, ni, no, mb, Ain + k * ni,
+                          K * ni, D + k * no, K * no,
+                          G + r.woff[l] + k * ni * no, no)
+                    _gemm(&r.blas, FNN_NOTRANS, FNN_TRANS, mb, ni, no, D + k * no,
+                          K * no, P + r.woff[l] + k * ni * no, no,
+                          E + k * ni, K * ni)
+                _act_bwd(mb, K * ni, r.act[l - 1], r.alpha[l - 1], Ain, K * ni,
+                         E, K * ni, <floating *>NULL)
+                tmp = D
+                D = E
+                E = tmp
+            # the update, element by element with its network's settings
+            if r.kind == FNN_OPT_ADAM:
+                for k in range(K):
+                    if r.active[k]:
+                        r.t[k] += 1
+                        r.lrt_k[k] = (r.lr_k[k] * sqrt(1.0 - pow(b2, <double>r.t[k]))
+                                      / (1.0 - pow(b1, <double>r.t[k])))
+            for j in range(r.n_seg):
+                k = r.seg[3 * j + 2]
+                if r.active[k]:
+                    i0 = r.seg[3 * j]
+                    _stack_update(r, k, i0, r.seg[3 * j + 1],
+                                  r.l2[k] if i0 < nw else 0.0, P + i0, G + i0,
+                                  V + i0 if V != NULL else V,
+                                  S2 + i0 if S2 != NULL else S2)
+            r.steps_done += 1
+            if _now_ms() - last_poll >= r.poll_ms:
+                last_poll = _now_ms()
+                with gil:
+                    stop = _stack_poll(r.poll_ctx, r.steps_done)
+                if stop:
+                    return FNN_STOPPED
+        for k in range(K):
+            if r.active[k]:
+                r.epoch_loss[k * r.n_epochs + e] = (
+                    r.esum[k] if sse else
+                    (r.esum[k] / r.wsum[k] if r.wsum[k] > 0 else 0.0))
+                r.epochs_done[k] = e + 1
+        r.to_snap = r.snap_every - 1 if r.to_snap == 0 else r.to_snap - 1
+    return FNN_OK
+
+
+cdef int _stack_poll(void *ctx, int64_t done) noexcept:
+    st = <_Poll>ctx
+    try:
+        PyErr_CheckSignals()
+        if st.progress is not None and st.progress(done):
+            return 1
+    except BaseException as e:      # KeyboardInterrupt included
+        st.exc = e
+        return 1
+    return 0
+
+
+def fit_stacked(object widths, object acts, object alphas, object woff,
+                object boff, object nid, int loss, double loss_param,
+                int64_t n_weights, cnp.ndarray X, cnp.ndarray Y, object order,
+                cnp.ndarray lrs, int kind, double momentum, double beta1,
+                double beta2, double eps, object l2, object t,
+                cnp.ndarray params, cnp.ndarray grads, object vel, object sq,
+                object snap, int64_t snap_every, int64_t to_snap, int64_t batch,
+                cnp.ndarray epoch_loss, object progress=None,
+                double poll_ms=50.0, int64_t chunk_mnk=0):
+    """One run of K stacked networks (see above) over epoch_loss.shape[1]
+    epochs: widths (L + 1), acts/alphas/woff/boff (L; acts[-1] the output
+    activation as the loss sees it), nid (n_params, int32) the network of
+    each stacked element, the first n_weights of them weights.  X (n,
+    n_in), Y (n, n_out); order None or int64 (epochs, n); lrs float64 (K,
+    epochs) or (K, 1); l2 (K) float64; t (K) int64, Adam's steps, advanced
+    in place.  params/grads/vel/sq/snap: stacked (n_params) buffers of X's
+    dtype (vel None for plain SGD, sq None unless Adam, snap None for no
+    snapshots).  Returns a dict: epochs_done, bad_epoch, bad_step,
+    snap_epoch (int64 per network), steps_done, stopped, exc.  chunk_mnk >
+    0: GEMMs go to the BLAS in pieces of at most that many multiply-adds,
+    which OpenBLAS runs on the calling thread (for runs on several threads
+    at once; fnn_blas.chunk_mnk).  progress(steps done) -> stop? is called
+    about every poll_ms with the GIL."""
+    cdef int64_t L = len(acts), i
+    dt = X.dtype
+    if dt not in (np.float32, np.float64):
+        raise TypeError("X must be float32 or float64")
+    w_ = np.ascontiguousarray(widths, dtype=np.int64)
+    a_ = np.ascontiguousarray(acts, dtype=np.int32)
+    al_ = np.ascontiguousarray(alphas, dtype=np.float64)
+    wo_ = np.ascontiguousarray(woff, dtype=np.int64)
+    bo_ = np.ascontiguousarray(boff, dtype=np.int64)
+    nid_ = np.ascontiguousarray(nid, dtype=np.int32)
+    l2_ = np.ascontiguousarray(l2, dtype=np.float64)
+    if L < 1 or w_.shape != (L + 1,) or al_.shape != (L,) or wo_.shape != (L,) \
+            or bo_.shape != (L,) or (w_ < 1).any():
+        raise ValueError("widths, acts, alphas, woff, boff do not describe L layers")
+    cdef int64_t K = l2_.shape[0]
+    if K < 1 or not isinstance(t, np.ndarray) or t.dtype != np.int64 \
+            or t.shape != (K,) or not t.flags.c_contiguous:
+        raise ValueError("l2 and t (int64, in place) need one entry per network")
+    cdef int64_t P = params.shape[0] if params.ndim == 1 else -1
+    for a, name in ((params, "params"), (grads, "grads"), (vel, "vel"),
+                    (sq, "sq"), (snap, "snap")):
+        if a is not None:
+            _check(a, name, dt, (P,))
+            if not a.flags.writeable:
+                raise ValueError(f"{name} must be writeable")
+    if (kind != FNN_OPT_SGD and vel is None) or (kind == FNN_OPT_ADAM and sq is None):
+        raise ValueError("the optimizer's state buffers are missing")
+    if kind not in (FNN_OPT_SGD, FNN_OPT_MOMENTUM, FNN_OPT_NESTEROV, FNN_OPT_ADAM):
+        raise ValueError(f"unknown optimizer kind {kind}")
+    if nid_.shape != (P,) or (nid_.size and (nid_.min() < 0 or nid_.max() >= K)):
+        raise ValueError("nid must give a network in [0, K) for every element")
+    if not 0 <= n_weights <= P:
+        raise ValueError("n_weights outside the buffer")
+    # every layer's blocks inside the buffer
+    for i in range(L):
+        if wo_[i] < 0 or wo_[i] + K * w_[i] * w_[i + 1] > P or \
+                (bo_[i] >= 0 and bo_[i] + K * w_[i + 1] > P):
+            raise ValueError(f"layer {i}'s blocks lie outside the buffer")
+    n_in, n_out = int(w_[0]), int(w_[L])
+    _check(X, "X", dt, (None, n_in))
+    cdef int64_t n = X.shape[0]
+    _check(Y, "Y", dt, (n, n_out))
+    _check(epoch_loss, "epoch_loss", np.float64, (K, None))
+    cdef int64_t E = epoch_loss.shape[1]
+    _check(lrs, "lrs", np.float64, (K, None))
+    if lrs.shape[1] not in (1, E):
+        raise ValueError("lrs needs one column or one per epoch")
+    if n < 1 or batch < 1 or E < 0:
+        raise ValueError("n and batch must be >= 1")
+    if batch > n:
+        batch = n
+    if order is not None:
+        _check(order, "order", np.int64, (E, n))
+        if order.size and (order.min() < 0 or order.max() >= n):
+            raise ValueError("order holds row indices outside X")
+    # runs of consecutive elements of one network
+    change = np.flatnonzero(np.diff(nid_)) + 1
+    starts = np.concatenate(([0], change)).astype(np.int64) if P else np.zeros(0, np.int64)
+    ends = np.concatenate((change, [P])).astype(np.int64) if P else np.zeros(0, np.int64)
+    # a run never straddles the weights/biases boundary
+    cut = np.searchsorted(starts, n_weights)
+    if 0 < n_weights < P and (cut == len(starts) or starts[cut] != n_weights):
+        starts = np.insert(starts, cut, n_weights)
+        ends = np.insert(ends, cut - 1, n_weights)
+    seg = np.ascontiguousarray(np.stack([starts, ends - starts,
+                                         nid_[starts].astype(np.int64)], axis=1))
+    width_max = int(w_[1:].max())
+    xb = np.empty((batch, n_in), dtype=dt)
+    yb = np.empty((batch, n_out), dtype=dt)
+    outs = [np.empty((batch, K * int(w_[i + 1])), dtype=dt) for i in range(L)]
+    d0 = np.empty((batch, K * width_max), dtype=dt)
+    d1 = np.empty((batch, K * width_max), dtype=dt)
+    per = np.zeros((6, K), dtype=np.float64)
+    active = np.ones(K, dtype=np.uint8)
+    res = np.full((4, K), -1, dtype=np.int64)
+    res[0] = 0
+    cdef double[:, ::1] per_v = per
+    cdef unsigned char[::1] active_v = active
+    cdef int64_t[:, ::1] res_v = res
+    cdef int64_t[::1] t_v = t
+    cdef void **acts_p = <void **>malloc(L * sizeof(void *))
+    if acts_p == NULL:
+        raise MemoryError()
+    cdef _StackRun r
+    memset(&r, 0, sizeof(r))
+    poll = _Poll(progress)
+    cdef int rc
+    cdef bint f64
+    try:
+        for i in range(L):
+            acts_p[i] = _data(outs[i])
+        r.blas = blas_handle()[0]
+        r.blas.chunk_mnk = chunk_mnk if chunk_mnk > 0 else 0
+        r.K = K
+        r.L = L
+        r.n = n
+        r.batch = batch
+        r.n_epochs = E
+        r.n_params = P
+        r.n_weights = n_weights
+        r.width = <const int64_t *>_data(w_)
+        r.act = <const int32_t *>_data(a_)
+        r.alpha = <const double *>_data(al_)
+        r.woff = <const int64_t *>_data(wo_)
+        r.boff = <const int64_t *>_data(bo_)
+        r.nid = <const int32_t *>_data(nid_)
+        r.seg = <const int64_t *>_data(seg)
+        r.n_seg = seg.shape[0]
+        r.loss = loss
+        r.loss_param = loss_param
+        r.x = _data(X)
+        r.y = _data(Y)
+        r.order = <const int64_t *>_data(order) if order is not None else NULL
+        r.lr = <const double *>_data(lrs)
+        r.lr_cols = lrs.shape[1]
+        r.kind = kind
+        r.momentum = momentum
+        r.beta1 = beta1
+        r.beta2 = beta2
+        r.eps = eps
+        r.l2 = <const double *>_data(l2_)
+        r.t = &t_v[0]
+        r.params = _data(params)
+        r.grads = _data(grads)
+        r.vel = _data(vel) if vel is not None else NULL
+        r.sq = _data(sq) if sq is not None else NULL
+        r.snap = _data(snap) if snap is not None else NULL
+        r.snap_every = snap_every if snap_every >= 1 else 1
+        r.to_snap = to_snap % r.snap_every if to_snap >= 0 else 0
+        r.xb = _data(xb)
+        r.yb = _data(yb)
+        r.acts = acts_p
+        r.d0 = _data(d0)
+        r.d1 = _data(d1)
+        r.lr_k = &per_v[0, 0]
+        r.lrt_k = &per_v[1, 0]
+        r.esum = &per_v[2, 0]
+        r.wsum = &per_v[3, 0]
+        r.active = &active_v[0]
+        r.epoch_loss = <double *>_data(epoch_loss)
+        r.epochs_done = &res_v[0, 0]
+        r.bad_epoch = &res_v[1, 0]
+        r.bad_step = &res_v[2, 0]
+        r.snap_epoch = &res_v[3, 0]
+        r.poll_ms = poll_ms if poll_ms > 0 else 50.0
+        r.poll_ctx = <void *>poll
+        f64 = dt == np.float64
+        with nogil:
+            if E == 0:
+                rc = FNN_OK
+            elif f64:
+                rc = _stack_fit(&r, <double *>r.params)
+            else:
+                rc = _stack_fit(&r, <float *>r.params)
+    finally:
+        free(acts_p)
+    return {"epochs_done": res[0], "bad_epoch": res[1], "bad_step": res[2],
+            "snap_epoch": res[3], "steps_done": r.steps_done,
+            "stopped": rc == FNN_STOPPED, "exc": poll.exc}

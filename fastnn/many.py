@@ -305,8 +305,11 @@ def fit_many(nets, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
                          f"{on_divergence!r}")
     n_threads = _cpu_count() if threads is None else check_positive_int(threads,
                                                                          "threads")
-    if method not in ("auto", "lanes", "threads"):
-        raise ValueError(f"method must be 'auto', 'lanes' or 'threads', got {method!r}")
+    if method not in ("auto", "lanes", "threads", "batched"):
+        raise ValueError(f"method must be 'auto', 'lanes', 'threads' or 'batched', "
+                         f"got {method!r}")
+    if method == "batched" and client is not None:
+        raise ValueError("method='batched' runs in this process; give no client")
     if chunk_size is not None:
         chunk_size = check_positive_int(chunk_size, "chunk_size")
         if client is None:
@@ -332,6 +335,10 @@ def fit_many(nets, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
                      lr_schedule=lr_schedule, on_divergence=on_divergence,
                      reset_optimizer=reset_optimizer, threads=threads,
                      method=method))
+        if method == "batched":
+            return _fit_many_batched(nets, X, y, sw, idx, epochs, batch_size, opts,
+                                     schedule, seed_list, shuffle, on_divergence,
+                                     reset_optimizer, n_threads)
         return _fit_many(nets, X, y, sw, idx, epochs, batch_size, opts, schedule,
                          seed_list, shuffle, on_divergence, reset_optimizer,
                          n_threads, method)
@@ -525,20 +532,269 @@ def _fit_many(nets, X, y, sw, idx, epochs, batch_size, opts, schedule, seeds,
                 r.running = False
                 r.hist.stop_reason = "interrupted"
         raise
-    if diverged and on_divergence != "ignore":
-        parts = []
-        for k, e, s, snap in diverged[:5]:
-            where = (f"the start of epoch {snap}" if snap is not None
-                     else "their values before fit_many")
-            parts.append(f"nets[{k}] at epoch {e}, step {s} (parameters restored "
-                         f"to {where})")
-        more = f" and {len(diverged) - 5} more" if len(diverged) > 5 else ""
-        msg = (f"{len(diverged)} of {K} networks diverged (non-finite loss): "
-               + "; ".join(parts) + more)
-        if on_divergence == "raise":
-            raise FloatingPointError(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    _report_divergence(diverged, K, on_divergence)
     return [r.hist for r in runs]
+
+
+def _report_divergence(diverged, K, on_divergence):
+    """Warn or raise for the networks that diverged: (k, epoch, step,
+    snapshot epoch or None) each."""
+    if not diverged or on_divergence == "ignore":
+        return
+    parts = []
+    for k, e, s, snap in diverged[:5]:
+        where = (f"the start of epoch {snap}" if snap is not None
+                 else "their values before fit_many")
+        parts.append(f"nets[{k}] at epoch {e}, step {s} (parameters restored "
+                     f"to {where})")
+    more = f" and {len(diverged) - 5} more" if len(diverged) > 5 else ""
+    msg = (f"{len(diverged)} of {K} networks diverged (non-finite loss): "
+           + "; ".join(parts) + more)
+    if on_divergence == "raise":
+        raise FloatingPointError(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=4)
+
+
+# ---- networks side by side in shared GEMMs ('batched') -----------------------
+
+class _Stack:
+    """Where K networks of one layout live in the stacked buffer of
+    fastnn._many.fit_stacked: the first layer's weights (n_in, K n_1), the
+    others (K, n_in, n_out) each, then the biases (K, n_out) each;
+    nid[i]: the network of element i."""
+
+    def __init__(self, specs, K):
+        self.specs, self.K = specs, K
+        self.widths = [specs[0][0]] + [s[1] for s in specs]
+        self.woff, self.boff, off = [], [], 0
+        for ni, no, *_ in specs:
+            self.woff.append(off)
+            off += K * ni * no
+        self.n_weights = off
+        for ni, no, _, _, _, _, bo in specs:
+            self.boff.append(off if bo >= 0 else -1)
+            off += K * no if bo >= 0 else 0
+        self.size = off
+        nid = np.empty(off, dtype=np.int32)
+        ks = np.arange(K, dtype=np.int32)
+        for l, (ni, no, _, _, _, _, bo) in enumerate(specs):
+            self._w(nid, l)[...] = (ks[None, :, None] if l == 0
+                                    else ks[:, None, None])
+            if bo >= 0:
+                self._b(nid, l)[...] = ks[:, None]
+        self.nid = nid
+
+    def _w(self, buf, l):
+        """Layer l's weights in a stacked buffer, as (K, n_in, n_out) (the
+        first layer's as (n_in, K, n_out))."""
+        ni, no = self.specs[l][:2]
+        v = buf[self.woff[l]:self.woff[l] + self.K * ni * no]
+        return v.reshape(ni, self.K, no) if l == 0 else v.reshape(self.K, ni, no)
+
+    def _b(self, buf, l):
+        no = self.specs[l][1]
+        return buf[self.boff[l]:self.boff[l] + self.K * no].reshape(self.K, no)
+
+    def stack(self, flats, dtype):
+        """The stacked buffer of K per-network buffers (each n_params)."""
+        F = np.stack(flats)
+        out = np.empty(self.size, dtype=dtype)
+        for l, (ni, no, _, _, _, wo, bo) in enumerate(self.specs):
+            W = F[:, wo:wo + ni * no].reshape(self.K, ni, no)
+            self._w(out, l)[...] = W.transpose(1, 0, 2) if l == 0 else W
+            if bo >= 0:
+                self._b(out, l)[...] = F[:, bo:bo + no]
+        return out
+
+    def unstack(self, buf, flats):
+        """Each network's elements of the stacked buf into flats[k]."""
+        F = np.empty((self.K, len(flats[0])), dtype=buf.dtype)
+        for l, (ni, no, _, _, _, wo, bo) in enumerate(self.specs):
+            W = self._w(buf, l)
+            F[:, wo:wo + ni * no] = (W.transpose(1, 0, 2) if l == 0
+                                     else W).reshape(self.K, ni * no)
+            if bo >= 0:
+                F[:, bo:bo + no] = self._b(buf, l)
+        for f, row in zip(flats, F):
+            f[...] = row
+
+
+def _batched_refusal(nets, sw, idx, opts, seeds, shuffle, batch, n):
+    """Why method='batched' cannot train these networks, or None."""
+    net0 = nets[0]
+    if any(l.kind != "dense" for l in net0.layers):
+        return "it trains dense layers only (no Maxout)"
+    if net0.layers[-1].activation == "softmax" and net0.loss_name != "softmax_ce":
+        return "a softmax output needs loss 'softmax_ce'"
+    if sw is not None:
+        return "it takes no sample_weight"
+    if idx is not None:
+        return "every network must train on the same rows (no sample_indices)"
+    if shuffle and batch < n and (len(set(seeds)) != 1 or seeds[0] is None):
+        return ("every network must see the rows in one order: give one int "
+                "seed (seeds=0), or shuffle=False")
+    o0 = opts[0]
+    same = ("kind", "momentum", "beta1", "beta2", "eps")
+    key0 = tuple(getattr(o0, a, None) for a in same)
+    if any(tuple(getattr(o, a, None) for a in same) != key0 for o in opts):
+        return ("the networks must share one optimizer and its settings other "
+                "than lr and weight_decay")
+    return None
+
+
+def _fit_many_batched(nets, X, y, sw, idx, epochs, batch_size, opts, schedule,
+                      seeds, shuffle, on_divergence, reset_optimizer, n_threads):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor, wait as futures_wait
+    from fastnn._kernels import ACTIVATIONS, LOSSES
+    from fastnn._many import fit_stacked
+    from fastnn._train import OPT_KINDS
+    K, net0 = len(nets), nets[0]
+    n = X.shape[0]
+    batch = n if batch_size is None else min(batch_size, n)
+    why = _batched_refusal(nets, sw, idx, opts, seeds, shuffle, batch, n)
+    if why:
+        raise ValueError(f"method='batched' cannot train these networks: {why}")
+    dtype = np.dtype(net0.dtype)
+    specs = net0.specs()
+    acts = [ACTIVATIONS[s[2]] for s in specs]
+    if net0.loss_name in ("bce", "softmax_ce"):
+        acts[-1] = ACTIVATIONS["identity"]      # fused into the loss
+    o0 = opts[0]
+    kind = o0.kind
+    for net in nets:
+        if (reset_optimizer or net._opt_state is None
+                or net._opt_state["kind"] != kind):
+            P = net.n_params
+            net._opt_state = {"kind": kind,
+                              "vel": np.zeros(P, dtype) if kind != "sgd" else None,
+                              "sq": np.zeros(P, dtype) if kind == "adam" else None,
+                              "t": 0}
+    # one stacked problem per thread, each on its share of the networks,
+    # its GEMMs kept off the BLAS's own threads (pieces of at most 1e6
+    # multiply-adds run on the calling thread)
+    T = max(1, min(n_threads, K))
+    groups = []
+    for ks in np.array_split(np.arange(K), T):
+        g = [nets[k] for k in ks]
+        lay = _Stack(specs, len(g))
+        st = [net._opt_state for net in g]
+        groups.append({
+            "ks": ks.tolist(), "nets": g, "lay": lay,
+            "params": lay.stack([net.params for net in g], dtype),
+            "grads": lay.stack([net.grads for net in g], dtype),
+            "vel": lay.stack([s_["vel"] for s_ in st], dtype) if kind != "sgd" else None,
+            "sq": lay.stack([s_["sq"] for s_ in st], dtype) if kind == "adam" else None,
+            "t": np.array([s_["t"] for s_ in st], dtype=np.int64),
+            "l2": np.array([opts[k].weight_decay for k in ks], dtype=np.float64)})
+        groups[-1]["snap"] = groups[-1]["params"].copy()
+    chunk_mnk = 1_000_000 if T > 1 else 0
+    hists = [History() for _ in nets]
+    for net, h in zip(nets, hists):
+        net.history = h
+    use_order = bool(shuffle) and batch < n
+    rng = np.random.default_rng(seeds[0]) if use_order else None
+    steps = -(-n // batch)
+    every = max(1, -(-16 // steps))
+    chunk = max(1, _CHUNK_ELEMS // n) if use_order else max(1, epochs)
+    running = np.ones(K, dtype=bool)
+    seen = np.zeros(K, dtype=np.int64)
+    snap_epoch = [None] * K
+    diverged, exc = [], None
+    stop = threading.Event()
+    e0 = 0
+    try:
+        while e0 < epochs and running.any():
+            ce = min(chunk, epochs - e0)
+            if type(schedule) is Constant:
+                lrs = np.array([o.lr for o in opts], dtype=np.float64)[:, None]
+            else:
+                lrs = np.stack([_schedule_values(schedule, e0, ce, o.lr, int(s), n)
+                                for o, s in zip(opts, seen)])
+            order = (rng.permuted(np.tile(np.arange(n, dtype=np.int64), (ce, 1)),
+                                  axis=1) if use_order else None)
+            epoch_loss = np.empty((K, ce))
+
+            def run(g):
+                ks = g["ks"]
+                el = np.empty((len(ks), ce))
+                out = fit_stacked(
+                    g["lay"].widths, acts, [s_[4] for s_ in specs], g["lay"].woff,
+                    g["lay"].boff, g["lay"].nid, LOSSES[net0.loss_name],
+                    0.0 if net0.loss_param is None else net0.loss_param,
+                    g["lay"].n_weights, X, y, order,
+                    np.ascontiguousarray(lrs[ks[0]:ks[-1] + 1]), OPT_KINDS[kind],
+                    getattr(o0, "momentum", 0.0), getattr(o0, "beta1", 0.9),
+                    getattr(o0, "beta2", 0.999), getattr(o0, "eps", 1e-8), g["l2"],
+                    g["t"], g["params"], g["grads"], g["vel"], g["sq"], g["snap"],
+                    every, (every - e0 % every) % every, batch, el,
+                    progress=(lambda done: stop.is_set()) if T > 1 else None,
+                    chunk_mnk=chunk_mnk)
+                epoch_loss[ks[0]:ks[-1] + 1] = el
+                return out
+
+            t0 = time.perf_counter()
+            if T == 1:
+                outs = [run(groups[0])]
+            else:
+                with ThreadPoolExecutor(T) as pool:
+                    futs = [pool.submit(run, g) for g in groups]
+                    try:
+                        while not all(f.done() for f in futs):
+                            futures_wait(futs, timeout=0.05)
+                    except KeyboardInterrupt as e:
+                        stop.set()
+                        futures_wait(futs)
+                        exc = e
+                    outs = [f.result() for f in futs]
+            dt = time.perf_counter() - t0
+            stopped = exc is not None
+            for g, out in zip(groups, outs):
+                stopped = stopped or out["stopped"]
+                exc = exc if exc is not None else out["exc"]
+                for k, done, bad_e, bad_s, se in zip(
+                        g["ks"], out["epochs_done"].tolist(),
+                        out["bad_epoch"].tolist(), out["bad_step"].tolist(),
+                        out["snap_epoch"].tolist()):
+                    if not running[k]:
+                        continue
+                    if se >= 0:
+                        snap_epoch[k] = e0 + se
+                    if done:
+                        hists[k]._record(e0, epoch_loss[k, :done], dt / done,
+                                         n * done / dt if dt > 0 else math.inf,
+                                         lrs[k, :done] if lrs.shape[1] == ce
+                                         else np.broadcast_to(lrs[k], (done,)))
+                        seen[k] += done * n
+                    if bad_e >= 0:
+                        running[k] = False
+                        hists[k].stop_reason = "diverged"
+                        diverged.append((k, e0 + bad_e, bad_s, snap_epoch[k]))
+            if stopped or exc is not None:
+                for k in np.flatnonzero(running):
+                    hists[k].stop_reason = "interrupted"
+                running[:] = False
+                break
+            e0 += ce
+    finally:
+        # every network's state back in its own buffers, also on Ctrl-C
+        for g in groups:
+            lay, gn = g["lay"], g["nets"]
+            lay.unstack(g["params"], [net.params for net in gn])
+            lay.unstack(g["grads"], [net.grads for net in gn])
+            if g["vel"] is not None:
+                lay.unstack(g["vel"], [net._opt_state["vel"] for net in gn])
+            if g["sq"] is not None:
+                lay.unstack(g["sq"], [net._opt_state["sq"] for net in gn])
+            for net, tk in zip(gn, g["t"].tolist()):
+                net._opt_state["t"] = tk
+        for k, *_ in diverged:
+            nets[k]._opt_state = None
+    if exc is not None:
+        raise exc
+    diverged.sort()
+    _report_divergence(diverged, K, on_divergence)
+    return hists
 
 
 # ---- over a dask cluster -----------------------------------------------------
