@@ -666,8 +666,8 @@ def _fit_many_batched(nets, X, y, sw, idx, epochs, batch_size, opts, schedule,
         if (reset_optimizer or net._opt_state is None
                 or net._opt_state["kind"] != kind):
             P = net.n_params
-            net._opt_state = {"kind": kind,
-                              "vel": np.zeros(P, dtype) if kind != "sgd" else None,
+            # as Network.fit keeps it: a velocity buffer for every kind
+            net._opt_state = {"kind": kind, "vel": np.zeros(P, dtype),
                               "sq": np.zeros(P, dtype) if kind == "adam" else None,
                               "t": 0}
     # one stacked problem per thread, each on its share of the networks,

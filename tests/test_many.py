@@ -14,6 +14,7 @@ The assumption under "bit-identical": one machine, one process, one build
 time).  The reference fits run with set_train_threads(1) where a split
 step could occur (see fastnn/many.py)."""
 import contextlib
+import threading
 import warnings
 
 import numpy as np
@@ -633,3 +634,258 @@ def test_matches_reference_twin(case, dtype):
         np.testing.assert_allclose(hs[k].loss, losses, rtol=tol, err_msg=f"net {k}")
         np.testing.assert_allclose(nets[k].params, p, rtol=tol,
                                    atol=tol * np.abs(p).max(), err_msg=f"net {k}")
+
+
+# ---- method='batched': networks side by side in shared GEMMs -----------------
+#
+# Equal to Network.fit to rounding (the GEMMs group their sums differently),
+# not bit for bit: compared with a tolerance against each network's own fit
+# and against the NumPy twin.
+
+def assert_close(nets, refs, hists, ref_hists, dtype, tol=None):
+    """tol: relative to the largest parameter (at least 1); Adam in float32
+    needs more where a gradient is near 0 (its step m / sqrt(v) then has a
+    size of 1 and a sign set by rounding)."""
+    tol = tol or (1e-9 if dtype == np.float64 else 1e-4)
+    for k, (a, b) in enumerate(zip(nets, refs)):
+        scale = max(1.0, np.abs(b.params).max())
+        np.testing.assert_allclose(a.params, b.params, rtol=0, atol=tol * scale,
+                                   err_msg=f"params of net {k}")
+        sa, sb = a._opt_state, b._opt_state
+        assert (sa is None) == (sb is None), f"net {k}: optimizer state"
+        if sb is not None:
+            assert sa["kind"] == sb["kind"] and sa["t"] == sb["t"], f"net {k}"
+            for key in ("vel", "sq"):
+                if sb[key] is not None:
+                    np.testing.assert_allclose(
+                        sa[key], sb[key], rtol=0,
+                        atol=tol * max(1.0, np.abs(sb[key]).max()),
+                        err_msg=f"{key} of net {k}")
+        np.testing.assert_allclose(hists[k].loss, ref_hists[k].loss, rtol=tol,
+                                   atol=tol, err_msg=f"epoch losses of net {k}")
+        np.testing.assert_array_equal(hists[k].lr, ref_hists[k].lr)
+        assert hists[k].stop_reason == ref_hists[k].stop_reason, f"net {k}"
+        assert a.history is hists[k]
+
+
+def softmax_data(n, n_in, n_out, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, n_in)).astype(dtype)
+    Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)]
+    return X, Y
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("opt", OPTS)
+@pytest.mark.parametrize("loss", ["sse", "mse", "bce", "softmax_ce", "huber"])
+def test_batched_matches_fit_losses_optimizers(loss, opt, dtype):
+    K = 5                                  # not a multiple of the threads
+    n_out = 3 if loss == "softmax_ce" else 2
+    out_act = "softmax" if loss == "softmax_ce" else None
+    nets, refs = make_nets(K, 9, [12], n_out, "tanh", loss, dtype, True, out_act)
+    if loss == "softmax_ce":
+        X, Y = softmax_data(37, 9, n_out, dtype)
+    else:
+        X, Y = make_data(37, 9, n_out, loss, dtype)
+    lrs = [0.002 * (k + 1) for k in range(K)]
+    wds = [0.0, 1e-3, 0.0, 1e-2, 1e-4]
+    hs = fastnn.fit_many(nets, X, Y, epochs=4, batch_size=8, lr=lrs, seeds=3,
+                         optimizer=opt, weight_decay=wds, method="batched")
+    ref = fit_alone(refs, X, Y, lrs=lrs, seeds=[3] * K, wds=wds, epochs=4,
+                    batch_size=8, optimizer=opt)
+    assert_close(nets, refs, hs, ref, dtype,
+                 3e-3 if opt == "adam" and dtype == np.float32 else None)
+
+
+BATCHED_SHAPES = {"20-32-1": (20, [32], 1), "7-5-3-2": (7, [5, 3], 2),
+                  "3-1": (3, [], 1), "1-1-1": (1, [1], 1), "16-40-8-1": (16, [40, 8], 1)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("shape", list(BATCHED_SHAPES))
+def test_batched_matches_fit_shapes_activations(shape, act, dtype):
+    n_in, hidden, n_out = BATCHED_SHAPES[shape]
+    K = 4
+    bias = act not in ("relu", "elu")
+    out_act = "tanh" if act == "sigmoid" else None
+    nets, refs = make_nets(K, n_in, hidden, n_out, act, "mse", dtype, bias, out_act)
+    X, Y = make_data(29, n_in, n_out, "mse", dtype, seed=3)
+    for opt in ("sgd", "adam"):
+        hs = fastnn.fit_many(nets, X, Y, epochs=3, batch_size=6, lr=0.03,
+                             optimizer=opt, seeds=7, method="batched")
+        ref = fit_alone(refs, X, Y, lrs=[0.03] * K, seeds=[7] * K, epochs=3,
+                        batch_size=6, optimizer=opt)
+        assert_close(nets, refs, hs, ref, dtype,
+                     3e-3 if opt == "adam" and dtype == np.float32 else None)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("rows", ["full batch", "in order", "shuffled, one seed",
+                                  "batch of 1"])
+def test_batched_rows_schedules_threads(rows, threads):
+    K = 7
+    nets, refs = make_nets(K, 6, [10], 1, "relu", "mse")
+    X, Y = make_data(23, 6, 1, "mse", np.float64, seed=1)
+    batch = {"full batch": None, "batch of 1": 1}.get(rows, 5)
+    shuffle = rows != "in order"
+    sched = InverseScaling(0.5) if threads == 2 else StepDecay(2, 0.5)
+    lrs = [0.01 + 0.003 * k for k in range(K)]
+    hs = fastnn.fit_many(nets, X, Y, epochs=5, batch_size=batch, lr=lrs,
+                         optimizer="momentum", seeds=4, shuffle=shuffle,
+                         lr_schedule=sched, threads=threads, method="batched")
+    ref = fit_alone(refs, X, Y, lrs=lrs, seeds=[4] * K, epochs=5, batch_size=batch,
+                    optimizer="momentum", shuffle=shuffle, lr_schedule=sched)
+    assert_close(nets, refs, hs, ref, np.float64)
+
+
+def test_batched_state_carries_over_and_long_runs(monkeypatch):
+    """Adam's state and step count carry from one call to the next, as with
+    fit; a run longer than one chunk of row orders gives the same as one."""
+    import fastnn.many as many
+    K = 3
+    nets, refs = make_nets(K, 5, [8], 1, "tanh", "mse")
+    X, Y = make_data(30, 5, 1, "mse", np.float64)
+    monkeypatch.setattr(many, "_CHUNK_ELEMS", 30 * 2)    # two epochs per chunk
+    for _ in range(2):
+        hs = fastnn.fit_many(nets, X, Y, epochs=5, batch_size=7, lr=0.01,
+                             optimizer="adam", seeds=1, method="batched")
+        ref = fit_alone(refs, X, Y, lrs=[0.01] * K, seeds=[1] * K, epochs=5,
+                        batch_size=7, optimizer="adam")
+    assert nets[0]._opt_state["t"] == 2 * 5 * 5
+    assert_close(nets, refs, hs, ref, np.float64)
+
+
+def test_batched_divergence_stops_only_that_network():
+    K = 5
+    nets, refs = make_nets(K, 4, [8], 1, "relu", "sse")
+    X, Y = make_data(40, 4, 1, "sse", np.float64)
+    lrs = [0.001, 5.0, 0.002, 50.0, 0.003]
+    with pytest.warns(RuntimeWarning, match="2 of 5 networks diverged"):
+        hs = fastnn.fit_many(nets, X, Y, epochs=30, batch_size=8, lr=lrs, seeds=0,
+                             method="batched")
+    ref = fit_alone(refs, X, Y, lrs=lrs, seeds=[0] * K, epochs=30, batch_size=8)
+    assert [h.stop_reason for h in hs] == [None, "diverged", None, "diverged", None]
+    for k in (1, 3):
+        assert np.isfinite(nets[k].params).all()
+        assert nets[k]._opt_state is None
+        # stopped in the same epoch as its own fit, back at the same snapshot
+        assert len(hs[k].loss) == len(ref[k].loss)
+    assert_close(nets, refs, hs, ref, np.float64)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batched_ctrl_c_leaves_every_network_consistent(ctrl_c, threads):
+    K = 8
+    nets, _ = make_nets(K, 10, [16], 1)
+    X, Y = make_data(64, 10, 1, "mse", np.float64)
+    before = [n.params.copy() for n in nets]
+    # the networks' own buffers change only at the end: with two workers the
+    # signal goes once they run (the timer's thread is the third new one);
+    # on this thread it may land before the run, leaving the networks as
+    # they were
+    n0 = threading.active_count()
+    delay = ctrl_c(lambda: fastnn.fit_many(nets, X, Y, epochs=10 ** 7, batch_size=8,
+                                           lr=0.001, seeds=0, threads=threads,
+                                           method="batched"),
+                   after=0.3, when=(lambda: threading.active_count() >= n0 + 3)
+                   if threads == 2 else None)
+    assert delay < 0.5
+    for net, p0 in zip(nets, before):
+        h = net.history
+        assert np.isfinite(net.params).all()
+        assert all(np.isfinite(h.loss))
+        if threads == 2 or h.loss:
+            assert h.stop_reason == "interrupted"
+            assert len(h.loss) >= 1 and not np.array_equal(net.params, p0)
+        net.fit(X, Y, epochs=1, lr=0.01)     # free, and trains on
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(sample_weight=np.ones(20)), "no sample_weight"),
+    (dict(sample_indices=[[0, 1]] * 3), "same rows"),
+    (dict(seeds=[0, 1, 2]), "one order"),
+    (dict(seeds=None), "one order"),
+    (dict(optimizer=["sgd", "adam", "sgd"]), "one optimizer"),
+    (dict(optimizer=[SGD(0.1, momentum=0.9), SGD(0.1, momentum=0.5),
+                     SGD(0.1, momentum=0.9)], lr=None), "one optimizer"),
+    (dict(client=object()), "client"),
+])
+def test_batched_refusals_leave_the_networks_unchanged(kw, match):
+    nets, _ = make_nets(3, 2, [4], 1)
+    X, Y = make_data(20, 2, 1, "mse", np.float64)
+    state = _snapshot(nets)
+    args = dict(epochs=2, lr=0.1, batch_size=5, seeds=0, method="batched")
+    args.update(kw)
+    with pytest.raises((ValueError, TypeError), match=match):
+        fastnn.fit_many(nets, X, Y, **args)
+    for net, (p, st, h) in zip(nets, state):
+        np.testing.assert_array_equal(net.params, p)
+        assert net._opt_state is st and net.history is h
+    # shuffle=False or full batches need no common seed
+    fastnn.fit_many(nets, X, Y, epochs=1, lr=0.1, batch_size=5, shuffle=False,
+                    method="batched")
+    mo = make_nets(3, 2, [4], 1)[0]
+    mo[1] = Network([Maxout(4, 2), Dense(1)], n_in=2)
+    with pytest.raises(ValueError, match="differs"):
+        fastnn.fit_many(mo, X, Y, method="batched", seeds=0)
+    mo = [Network([Maxout(4, 2), Dense(1)], n_in=2, seed=k) for k in range(2)]
+    with pytest.raises(ValueError, match="dense layers only"):
+        fastnn.fit_many(mo, X, Y, method="batched", seeds=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_batched_matches_reference_twin(dtype):
+    """fastnn.reference.fit_many from the same start and the one row order:
+    equal to rounding."""
+    from fastnn import reference as ref
+    K, n, epochs, batch = 5, 13, 4, 5
+    nets, _ = make_nets(K, 9, [16, 3], 1, "tanh", "mse", dtype)
+    X, Y = make_data(n, 9, 1, "mse", dtype, seed=2)
+    p0 = [net.params.astype(np.float64) for net in nets]
+    lrs = [0.05 + 0.01 * k for k in range(K)]
+    l2 = [0.0, 0.01, 0.0, 0.02, 0.001]
+    hs = fastnn.fit_many(nets, X, Y, epochs=epochs, batch_size=batch, lr=lrs,
+                         optimizer="adam", weight_decay=l2, seeds=6, method="batched")
+    r = np.random.default_rng(6)
+    order = np.stack([r.permutation(n) for _ in range(epochs)])
+    res = ref.fit_many(nets[0].specs(), "mse", p0, nets[0].n_weights, X, Y,
+                       [[lr] * epochs for lr in lrs], batch, [order] * K,
+                       ["adam"] * K, l2, None)
+    tol = 1e-10 if dtype == np.float64 else 3e-4
+    for k, (p, losses, _) in enumerate(res):
+        np.testing.assert_allclose(hs[k].loss, losses, rtol=tol, err_msg=f"net {k}")
+        np.testing.assert_allclose(nets[k].params, p, rtol=tol,
+                                   atol=tol * np.abs(p).max(), err_msg=f"net {k}")
+
+
+def test_fit_stacked_checks_its_buffers_and_fills_its_outputs():
+    """The native entry refuses buffers that would be read or written out of
+    bounds, and overwrites outputs it is given pre-filled with NaN."""
+    from fastnn._many import fit_stacked
+    from fastnn.many import _Stack
+    K = 2
+    nets, _ = make_nets(K, 3, [4], 1)
+    X, Y = make_data(10, 3, 1, "mse", np.float64)
+    lay = _Stack(nets[0].specs(), K)
+    params = lay.stack([n.params for n in nets], np.float64)
+    grads = np.full_like(params, np.nan)
+    el = np.full((K, 2), np.nan)
+    t = np.zeros(K, dtype=np.int64)
+    args = [lay.widths, [2, 0], [0.0, 0.0], lay.woff, lay.boff, lay.nid, 1, 0.0,
+            lay.n_weights, X, Y, None, np.full((K, 1), 0.1), 0, 0.0, 0.9, 0.999,
+            1e-8, np.zeros(K), t, params, grads, None, None, None, 1, 0, 5, el]
+    out = fit_stacked(*args)
+    assert np.isfinite(el).all() and np.isfinite(grads).all()
+    assert out["epochs_done"].tolist() == [2, 2] and not out["stopped"]
+    for i, bad, match in [(20, params[:-1], "has shape"),
+                          (21, grads.astype(np.float32), "dtype"),
+                          (5, np.zeros(len(lay.nid), np.int32) + 5, "nid"),
+                          (3, [0, 10 ** 6], "outside the buffer"),
+                          (12, np.zeros((K, 3)), "one column"),
+                          (11, np.full((2, 10), 99, np.int64), "outside X"),
+                          (19, np.zeros(1, np.int64), "one entry per network")]:
+        a = list(args)
+        a[i] = bad
+        with pytest.raises((ValueError, TypeError), match=match):
+            fit_stacked(*a)
