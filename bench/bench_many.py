@@ -8,8 +8,13 @@ networks that users reach for, side by side in one run.
   minibatches of 32 with a partial last one, shuffled), SMALL_EPOCHS
   epochs, every network visiting the rows in the same order (one seed: what
   a vmap over networks sharing each minibatch computes).
+- wide: K = 50 networks 200 -> 128 -> 1 (relu, biases, mse; 2,000 rows,
+  minibatches of 128, shuffled with one seed), WIDE_EPOCHS epochs: where
+  the first layer's GEMMs dominate and method='batched' shares them.
 
-Sides: fastnn.fit_many (method 'auto'; 'threads' too, for context); a
+Sides: fastnn.fit_many (method 'auto', bit-identical to Network.fit;
+'threads' too, for context, and 'batched', the networks side by side in
+shared GEMMs, equal to Network.fit to rounding); a
 Python loop over Network.fit (the baseline of the >= 3x target for tiny);
 torch.func.vmap over torch.func.grad of functional_call on stacked
 parameters (torch's model-ensembling recipe), one vmapped step per
@@ -17,11 +22,13 @@ minibatch; jax.vmap(jax.grad) inside one jax.jit-compiled loop over all
 steps (skipped with a reason when jax is not installed).  Every side runs
 float64 from the same weights with the same learning rates and batch order.
 
-Before timing, each side is checked on a short run (CHECK_EPOCHS) from
+Before timing, each side is checked on a short run (CHECK_EPOCHS, or
+the timed run's epochs if fewer) from
 the same start: the loop over Network.fit must equal fit_many bit for bit;
-torch and jax must reach the same loss per network as fastnn within rtol
-1e-7 (atol 1e-12): different summation orders and exp implementations
-only.  (Over the timed run's many epochs such rounding differences can
+fit_many's 'batched' method, torch and jax (and on the wide case, where
+Network.fit splits each minibatch between two threads, the loop) must reach
+the same loss per network as fastnn within rtol 1e-7 (atol 1e-12):
+different summation orders and exp implementations only.  (Over the timed run's many epochs such rounding differences can
 grow into different trajectories of the XOR training, so the final losses
 of the long run are not comparable across libraries.)
 Then the sides run in alternating rounds (each reset to the start
@@ -45,6 +52,7 @@ from harness.workloads import WORKLOADS, make_data
 THREADS = int(os.environ.get("FASTNN_BENCH_THREADS", "2"))
 TINY_K, TINY_EPOCHS = 1000, 1000
 SMALL_K, SMALL_EPOCHS = 100, 5
+WIDE_K, WIDE_EPOCHS = 50, 2
 ROUNDS = 7
 CHECK_EPOCHS = 20
 # seconds of quiet before each side's timed run: the thread pools of the
@@ -61,6 +69,7 @@ class Problem:
 
     def __init__(self, name, K, epochs):
         self.name, self.K, self.epochs = name, K, epochs
+        self.check_epochs = min(CHECK_EPOCHS, epochs)
         rng = np.random.default_rng(7)
         if name == "tiny":
             wl = WORKLOADS["tiny"]
@@ -68,12 +77,18 @@ class Problem:
             self.layers = [(4, "sigmoid", False), (1, "identity", False)]
             self.loss, self.init, self.batch = "sse", "normal", None
             self.lrs = rng.uniform(0.05, 0.5, K)
-        else:
+        elif name == "small":
             self.X = rng.standard_normal((1000, 20))
             self.Y = rng.standard_normal((1000, 1))
             self.layers = [(32, "relu", True), (1, "identity", True)]
             self.loss, self.init, self.batch = "mse", "glorot", 32
             self.lrs = rng.uniform(0.005, 0.05, K)
+        else:
+            self.X = rng.standard_normal((2000, 200))
+            self.Y = rng.standard_normal((2000, 1))
+            self.layers = [(128, "relu", True), (1, "identity", True)]
+            self.loss, self.init, self.batch = "mse", "glorot", 128
+            self.lrs = rng.uniform(0.001, 0.01, K)
         self.n_in = self.X.shape[1]
         self.seed = 11                    # one batch order for every network
         self.nets = [self.network(k) for k in range(K)]
@@ -138,7 +153,8 @@ _PROBLEMS = {}
 
 def problem(name):
     if name not in _PROBLEMS:
-        K, E = (TINY_K, TINY_EPOCHS) if name == "tiny" else (SMALL_K, SMALL_EPOCHS)
+        K, E = {"tiny": (TINY_K, TINY_EPOCHS), "small": (SMALL_K, SMALL_EPOCHS),
+                "wide": (WIDE_K, WIDE_EPOCHS)}[name]
         _PROBLEMS[name] = Problem(name, K, E)
     return _PROBLEMS[name]
 
@@ -192,7 +208,7 @@ def torch_side(p):
     linear_names = [k for k in params if k.endswith(".weight")]
     X, Y = torch.from_numpy(p.X), torch.from_numpy(p.Y)
     lrs = torch.from_numpy(p.lrs)
-    orders = p.orders(max(p.epochs, CHECK_EPOCHS))
+    orders = p.orders(max(p.epochs, p.check_epochs))
     sse = p.loss == "sse"
 
     def loss_fn(ps, x, y):
@@ -248,7 +264,7 @@ def jax_side(p):
     sse = p.loss == "sse"
     X, Y = jnp.asarray(p.X), jnp.asarray(p.Y)
     lrs = jnp.asarray(p.lrs)
-    orders = p.orders(max(p.epochs, CHECK_EPOCHS))
+    orders = p.orders(max(p.epochs, p.check_epochs))
     n, B = len(p.X), p.batch or len(p.X)
     full, rest = divmod(n, B)
 
@@ -307,7 +323,7 @@ def jax_side(p):
         return p.losses([(np.asarray(W), None if b is None else np.asarray(b))
                          for W, b in state["ps"]])
 
-    for epochs in (CHECK_EPOCHS, p.epochs):   # compile, outside the timing
+    for epochs in (p.check_epochs, p.epochs):   # compile, outside the timing
         reset()
         call(epochs)
     return Side(call, reset, losses)
@@ -315,6 +331,7 @@ def jax_side(p):
 
 SIDES = {"fit_many": fit_many_side,
          "fit_many-threads": lambda p: fit_many_side(p, "threads"),
+         "fit_many-batched": lambda p: fit_many_side(p, "batched"),
          "loop-over-fit": loop_side, "torch-vmap": torch_side,
          "jax-vmap": jax_side}
 
@@ -327,7 +344,7 @@ def checked_sides(p):
     named)."""
     ref = fit_many_side(p)
     ref.reset()
-    ref.call(CHECK_EPOCHS)
+    ref.call(p.check_epochs)
     ref_params = [net.params.copy() for net in p.nets]
     ref_losses = ref.losses()
     assert np.isfinite(ref_losses).all()
@@ -339,8 +356,12 @@ def checked_sides(p):
             skipped.append(f"{name}: {e}")
             continue
         side.reset()
-        side.call(CHECK_EPOCHS)
-        if name in ("fit_many", "fit_many-threads", "loop-over-fit"):
+        side.call(p.check_epochs)
+        # bit for bit, except that Network.fit splits the wide case's
+        # minibatches between two threads (fit_many never does), which
+        # rounds differently
+        if name in ("fit_many", "fit_many-threads") or (
+                name == "loop-over-fit" and p.name != "wide"):
             for net, q in zip(p.nets, ref_params):
                 np.testing.assert_array_equal(net.params, q, err_msg=name)
         else:
@@ -375,9 +396,14 @@ def report_times(report, wname, times, per, targets):
         if base in times:
             report.paired_ratio(f"fit_many vs {base}, {wname}",
                                 times[base] / times["fit_many"], target)
+    if "fit_many-batched" in times:
+        for base in ("loop-over-fit", "torch-vmap", "jax-vmap", "fit_many"):
+            if base in times:
+                report.paired_ratio(f"fit_many(method='batched') vs {base}, {wname}",
+                                    times[base] / times["fit_many-batched"], None)
 
 
-@pytest.mark.parametrize("wname", ["tiny", "small"])
+@pytest.mark.parametrize("wname", ["tiny", "small", "wide"])
 def test_many_side_by_side(benchmark, report, wname):
     p = problem(wname)
     sides, skipped = checked_sides(p)

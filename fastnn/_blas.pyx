@@ -183,6 +183,20 @@ def set_num_threads(int n):
     f(n)
 
 
+def _swap_num_threads(int n):
+    """Set numpy's BLAS to n threads where fastnn can (as set_num_threads);
+    return the previous count, or None (nothing changed) where it cannot.
+    For fastnn's own worker threads, which each call the BLAS: one BLAS
+    thread each keeps them from queueing for the BLAS's pool."""
+    getn, setn = _info.get("get_num_threads"), _info.get("set_num_threads")
+    if getn is None or setn is None:
+        return None
+    old = int(getn())
+    if old != n:
+        setn(n)
+    return old
+
+
 def set_small_gemm_threshold(int64_t mnk):
     """Products with m*n*k <= mnk run on the built-in loops instead of the
     BLAS (0: always the BLAS).  Returns the previous value."""

@@ -889,3 +889,21 @@ def test_fit_stacked_checks_its_buffers_and_fills_its_outputs():
         a[i] = bad
         with pytest.raises((ValueError, TypeError), match=match):
             fit_stacked(*a)
+
+
+@pytest.mark.parametrize("method", ["threads", "batched"])
+def test_blas_threads_restored_after_the_workers(ctrl_c, method):
+    """The workers run with numpy's BLAS on one thread; its own count is back
+    afterwards, also after Ctrl-C."""
+    getn = fastnn.blas_info()["num_threads"]
+    if getn is None:
+        pytest.skip("this BLAS exposes no thread count")
+    nets, _ = make_nets(4, 30, [40], 1)
+    X, Y = make_data(64, 30, 1, "mse", np.float64)
+    fastnn.fit_many(nets, X, Y, epochs=2, batch_size=16, lr=0.01, seeds=0,
+                    threads=2, method=method)
+    assert fastnn.blas_info()["num_threads"] == getn
+    ctrl_c(lambda: fastnn.fit_many(nets, X, Y, epochs=10 ** 7, batch_size=16,
+                                   lr=0.001, seeds=0, threads=2, method=method),
+           after=0.2)
+    assert fastnn.blas_info()["num_threads"] == getn
