@@ -327,7 +327,20 @@ typedef struct {
     GSUF(mmask) fused;       /* SGD with lr != 0: fused into the sums */
     GSUF(mmask) active;
     GSUF(mmask) is[4];       /* lanes of each fnn_opt_kind */
+    int plain;               /* every lane active, fused SGD (the masks
+                                would select every lane: no blends) */
 } GSUF(group_opt);
+
+/* o->plain from the masks: after the learning rates or the active lanes
+ * change. */
+FNN_INLINE void GSUF(group_plain)(GSUF(group_opt) *o)
+{
+    int all = o->kinds == KIND_BIT(FNN_OPT_SGD);
+    for (int64_t k = 0; k < NL && all; k++) {
+        all = o->fused[k] != 0 && o->active[k] != 0;
+    }
+    o->plain = all;
+}
 
 
 /* One parameter's gradient g into place, as lanes_body and apply_optim
@@ -346,6 +359,18 @@ FNN_INLINE void GSUF(group_apply)(const GSUF(group_opt) *o, const GSUF(mvec) *gp
     const vec g = *gp, w = *W;
     const vec lr = o->lr, wd = bias ? o->zero : o->wd;
     const mask act = o->active;
+    if (o->plain) {
+        /* what the blends below select when every lane is fused SGD */
+        if (bias) {
+            vec wn = w;
+            wn -= lr * g;
+            *G = g;
+            *W = wn;
+        } else {
+            *W = -lr * g + (1 - lr * wd) * w;
+        }
+        return;
+    }
     if (o->kinds & KIND_BIT(FNN_OPT_SGD)) {
         const mask sgd = o->is[FNN_OPT_SGD] & act;
         vec wn;
@@ -576,6 +601,7 @@ static void GSUF(group_fit)(many_run *r, fnn_many_job *jobs, int64_t count,
             g.esum[k] = 0.0;
             g.wsum[k] = 0.0;
         }
+        GSUF(group_plain)(&o);
         for (int64_t s = 0; s < steps; s++) {
             const int64_t i0 = s * B;
             const int last = one_block || s == steps - 1;
@@ -615,6 +641,7 @@ static void GSUF(group_fit)(many_run *r, fnn_many_job *jobs, int64_t count,
                     job[k]->status = FNN_ERR_NONFINITE;
                     GSUF(group_transfer)(&m, np, job[k], k, 0);
                     GSUF(group_retire)(&m, np, &o, k);
+                    GSUF(group_plain)(&o);
                     g.active[k] = 0;
                     live -= 1;
                 }

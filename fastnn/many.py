@@ -14,6 +14,10 @@ minibatches are not split across two threads (see below):
   computing exactly what the network's own fit computes.
 - The others run one network per thread, each the very fit loop
   Network.fit runs, with the BLAS called from that thread.
+- method='batched' (asked for, never automatic) trains dense networks that
+  share their minibatches as one stacked network: the first layer's
+  weights of all of them side by side, so that its forward product and its
+  weight gradient are one GEMM each; equal to Network.fit to rounding.
 
 Network.fit splits a large enough minibatch of a larger network between
 two threads when fastnn.train_threads() is 2 (set_train_threads), and
@@ -262,7 +266,14 @@ def fit_many(nets, X, y, epochs=1, batch_size=None, lr=None, optimizer="sgd",
     threads: worker threads (default: every CPU this process may run on).
     method: 'auto', 'lanes' (networks in vector lanes: small-network-step
     networks without sample weights whose row counts agree; an error
-    otherwise) or 'threads' (one network per thread).
+    otherwise), 'threads' (one network per thread) or 'batched' (dense
+    networks that share every minibatch, i.e. one seed or no shuffling, no
+    sample_weight or sample_indices, one optimizer: trained as one stacked
+    network whose first-layer products are one GEMM for all of them; equal
+    to Network.fit to rounding, not bit for bit, so never chosen by
+    'auto').  While worker threads call the BLAS, numpy's OpenBLAS is held
+    to one thread (restored afterwards), so that they do not queue for its
+    pool.
 
     client: a dask.distributed Client: the networks go to its workers in
     chunks of chunk_size (default: about two chunks per worker), each chunk
