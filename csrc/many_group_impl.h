@@ -514,7 +514,7 @@ static void GSUF(group_retire)(const GSUF(group_mem) *m, int64_t np,
 typedef struct {
     REAL wd_B[NL], wd_last[NL];
     int64_t to_snap[NL], every[NL], snap_epoch[NL], t[NL];
-    double loss[NL], esum[NL], wsum[NL];
+    double loss[NL], esum[NL], wsum[NL], loss_scale[NL];
     int active[NL];
 } GSUF(group_lanes);
 
@@ -558,6 +558,7 @@ static void GSUF(group_fit)(many_run *r, fnn_many_job *jobs, int64_t count,
         g.wd_last[k] = (REAL)(opt->l2_per_row ? opt->l2 / (double)B_last
                                               : opt->l2);
         g.every[k] = a->snapshot_every < 1 ? 1 : a->snapshot_every;
+        g.loss_scale[k] = a->loss_scale;
         g.to_snap[k] = (g.every[k] - (a->epoch0 % g.every[k])) % g.every[k];
         g.snap_epoch[k] = -1;
         g.t[k] = opt->t;
@@ -649,9 +650,9 @@ static void GSUF(group_fit)(many_run *r, fnn_many_job *jobs, int64_t count,
             if (live == 0) {
                 goto out;
             }
-            for (int64_t k = 0; k < count; k++) {
+            for (int64_t k = 0; k < count && s == 0; k++) {
                 REAL *snap = (REAL *)job[k]->a.snapshot;
-                if (g.active[k] && s == 0 && g.to_snap[k] == 0 && snap) {
+                if (g.active[k] && g.to_snap[k] == 0 && snap) {
                     for (int64_t q = 0; q < np; q++) {
                         snap[q] = m.P[q][k];
                     }
@@ -670,7 +671,7 @@ static void GSUF(group_fit)(many_run *r, fnn_many_job *jobs, int64_t count,
                 if (g.active[k]) {
                     const double l2term = 0.0;
                     double loss = g.loss[k];
-                    loss = loss * job[k]->a.loss_scale + l2term;
+                    loss = loss * g.loss_scale[k] + l2term;
                     /* fit_lean's sum is a multiply and an add, never an
                      * FMA (its select sits between them) */
                     double lm = loss * (double)mb;
