@@ -511,6 +511,8 @@ def _fit_many(nets, X, y, sw, idx, epochs, batch_size, opts, schedule, seeds,
                                epoch_loss, orders, e0, lanes, n_threads)
             dt = time.perf_counter() - t0
             nonfinite, stopped = STATUS["nonfinite"], STATUS["stopped"]
+            # per epoch, for the histories (a view when the rate is constant)
+            lr_rows = np.broadcast_to(lrs, (m, ce))
             for i, r, done, status, t, snap in zip(
                     range(m), live, out["epochs_done"].tolist(),
                     out["status"].tolist(), out["t"].tolist(),
@@ -521,8 +523,7 @@ def _fit_many(nets, X, y, sw, idx, epochs, batch_size, opts, schedule, seeds,
                 if done:
                     r.hist._record(e0, epoch_loss[i, :done], dt / done,
                                    r.n * done / dt if dt > 0 else math.inf,
-                                   lrs[i, :done] if lrs.shape[1] == ce
-                                   else np.broadcast_to(lrs[i], (done,)))
+                                   lr_rows[i, :done])
                     r.seen += done * r.n
                 if status == nonfinite:
                     r.running = False
@@ -781,6 +782,7 @@ def _fit_many_batched(nets, X, y, sw, idx, epochs, batch_size, opts, schedule,
                         exc = e
                     outs = [f.result() for f in futs]
             dt = time.perf_counter() - t0
+            lr_rows = np.broadcast_to(lrs, (K, ce))
             stopped = exc is not None
             for g, out in zip(groups, outs):
                 stopped = stopped or out["stopped"]
@@ -796,8 +798,7 @@ def _fit_many_batched(nets, X, y, sw, idx, epochs, batch_size, opts, schedule,
                     if done:
                         hists[k]._record(e0, epoch_loss[k, :done], dt / done,
                                          n * done / dt if dt > 0 else math.inf,
-                                         lrs[k, :done] if lrs.shape[1] == ce
-                                         else np.broadcast_to(lrs[k], (done,)))
+                                         lr_rows[k, :done])
                         seen[k] += done * n
                     if bad_e >= 0:
                         running[k] = False
