@@ -639,6 +639,16 @@ cdef class NetCore:
             self._tuned_chunk = chunk
         return self._ws, self._iws
 
+    def tune_forward(self, int64_t m):
+        """Tune the forward GEMMs' orientation for minibatches of m rows as
+        loss_grad on m rows would (once per shape for the process, see
+        _tune_forward), without computing anything else; returns
+        forward_orientation()."""
+        if m < 1:
+            raise ValueError(f"m must be >= 1, got {m}")
+        self._workspace(m)
+        return self.forward_orientation()
+
     cdef _workspace_untuned(self, int64_t m):
         """The cached workspace for m rows, without tuning the forward GEMMs
         (a CSR input's layer 0 has none; the others are narrow)."""

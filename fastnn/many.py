@@ -368,15 +368,15 @@ class _Net:
 def _orientation(net, X, y, batch):
     """The forward-GEMM orientation Network.fit would use for minibatches of
     `batch` rows (tuned once per shape and cached by the process, see
-    fastnn._train._tune_forward): tuned on net through one loss_grad call
-    on `batch` rows, net.grads restored after."""
+    fastnn._train._tune_forward), tuned on net as its loss_grad on `batch`
+    rows would tune it.  X and y are not used (the timing runs on the
+    network's own weights)."""
     from fastnn import _train
     if not _train.AUTOTUNE:
         return tuple(net._core.forward_orientation())
-    g = net.grads.copy()
-    net._core.loss_grad(X[:batch], y[:batch], None, 1.0)
-    net.grads[...] = g
-    return tuple(net._core.forward_orientation())
+    # the tuning alone: a loss_grad call would also wake the BLAS's thread
+    # pool, whose threads then spin for a while on the cores the workers need
+    return tuple(net._core.tune_forward(batch))
 
 
 def _fit_many(nets, X, y, sw, idx, epochs, batch_size, opts, schedule, seeds,
