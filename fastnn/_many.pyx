@@ -747,8 +747,7 @@ cdef int _stack_fit(_StackRun *r, floating *P) noexcept nogil:
             r.steps_done += 1
             if _now_ms() - last_poll >= r.poll_ms:
                 last_poll = _now_ms()
-                with gil:
-                    stop = _stack_poll(r.poll_ctx, r.steps_done)
+                stop = _poll(r.poll_ctx, r.steps_done, 0)
                 if stop:
                     return FNN_STOPPED
         for k in range(K):
@@ -760,17 +759,6 @@ cdef int _stack_fit(_StackRun *r, floating *P) noexcept nogil:
         r.to_snap = r.snap_every - 1 if r.to_snap == 0 else r.to_snap - 1
     return FNN_OK
 
-
-cdef int _stack_poll(void *ctx, int64_t done) noexcept:
-    st = <_Poll>ctx
-    try:
-        PyErr_CheckSignals()
-        if st.progress is not None and st.progress(done):
-            return 1
-    except BaseException as e:      # KeyboardInterrupt included
-        st.exc = e
-        return 1
-    return 0
 
 
 def fit_stacked(object widths, object acts, object alphas, object woff,
