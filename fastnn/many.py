@@ -32,6 +32,7 @@ The row order of each network's epochs comes from NumPy's Generator
 seeded with that network's seed, exactly as Network.fit draws it, so a
 network trained here and the same network trained alone see the same rows.
 """
+import _thread
 import math
 import os
 import time
@@ -549,27 +550,41 @@ def _fit_many(nets, X, y, sw, idx, epochs, batch_size, opts, schedule, seeds,
     return [r.hist for r in runs]
 
 
+# fit_many calls inside _one_blas_thread blocks (from any Python thread),
+# and the BLAS thread count from before the first of them
+_BLAS_HOLD = {"lock": _thread.allocate_lock(), "count": 0, "old": None}
+
+
 class _one_blas_thread:
     """with _one_blas_thread(on): numpy's BLAS (which fastnn calls) on one
     thread inside the block, where on and where fastnn can set it.  Several
     workers that each call a BLAS with a pool of its own would otherwise
     queue for that pool: measured 2.5x slower for 50 networks 200-128-1
     on two workers.  The BLAS threads split a product by rows and columns,
-    never along the sum, so results are the same bits."""
+    never along the sum, so results are the same bits.  Blocks may overlap
+    (fit_many from several Python threads): the count set before the first
+    comes back when the last ends."""
 
     def __init__(self, on):
-        self.on, self.old = on, None
+        self.on = on
 
     def __enter__(self):
         if self.on:
             from fastnn._blas import _swap_num_threads
-            self.old = _swap_num_threads(1)
+            with _BLAS_HOLD["lock"]:
+                if _BLAS_HOLD["count"] == 0:
+                    _BLAS_HOLD["old"] = _swap_num_threads(1)
+                _BLAS_HOLD["count"] += 1
         return self
 
     def __exit__(self, *exc):
-        if self.old is not None and self.old != 1:
+        if self.on:
             from fastnn._blas import _swap_num_threads
-            _swap_num_threads(self.old)
+            with _BLAS_HOLD["lock"]:
+                _BLAS_HOLD["count"] -= 1
+                old = _BLAS_HOLD["old"]
+                if _BLAS_HOLD["count"] == 0 and old is not None and old != 1:
+                    _swap_num_threads(old)
         return False
 
 

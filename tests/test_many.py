@@ -907,3 +907,30 @@ def test_blas_threads_restored_after_the_workers(ctrl_c, method):
                                    lr=0.001, seeds=0, threads=2, method=method),
            after=0.2)
     assert fastnn.blas_info()["num_threads"] == getn
+
+
+def test_blas_threads_restored_after_overlapping_calls():
+    """fit_many from two Python threads at once: the BLAS's own thread count
+    comes back when the last call ends, whichever ends first."""
+    getn = fastnn.blas_info()["num_threads"]
+    if getn is None:
+        pytest.skip("this BLAS exposes no thread count")
+    X, Y = make_data(64, 30, 1, "mse", np.float64)
+    sets = [make_nets(3, 30, [40], 1, seed0=10 * i)[0] for i in range(2)]
+    errors = []
+
+    def run(nets, epochs):
+        try:
+            fastnn.fit_many(nets, X, Y, epochs=epochs, batch_size=16, lr=0.01,
+                            seeds=0, threads=2, method="threads")
+        except Exception as e:          # reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=run, args=(sets[0], 30)),
+          threading.Thread(target=run, args=(sets[1], 3))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+    assert fastnn.blas_info()["num_threads"] == getn
