@@ -2,6 +2,9 @@
 csrc/split_impl.h) for ThreadSanitizer: every optimizer, gathered and
 in-order rows, sample weights, maxout, dropout, a divergence, and four fits at once
 from four Python threads (one holds the helper, the others run alone).
+Then fit_many's worker threads (csrc/many.c): networks in lanes, one
+network per thread, the stacked networks of method='batched' (one per
+Python thread), with divergences, and two fit_many calls at once.
 
 Not a pytest module: .ci/run builds the extensions with -fsanitize=thread
 and runs this script under libtsan; a race report makes it exit 66.  (A
@@ -51,4 +54,25 @@ for t in threads:
 for t in threads:
     t.join()
 assert all(np.isfinite(n.params).all() for n in nets)
+
+import fastnn  # noqa: E402
+
+Xm, Ym = rs.randn(50, 3), rs.randn(50, 1)
+lrs = [0.05] * 36 + [500.0]                       # the last one diverges
+lanes = [Network([Dense(4, "tanh"), Dense(1)], n_in=3, seed=s) for s in range(37)]
+fastnn.fit_many(lanes, Xm, Ym, epochs=5, batch_size=8, lr=lrs, seeds=range(37),
+                threads=2, method="lanes", on_divergence="ignore")
+wide = [Network([Dense(20, "relu"), Dense(1)], n_in=3, seed=s) for s in range(5)]
+for method in ("threads", "batched"):
+    fastnn.fit_many(wide, Xm, Ym, epochs=5, batch_size=8, lr=[0.01] * 4 + [500.0],
+                    seeds=0, threads=2, method=method, on_divergence="ignore")
+calls = [threading.Thread(target=fastnn.fit_many, args=(group, Xm, Ym),
+                          kwargs=dict(epochs=5, batch_size=8, lr=0.01, seeds=0,
+                                      threads=2, method=method))
+         for group, method in ((lanes, "auto"), (wide, "batched"))]
+for t in calls:
+    t.start()
+for t in calls:
+    t.join()
+assert all(np.isfinite(n.params).all() for n in lanes + wide)
 print("tsan_split: ok")
