@@ -503,14 +503,13 @@ cdef inline double _loss(int64_t m, int64_t n, int loss, double param,
 
 cdef struct _StackRun:
     # the stacked network
-    fnn_blas blas                   # the BLAS binding, with this run's chunk_mnk
+    const fnn_blas *blas
     int64_t K, L, n, batch, n_epochs, n_params, n_weights
     const int64_t *width            # L + 1: input width, then each layer's
     const int32_t *act              # L (the last: as the loss sees it)
     const double *alpha             # L
     const int64_t *woff             # L
     const int64_t *boff             # L, -1: no bias
-    const int32_t *nid              # n_params
     const int64_t *seg              # n_seg x 3: start, length, network: the
     int64_t n_seg                   # buffer's runs of one network's elements
     int32_t loss
@@ -559,10 +558,11 @@ cdef struct _StackRun:
 cdef void _stack_restore(_StackRun *r, int64_t k, floating *P,
                          const floating *S) noexcept nogil:
     """Network k's elements of P := its elements of S."""
-    cdef int64_t i
-    for i in range(r.n_params):
-        if r.nid[i] == k:
-            P[i] = S[i]
+    cdef int64_t j, i0
+    for j in range(r.n_seg):
+        if r.seg[3 * j + 2] == k:
+            i0 = r.seg[3 * j]
+            memcpy(P + i0, S + i0, r.seg[3 * j + 1] * sizeof(floating))
 
 
 cdef void _stack_update(_StackRun *r, int64_t k, int64_t i0, int64_t m,
@@ -623,8 +623,7 @@ cdef int _stack_fit(_StackRun *r, floating *P) noexcept nogil:
     cdef const floating *Ain
     cdef int64_t e, s, i, j, k, l, i0, mb, row, ni, no, lda_in, live = 0
     cdef const int64_t *ord_e
-    cdef double scale, lk, g, w, wd, gi, mi, vi, mu = r.momentum
-    cdef double b1 = r.beta1, b2 = r.beta2, eps = r.eps, loss_k
+    cdef double scale, loss_k, b1 = r.beta1, b2 = r.beta2
     cdef int sse = r.loss == FNN_SSE, stop = 0
     cdef double last_poll = _now_ms()
     for k in range(K):
@@ -658,11 +657,11 @@ cdef int _stack_fit(_StackRun *r, floating *P) noexcept nogil:
                 no = r.width[l + 1]
                 A = <floating *>r.acts[l]
                 if l == 0:
-                    _gemm(&r.blas, FNN_NOTRANS, FNN_NOTRANS, mb, K * no, ni, xb, n_in,
+                    _gemm(r.blas, FNN_NOTRANS, FNN_NOTRANS, mb, K * no, ni, xb, n_in,
                           P + r.woff[0], K * no, A, K * no)
                 else:
                     for k in range(K):
-                        _gemm(&r.blas, FNN_NOTRANS, FNN_NOTRANS, mb, no, ni,
+                        _gemm(r.blas, FNN_NOTRANS, FNN_NOTRANS, mb, no, ni,
                               Ain + k * ni, lda_in, P + r.woff[l] + k * ni * no,
                               no, A + k * no, K * no)
                 _act_fwd(mb, K * no, r.act[l], r.alpha[l],
@@ -675,15 +674,14 @@ cdef int _stack_fit(_StackRun *r, floating *P) noexcept nogil:
             D = <floating *>r.d0
             E = <floating *>r.d1
             for k in range(K):
-                if not r.active[k]:
-                    for i in range(mb):
-                        for j in range(n_out):
-                            D[i * K * n_out + k * n_out + j] = 0
-                    continue
-                loss_k = _loss(mb, n_out, r.loss, r.loss_param, scale,
-                               A + k * n_out, K * n_out, yb, n_out,
-                               D + k * n_out, K * n_out)
-                if not (loss_k - loss_k == 0):
+                if r.active[k]:
+                    loss_k = _loss(mb, n_out, r.loss, r.loss_param, scale,
+                                   A + k * n_out, K * n_out, yb, n_out,
+                                   D + k * n_out, K * n_out)
+                    if loss_k - loss_k == 0:
+                        r.esum[k] += loss_k if sse else loss_k * <double>mb
+                        r.wsum[k] += <double>mb
+                        continue
                     # this network stops before the step, back to its last
                     # snapshot, as its fit would
                     r.active[k] = 0
@@ -693,13 +691,10 @@ cdef int _stack_fit(_StackRun *r, floating *P) noexcept nogil:
                     r.epochs_done[k] = e
                     if snap != NULL:
                         _stack_restore(r, k, P, snap)
-                    for i in range(mb):
-                        for j in range(n_out):
-                            D[i * K * n_out + k * n_out + j] = 0
-                    continue
-                lk = loss_k
-                r.esum[k] += lk if sse else lk * <double>mb
-                r.wsum[k] += <double>mb
+                # out of play: no gradient
+                for i in range(mb):
+                    for j in range(n_out):
+                        D[i * K * n_out + k * n_out + j] = 0
             if live == 0:
                 return FNN_OK
             # backward
@@ -713,15 +708,15 @@ cdef int _stack_fit(_StackRun *r, floating *P) noexcept nogil:
                     _act_bwd(mb, K * no, FNN_IDENTITY, 0.0, D, K * no, D,
                              K * no, G + r.boff[l])
                 if l == 0:
-                    _gemm(&r.blas, FNN_TRANS, FNN_NOTRANS, n_in, K * no, mb, xb, n_in,
+                    _gemm(r.blas, FNN_TRANS, FNN_NOTRANS, n_in, K * no, mb, xb, n_in,
                           D, K * no, G + r.woff[0], K * no)
                     break
                 Ain = <floating *>r.acts[l - 1]
                 for k in range(K):
-                    _gemm(&r.blas, FNN_TRANS, FNN_NOTRANS, ni, no, mb, Ain + k * ni,
+                    _gemm(r.blas, FNN_TRANS, FNN_NOTRANS, ni, no, mb, Ain + k * ni,
                           K * ni, D + k * no, K * no,
                           G + r.woff[l] + k * ni * no, no)
-                    _gemm(&r.blas, FNN_NOTRANS, FNN_TRANS, mb, ni, no, D + k * no,
+                    _gemm(r.blas, FNN_NOTRANS, FNN_TRANS, mb, ni, no, D + k * no,
                           K * no, P + r.woff[l] + k * ni * no, no,
                           E + k * ni, K * ni)
                 _act_bwd(mb, K * ni, r.act[l - 1], r.alpha[l - 1], Ain, K * ni,
@@ -769,7 +764,7 @@ def fit_stacked(object widths, object acts, object alphas, object woff,
                 cnp.ndarray params, cnp.ndarray grads, object vel, object sq,
                 object snap, int64_t snap_every, int64_t to_snap, int64_t batch,
                 cnp.ndarray epoch_loss, object progress=None,
-                double poll_ms=50.0, int64_t chunk_mnk=0):
+                double poll_ms=50.0):
     """One run of K stacked networks (see above) over epoch_loss.shape[1]
     epochs: widths (L + 1), acts/alphas/woff/boff (L; acts[-1] the output
     activation as the loss sees it), nid (n_params, int32) the network of
@@ -779,11 +774,9 @@ def fit_stacked(object widths, object acts, object alphas, object woff,
     in place.  params/grads/vel/sq/snap: stacked (n_params) buffers of X's
     dtype (vel None for plain SGD, sq None unless Adam, snap None for no
     snapshots).  Returns a dict: epochs_done, bad_epoch, bad_step,
-    snap_epoch (int64 per network), steps_done, stopped, exc.  chunk_mnk >
-    0: GEMMs go to the BLAS in pieces of at most that many multiply-adds,
-    which OpenBLAS runs on the calling thread (for runs on several threads
-    at once; fnn_blas.chunk_mnk).  progress(steps done) -> stop? is called
-    about every poll_ms with the GIL."""
+    snap_epoch (int64 per network), steps_done, stopped, exc.
+    progress(steps done) -> stop? is called about every poll_ms with the
+    GIL."""
     cdef int64_t L = len(acts), i
     dt = X.dtype
     if dt not in (np.float32, np.float64):
@@ -856,7 +849,7 @@ def fit_stacked(object widths, object acts, object alphas, object woff,
     outs = [np.empty((batch, K * int(w_[i + 1])), dtype=dt) for i in range(L)]
     d0 = np.empty((batch, K * width_max), dtype=dt)
     d1 = np.empty((batch, K * width_max), dtype=dt)
-    per = np.zeros((6, K), dtype=np.float64)
+    per = np.zeros((4, K), dtype=np.float64)
     active = np.ones(K, dtype=np.uint8)
     res = np.full((4, K), -1, dtype=np.int64)
     res[0] = 0
@@ -875,8 +868,7 @@ def fit_stacked(object widths, object acts, object alphas, object woff,
     try:
         for i in range(L):
             acts_p[i] = _data(outs[i])
-        r.blas = blas_handle()[0]
-        r.blas.chunk_mnk = chunk_mnk if chunk_mnk > 0 else 0
+        r.blas = blas_handle()
         r.K = K
         r.L = L
         r.n = n
@@ -889,7 +881,6 @@ def fit_stacked(object widths, object acts, object alphas, object woff,
         r.alpha = <const double *>_data(al_)
         r.woff = <const int64_t *>_data(wo_)
         r.boff = <const int64_t *>_data(bo_)
-        r.nid = <const int32_t *>_data(nid_)
         r.seg = <const int64_t *>_data(seg)
         r.n_seg = seg.shape[0]
         r.loss = loss

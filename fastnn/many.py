@@ -366,12 +366,29 @@ class _Net:
                  "state", "hist", "snap_epoch", "seen", "running")
 
 
-def _orientation(net, X, y, batch):
+def _fresh_opt_states(nets, kinds, reset, dtype):
+    """Optimizer state as Network.fit keeps it: net._opt_state carries over
+    from a fit with the same kind unless reset; else fresh zeros (a
+    velocity buffer for every kind, Adam's second moments), made in one
+    block."""
+    fresh = [(net, kind) for net, kind in zip(nets, kinds)
+             if reset or net._opt_state is None or net._opt_state["kind"] != kind]
+    if not fresh:
+        return
+    P = nets[0].n_params
+    vel_block = np.zeros((len(fresh), P), dtype=dtype)
+    sq_block = (np.zeros((len(fresh), P), dtype=dtype)
+                if any(kind == "adam" for _, kind in fresh) else None)
+    for i, (net, kind) in enumerate(fresh):
+        net._opt_state = {"kind": kind, "vel": vel_block[i],
+                          "sq": sq_block[i] if kind == "adam" else None, "t": 0}
+
+
+def _orientation(net, batch):
     """The forward-GEMM orientation Network.fit would use for minibatches of
     `batch` rows (tuned once per shape and cached by the process, see
     fastnn._train._tune_forward), tuned on net as its loss_grad on `batch`
-    rows would tune it.  X and y are not used (the timing runs on the
-    network's own weights)."""
+    rows would tune it (the timing runs on the network's own weights)."""
     from fastnn import _train
     if not _train.AUTOTUNE:
         return tuple(net._core.forward_orientation())
@@ -404,17 +421,7 @@ def _fit_many(nets, X, y, sw, idx, epochs, batch_size, opts, schedule, seeds,
         r.seen = 0
         r.running = True
         runs.append(r)
-    # optimizer state, as Network.fit keeps it (fresh zeros in one block)
-    fresh = [r for r in runs if reset_optimizer or r.net._opt_state is None
-             or r.net._opt_state["kind"] != r.opt.kind]
-    if fresh:
-        vel_block = np.zeros((len(fresh), P), dtype=dtype)
-        sq_block = (np.zeros((len(fresh), P), dtype=dtype)
-                    if any(r.opt.kind == "adam" for r in fresh) else None)
-        for i, r in enumerate(fresh):
-            r.net._opt_state = {"kind": r.opt.kind, "vel": vel_block[i],
-                                "sq": sq_block[i] if r.opt.kind == "adam" else None,
-                                "t": 0}
+    _fresh_opt_states(nets, [r.opt.kind for r in runs], reset_optimizer, dtype)
     for r in runs:
         r.state = r.net._opt_state
         r.hist = History()
@@ -434,8 +441,7 @@ def _fit_many(nets, X, y, sw, idx, epochs, batch_size, opts, schedule, seeds,
             elif orientations is not None and r.batch in orientations:
                 fwd = tuple(orientations[r.batch])
             else:
-                fwd = _orientation(r.net, X if r.rows is None else X[r.rows],
-                                   y if r.rows is None else y[r.rows], r.batch)
+                fwd = _orientation(r.net, r.batch)
             variants[key] = (len(variants), fwd)
             lanes_flags.append(lanes_on)
         variant_of.append(variants[key][0])
@@ -714,14 +720,7 @@ def _fit_many_batched(nets, X, y, sw, idx, epochs, batch_size, opts, schedule,
         acts[-1] = ACTIVATIONS["identity"]      # fused into the loss
     o0 = opts[0]
     kind = o0.kind
-    for net in nets:
-        if (reset_optimizer or net._opt_state is None
-                or net._opt_state["kind"] != kind):
-            P = net.n_params
-            # as Network.fit keeps it: a velocity buffer for every kind
-            net._opt_state = {"kind": kind, "vel": np.zeros(P, dtype),
-                              "sq": np.zeros(P, dtype) if kind == "adam" else None,
-                              "t": 0}
+    _fresh_opt_states(nets, [kind] * K, reset_optimizer, dtype)
     # one stacked problem per thread, each on its share of the networks,
     # with numpy's BLAS on one thread meanwhile (_one_blas_thread)
     T = max(1, min(n_threads, K))
@@ -931,8 +930,7 @@ def _fit_many_dask(client, chunk_size, nets, X, y, sw, idx, seeds, opts, kw):
         n_k = X.shape[0] if idx is None else len(idx[k])
         b = n_k if kw["batch_size"] is None else min(kw["batch_size"], n_k)
         if not net._core.lanes and b not in orientations:
-            rows = np.arange(n_k) if idx is None else idx[k]
-            orientations[b] = _orientation(net, X[rows], y[rows], b)
+            orientations[b] = _orientation(net, b)
     # unique keys (hash=False): data scattered by an earlier call, with the
     # same content and so the same hashed key, may be in the middle of being
     # released
