@@ -572,6 +572,7 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
     progress = _Progress(epochs, n) if verbose else None
     samples_seen = 0
     e0 = 0
+    pending = None          # the chunk whose native run may not be recorded yet
     try:
         while e0 < epochs:
             ce = min(chunk, epochs - e0)
@@ -588,6 +589,7 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
                 return False
 
             t0 = time.perf_counter()
+            pending = (e0, epoch_loss, lrs, t0)
             r = core.fit(X, y, cfg, lrs, sw=sw, order=order, epoch0=e0,
                          epoch_loss=epoch_loss, progress=poll)
             dt = time.perf_counter() - t0
@@ -598,6 +600,7 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
             if done:
                 hist._record(e0, epoch_loss[:done], dt / done,
                              n * done / dt if dt > 0 else math.inf, lrs[:done])
+            pending = None
             samples_seen += done * n
             if r.exc is not None:
                 hist.stop_reason = ("interrupted" if isinstance(r.exc, KeyboardInterrupt)
@@ -617,7 +620,20 @@ def _fit_native(net, core, X, y, sw, epochs, batch, opt, schedule, rng, use_orde
                                    (hist.val_loss[-1], hist.val_metric[-1])
                                    if val is not None and hist.val_loss else None)
     except KeyboardInterrupt:
-        # between native chunks too: same outcome as inside the loop
+        # between native chunks too: same outcome as inside the loop; and a
+        # Ctrl-C that lands in Python just after a chunk's native run, before
+        # its epochs were recorded, does not drop them (the parameters have
+        # moved): the run wrote each epoch it finished into epoch_loss, NaN
+        # past them
+        if pending is not None and not (hist._chunks
+                                        and hist._chunks[-1][0] == pending[0]):
+            pe0, ploss, plrs, pt0 = pending
+            ok = np.isfinite(ploss)
+            done = len(ok) if ok.all() else int(ok.argmin())
+            if done:
+                dt = time.perf_counter() - pt0
+                hist._record(pe0, ploss[:done], dt / done,
+                             n * done / dt if dt > 0 else math.inf, plrs[:done])
         hist.stop_reason = "interrupted"
         raise
     finally:

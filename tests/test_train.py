@@ -535,6 +535,35 @@ def test_ctrl_c_stops_at_a_step_boundary_quickly(ctrl_c):
     assert len(h2) == 2
 
 
+def test_ctrl_c_right_after_a_native_chunk_keeps_its_epochs(monkeypatch):
+    """A KeyboardInterrupt that Python raises just after a chunk's native
+    run returned, before fit recorded it (the first clock read after the
+    run, here), still leaves the chunk's epochs in the history: the
+    parameters moved through them."""
+    import fastnn.training as training
+    X, Y = data("mse", n=50)
+    net = Network([Dense(8, "tanh"), Dense(2)], n_in=5, seed=0)
+    ref = Network([Dense(8, "tanh"), Dense(2)], n_in=5, seed=0)
+    h_ref = ref.fit(X, Y, epochs=7, batch_size=10, lr=0.01, seed=3)
+    calls = []
+    real = time.perf_counter
+
+    def clock():
+        calls.append(1)
+        if len(calls) == 2:            # t0, then the read after core.fit
+            raise KeyboardInterrupt
+        return real()
+
+    monkeypatch.setattr(training.time, "perf_counter", clock)
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, Y, epochs=7, batch_size=10, lr=0.01, seed=3)
+    monkeypatch.setattr(training.time, "perf_counter", real)
+    h = net.history
+    assert h.stop_reason == "interrupted"
+    assert h.epochs == list(range(7)) and h.loss == h_ref.loss
+    np.testing.assert_array_equal(net.params, ref.params)
+
+
 @pytest.mark.parametrize("mode", ["raise", "warn"])
 def test_divergence_names_epoch_and_restores_finite_params(mode):
     rs = np.random.RandomState(1)
